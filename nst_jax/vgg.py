@@ -1,0 +1,262 @@
+"""VGG16 / VGG19 convolutional stacks as pure JAX functions over a Flax-style params tree.
+
+Params are a plain dict keyed by conv layer name, in the Flax ``nn.Conv`` layout::
+
+    params["conv3_1"]["kernel"]  # [3, 3, C_in, C_out]  (HWIO)
+    params["conv3_1"]["bias"]    # [C_out]
+
+The architecture is read off the params: block ``b`` has as many convs as there are ``conv{b}_*`` keys (2,2,3,3,3
+for VGG16; 2,2,4,4,4 for VGG19), each followed by a ReLU, and each block but the last is followed by a 2x2/stride-2
+pooling layer (``pool1`` ... ``pool4``; ``pool5`` is added after block 5 too). Layer names are the literature's:
+``conv1_1``, ``relu1_1``, ``conv1_2``, ``relu1_2``, ``pool1``, ``conv2_1``, ... ``relu5_4``, ``pool5``.
+
+Convs are 3x3, stride 1, zero padding 1 ("SAME"); pooling windows are 2x2, stride 2, with floor division of odd sizes
+("VALID"), as in Caffe's and Keras' VGG. Images enter as RGB floats in [0, 1] of shape [H, W, 3] and are turned into
+the Caffe input (BGR, x255, minus the ImageNet mean) by :func:`preprocess`. Batches go through ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "ARCHITECTURES",
+    "CAFFE_MEAN_BGR",
+    "VGGSpec",
+    "register_architecture",
+    "get_spec",
+    "spec_from_params",
+    "layer_names",
+    "layer_sequence",
+    "expected_shapes",
+    "init_params",
+    "preprocess",
+    "deprocess",
+    "features",
+    "Features",
+]
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+_CONV_RE = re.compile(r"^conv(\d)_(\d)$")
+
+
+class VGGSpec:
+    """The structure of a VGG-style conv stack: convs per block and channels per block.
+
+    ``convs_per_block[b]`` convs of ``channels[b]`` output channels make block ``b + 1``.
+    """
+
+    def __init__(self, name: str, convs_per_block: Sequence[int], channels: Sequence[int]):
+        if len(convs_per_block) != len(channels) or not convs_per_block:
+            raise ValueError("convs_per_block and channels must be non-empty and of equal length")
+        self.name = name
+        self.convs_per_block = tuple(int(c) for c in convs_per_block)
+        self.channels = tuple(int(c) for c in channels)
+
+    def __repr__(self) -> str:
+        return f"VGGSpec({self.name!r}, convs_per_block={self.convs_per_block}, channels={self.channels})"
+
+    def conv_names(self) -> List[str]:
+        return [f"conv{b + 1}_{i + 1}" for b, n in enumerate(self.convs_per_block) for i in range(n)]
+
+
+ARCHITECTURES: Dict[str, VGGSpec] = {}
+
+
+def register_architecture(spec: VGGSpec) -> VGGSpec:
+    """Register a network structure by name (used by weight sources and the tiny test network)."""
+    ARCHITECTURES[spec.name] = spec
+    return spec
+
+
+register_architecture(VGGSpec("vgg16", (2, 2, 3, 3, 3), (64, 128, 256, 512, 512)))
+register_architecture(VGGSpec("vgg19", (2, 2, 4, 4, 4), (64, 128, 256, 512, 512)))
+# A tiny network with VGG19's layer names and few channels: fast tests of everything above the network.
+register_architecture(VGGSpec("tiny19", (2, 2, 4, 4, 4), (4, 6, 8, 8, 8)))
+register_architecture(VGGSpec("tiny16", (2, 2, 3, 3, 3), (4, 6, 8, 8, 8)))
+
+
+def get_spec(arch: str | VGGSpec) -> VGGSpec:
+    if isinstance(arch, VGGSpec):
+        return arch
+    try:
+        return ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}") from None
+
+
+def spec_from_params(params: Mapping[str, Mapping[str, "jax.Array"]]) -> VGGSpec:
+    """Infer the block structure and channel counts from a params tree's conv keys and kernel shapes."""
+    per_block: Dict[int, int] = {}
+    channels: Dict[int, int] = {}
+    for key in params:
+        m = _CONV_RE.match(key)
+        if not m:
+            continue
+        b, i = int(m.group(1)), int(m.group(2))
+        per_block[b] = max(per_block.get(b, 0), i)
+        channels[b] = int(np.shape(params[key]["kernel"])[-1])
+    if not per_block:
+        raise ValueError("params hold no conv{b}_{i} layers")
+    blocks = sorted(per_block)
+    if blocks != list(range(1, len(blocks) + 1)):
+        raise ValueError(f"params skip a block: found blocks {blocks}")
+    return VGGSpec("params", [per_block[b] for b in blocks], [channels[b] for b in blocks])
+
+
+def layer_sequence(spec: str | VGGSpec) -> List[Tuple[str, str]]:
+    """All layers in order as (name, kind) with kind in {"conv", "relu", "pool"}."""
+    spec = get_spec(spec)
+    seq: List[Tuple[str, str]] = []
+    for b, n in enumerate(spec.convs_per_block, start=1):
+        for i in range(1, n + 1):
+            seq.append((f"conv{b}_{i}", "conv"))
+            seq.append((f"relu{b}_{i}", "relu"))
+        seq.append((f"pool{b}", "pool"))
+    return seq
+
+
+def layer_names(spec: str | VGGSpec) -> List[str]:
+    """Every layer name of the network in forward order."""
+    return [name for name, _ in layer_sequence(spec)]
+
+
+def expected_shapes(spec: str | VGGSpec) -> Dict[str, Dict[str, Tuple[int, ...]]]:
+    """``{conv_name: {"kernel": (3, 3, C_in, C_out), "bias": (C_out,)}}`` for a registered structure."""
+    spec = get_spec(spec)
+    shapes: Dict[str, Dict[str, Tuple[int, ...]]] = {}
+    c_in = 3
+    for b, (n, c_out) in enumerate(zip(spec.convs_per_block, spec.channels), start=1):
+        for i in range(1, n + 1):
+            shapes[f"conv{b}_{i}"] = {"kernel": (3, 3, c_in, c_out), "bias": (c_out,)}
+            c_in = c_out
+    return shapes
+
+
+def init_params(key: "jax.Array", spec: str | VGGSpec = "vgg19") -> Dict[str, Dict[str, jax.Array]]:
+    """Seeded random params (He-normal kernels, small random biases) for a registered structure.
+
+    Used by the ``random`` weight source and by tests; outputs made with them are not style transfer.
+    """
+    shapes = expected_shapes(spec)
+    params = {}
+    keys = jax.random.split(key, 2 * len(shapes))
+    for j, (name, s) in enumerate(shapes.items()):
+        fan_in = s["kernel"][0] * s["kernel"][1] * s["kernel"][2]
+        kernel = jax.random.normal(keys[2 * j], s["kernel"], jnp.float32) * np.sqrt(2.0 / fan_in)
+        bias = jax.random.normal(keys[2 * j + 1], s["bias"], jnp.float32) * 0.01
+        params[name] = {"kernel": kernel, "bias": bias}
+    return params
+
+
+def preprocess(image_HW3: jax.Array) -> jax.Array:
+    """RGB in [0, 1] -> Caffe input: BGR, x255, minus the ImageNet mean (103.939, 116.779, 123.68). [..., H, W, 3]."""
+    bgr = image_HW3[..., ::-1] * 255.0
+    return bgr - jnp.asarray(CAFFE_MEAN_BGR, dtype=bgr.dtype)
+
+
+def deprocess(x_HW3: jax.Array) -> jax.Array:
+    """Inverse of :func:`preprocess` (no clipping)."""
+    bgr = (x_HW3 + jnp.asarray(CAFFE_MEAN_BGR, dtype=x_HW3.dtype)) / 255.0
+    return bgr[..., ::-1]
+
+
+def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    y = jax.lax.conv_general_dilated(
+        x_HWC[None], kernel.astype(x_HWC.dtype), window_strides=(1, 1), padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )[0]
+    return y + bias.astype(y.dtype)
+
+
+def _pool(x_HWC: jax.Array, pooling: str) -> jax.Array:
+    window, strides = (2, 2, 1), (2, 2, 1)
+    if pooling == "max":
+        return jax.lax.reduce_window(x_HWC, -jnp.inf, jax.lax.max, window, strides, "VALID")
+    if pooling == "avg":
+        s = jax.lax.reduce_window(x_HWC, 0.0, jax.lax.add, window, strides, "VALID")
+        return s / 4.0
+    raise ValueError(f"pooling must be 'max' or 'avg', got {pooling!r}")
+
+
+Features = Dict[str, jax.Array]
+
+
+def features(
+    params: Mapping[str, Mapping[str, jax.Array]],
+    image_HW3: jax.Array,
+    layers: Iterable[str],
+    *,
+    pooling: str = "max",
+    preprocessed: bool = False,
+    remat: bool | str = False,
+    dtype=None,
+) -> Features:
+    """Feature maps of one image at the named layers.
+
+    Args:
+      params: ``{conv_name: {"kernel": [3, 3, C_in, C_out], "bias": [C_out]}}``.
+      image_HW3: RGB image in [0, 1], [H, W, 3] (or already :func:`preprocess`-ed if ``preprocessed``).
+      layers: layer names (``relu4_2``, ``conv1_1``, ``pool3`` ...); the forward pass stops after the deepest.
+      pooling: ``"max"`` or ``"avg"`` (the 2016 paper's choice).
+      remat: rematerialise each block's activations in the backward pass (``jax.checkpoint``): ``True`` or a
+        policy name from ``jax.checkpoint_policies`` (e.g. ``"dots_saveable"``). Saves memory on large images.
+      dtype: compute dtype of the activations (e.g. ``jnp.bfloat16``); returned features are cast back to float32.
+
+    Returns:
+      ``{name: feats_HWC}`` for each requested layer, float32, [H_l, W_l, C_l].
+    """
+    layers = list(dict.fromkeys(layers))
+    spec = spec_from_params(params)
+    seq = layer_sequence(spec)
+    order = {name: j for j, (name, _) in enumerate(seq)}
+    unknown = [name for name in layers if name not in order]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown}; this network has {[n for n, _ in seq]}")
+    if not layers:
+        return {}
+    last = max(order[name] for name in layers)
+    wanted = set(layers)
+
+    x = image_HW3 if preprocessed else preprocess(image_HW3)
+    if dtype is not None:
+        x = x.astype(dtype)
+
+    # Group the sequence into blocks (for rematerialisation), each ending at a pool.
+    blocks: List[List[Tuple[str, str]]] = [[]]
+    for name, kind in seq[: last + 1]:
+        blocks[-1].append((name, kind))
+        if kind == "pool":
+            blocks.append([])
+    blocks = [b for b in blocks if b]
+
+    out: Features = {}
+    for block in blocks:
+        def run_block(x, block_params, block=block):
+            taps = {}
+            for name, kind in block:
+                if kind == "conv":
+                    x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"])
+                elif kind == "relu":
+                    x = jax.nn.relu(x)
+                else:
+                    x = _pool(x, pooling)
+                if name in wanted:
+                    taps[name] = x
+            return x, taps
+
+        block_params = {name: params[name] for name, kind in block if kind == "conv"}
+        if remat:
+            policy = None
+            if isinstance(remat, str):
+                policy = getattr(jax.checkpoint_policies, remat)
+            run_block = jax.checkpoint(run_block, policy=policy)
+        x, taps = run_block(x, block_params)
+        out.update(taps)
+    return {name: out[name].astype(jnp.float32) for name in layers}
