@@ -34,6 +34,7 @@ __all__ = [
     "layer_names",
     "layer_sequence",
     "expected_shapes",
+    "layer_channels",
     "init_params",
     "preprocess",
     "deprocess",
@@ -125,6 +126,12 @@ def layer_sequence(spec: str | VGGSpec) -> List[Tuple[str, str]]:
 def layer_names(spec: str | VGGSpec) -> List[str]:
     """Every layer name of the network in forward order."""
     return [name for name, _ in layer_sequence(spec)]
+
+
+def layer_channels(spec: str | VGGSpec) -> Dict[str, int]:
+    """Output channels of every layer: ``{"relu3_1": 256, "pool3": 256, ...}``."""
+    spec = get_spec(spec)
+    return {name: spec.channels[int(re.search(r"\d", name).group()) - 1] for name, _ in layer_sequence(spec)}
 
 
 def expected_shapes(spec: str | VGGSpec) -> Dict[str, Dict[str, Tuple[int, ...]]]:

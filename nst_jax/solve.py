@@ -1,0 +1,611 @@
+"""The compiled optimisation: loss assembly, targets, solvers, chunked progress, vmapped sweeps.
+
+Shape of a run::
+
+    targets = compute_targets(params, content_HW3, styles, cfg)      # once, own jitted function
+    weights = make_weights(cfg, alpha=..., beta=..., ...)             # traced arrays: new values never recompile
+    run = Solve(cfg, solver_cfg)                                      # compiled once per image shape
+    out = run(params, targets, weights, x0_HWC, iters)                # lax.while_loop, chunked for progress
+
+A sweep is the same program under ``jax.vmap`` over the leading axis of ``weights`` and ``x0`` (K members), one
+compile for all K; with several devices the K axis is sharded across them.
+
+Solvers (``SolverConfig.name``), every one counting function+gradient (f+g) evaluations:
+
+* ``"lbfgs"`` -- L-BFGS with a fixed step (no line search: one f+g per iteration, as jcjohnson/neural-style uses
+  ``torch.optim.lbfgs`` without line search), two-loop recursion over a circular history, first step scaled by
+  ``min(1, 1/|g|_1)``, curvature pairs with ``s.y <= 1e-10`` skipped, and each iterate projected onto the box
+  [0, 1] (projected L-BFGS). No ``lax.cond``, so it vmaps at full efficiency.
+* ``"jaxopt"`` -- ``jaxopt.LBFGSB`` (L-BFGS-B with its line search) with the box [0, 1] as a true bound constraint.
+* ``"optax-lbfgs"`` -- ``optax.lbfgs`` (zoom line search); the iterate is projected onto [0, 1] after each update and
+  value and gradient are evaluated afresh at the projected point (counted).
+* ``"adam"`` -- ``optax.adam`` with projection onto [0, 1] (one f+g per iteration).
+
+Under ``vmap`` a line search's ``lax.cond`` runs both branches, so the f+g counts reported by the line-search
+solvers are logical evaluations; the fixed-step solver's count is exact in all cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import losses as L
+from nst_jax import vgg
+
+__all__ = [
+    "LossConfig",
+    "SolverConfig",
+    "PRESETS",
+    "SOLVERS",
+    "preset",
+    "compute_targets",
+    "make_weights",
+    "loss_terms",
+    "total_loss",
+    "Solve",
+    "SolveOutput",
+    "TRACE_COUNTER",
+]
+
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_CONTENT_LAYERS = ("relu4_2",)
+SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
+
+# Counts Python traces of the compiled bodies (one per compile); tests assert it does not grow on a second call.
+TRACE_COUNTER = {"loss": 0, "chunk": 0, "targets": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Static structure of the loss (hashable: part of the compile key). Numbers that vary live in ``weights``.
+
+    Attributes:
+      content_layers / style_layers: layer names.
+      pooling: "max" or "avg".
+      gram_norm: "hw" (G = F^T F / (H W), gatys) or "chw" (divide by C H W, neural-style).
+      channels: 3 for RGB, 1 for luminance-only transfer (the 1-channel variable is replicated to RGB for VGG).
+      spatial: None, or "gram" | "sums" | "sums+gram" | "stacked" (guided losses, Gatys et al. 2017).
+      remat: rematerialise VGG blocks in the backward pass (False, True, or a jax.checkpoint_policies name).
+      compute_dtype: None (float32) or "bfloat16" activations (losses and optimiser state stay float32).
+    """
+
+    content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
+    style_layers: Tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    pooling: str = "max"
+    gram_norm: str = "hw"
+    channels: int = 3
+    spatial: Optional[str] = None
+    remat: Any = False
+    compute_dtype: Optional[str] = None
+
+    @property
+    def all_layers(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverConfig:
+    """Static solver settings. ``history``: L-BFGS memory; ``lr``: step (lbfgs: 1.0; adam: learning rate)."""
+
+    name: str = "lbfgs"
+    history: int = 100
+    lr: Optional[float] = None
+    chunk: int = 25
+
+    def __post_init__(self):
+        if self.name not in SOLVERS:
+            raise ValueError(f"unknown solver {self.name!r}; choose one of {', '.join(SOLVERS)}")
+        if self.history < 1:
+            raise ValueError(f"L-BFGS history must be >= 1, got {self.history}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+
+    @property
+    def step(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return 0.02 if self.name == "adam" else 1.0
+
+
+# --------------------------------------------------------------------------------------------------- presets
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # Gatys et al. 2016/2017 as in the 2017 paper's code: Gram / (H W), layer weights 1/C_l^2, alpha 1, beta 1e3.
+    "gatys": dict(content_weight=1.0, style_weight=1e3, tv_weight=0.0, gram_norm="hw", layer_weights="inv_c2"),
+    # jcjohnson/neural-style: Gram / (C H W), equal layer weights, content 5, style 100, TV 1e-3.
+    "neural-style": dict(content_weight=5.0, style_weight=100.0, tv_weight=1e-3, gram_norm="chw",
+                         layer_weights="ones"),
+}
+
+
+def preset(name: str) -> Dict[str, Any]:
+    """The settings of a named convention (see ``PRESETS``)."""
+    try:
+        return dict(PRESETS[name])
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+# --------------------------------------------------------------------------------------------------- the loss
+
+def _as_rgb(image_HWC: jax.Array) -> jax.Array:
+    return jnp.repeat(image_HWC, 3, axis=-1) if image_HWC.shape[-1] == 1 else image_HWC
+
+
+def _features(params, image_HWC, layers, cfg: LossConfig):
+    dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
+    return vgg.features(params, _as_rgb(image_HWC), layers, pooling=cfg.pooling, remat=cfg.remat, dtype=dtype)
+
+
+def loss_terms(params, image_HWC: jax.Array, targets: Mapping, weights: Mapping, cfg: LossConfig) -> Dict[str, jax.Array]:
+    """Unweighted-by-alpha/beta terms and the weighted total for one image.
+
+    Args:
+      image_HWC: the generated image in [0, 1], [H, W, 3] (or [H, W, 1] for luminance-only transfer).
+      targets: from :func:`compute_targets` (``content``: {layer: [H, W, C]}; ``grams``: {layer: [S, C, C]}; guided
+        targets when ``cfg.spatial`` is set).
+      weights: from :func:`make_weights` (``content``, ``style``, ``tv`` scalars; ``content_layers`` [Lc];
+        ``style_layers`` [Ls]; ``blend`` [S]; ``regions`` [R] for spatial control).
+
+    Returns:
+      ``{"content", "style", "tv", "total"}`` with total = alpha content + beta style + tv_weight tv.
+    """
+    TRACE_COUNTER["loss"] += 1
+    feats = _features(params, image_HWC, cfg.all_layers, cfg)
+    content = jnp.zeros((), jnp.float32)
+    for j, name in enumerate(cfg.content_layers):
+        content = content + weights["content_layers"][j] * L.content_loss(feats[name], targets["content"][name])
+    if cfg.spatial is None:
+        grams = {name: L.blend_grams(targets["grams"][name], weights["blend"]) for name in cfg.style_layers}
+        style = L.style_loss(feats, grams, cfg.style_layers, weights["style_layers"], cfg.gram_norm)
+    else:
+        from nst_jax import spatial as S  # spatial control: guided losses
+
+        style = S.spatial_style_loss(feats, targets, weights, cfg)
+    tv = L.tv_loss(image_HWC)
+    total = weights["content"] * content + weights["style"] * style + weights["tv"] * tv
+    return {"content": content, "style": style, "tv": tv, "total": total}
+
+
+def total_loss(image_HWC, params, targets, weights, cfg: LossConfig) -> jax.Array:
+    """Scalar total loss (argument order suited to ``jax.value_and_grad`` w.r.t. the image)."""
+    return loss_terms(params, image_HWC, targets, weights, cfg)["total"]
+
+
+def _targets_impl(params, content_HWC, style_HWC, cfg: LossConfig):
+    TRACE_COUNTER["targets"] += 1
+    out = {}
+    if content_HWC is not None:
+        cf = _features(params, content_HWC, cfg.content_layers, cfg)
+        out["content"] = {name: cf[name] for name in cfg.content_layers}
+    if style_HWC is not None:
+        sf = _features(params, style_HWC, cfg.style_layers, cfg)
+        out["grams"] = {name: L.gram(sf[name], cfg.gram_norm) for name in cfg.style_layers}
+    return out
+
+
+_targets_jit = jax.jit(_targets_impl, static_argnames=("cfg",))
+
+
+def compute_targets(params, content_HWC, styles: Sequence, cfg: LossConfig) -> Dict[str, Any]:
+    """Content features and stacked Gram targets, computed once (jitted per image shape).
+
+    Args:
+      content_HWC: the content image [H, W, 3|1] in [0, 1] (None for no content term, e.g. style mixing).
+      styles: S style images, each [H_s, W_s, 3|1] (sizes may differ).
+
+    Returns:
+      ``{"content": {layer: [H_l, W_l, C_l]}, "grams": {layer: [S, C_l, C_l]}}``.
+    """
+    out: Dict[str, Any] = {}
+    if content_HWC is not None:
+        out.update(_targets_jit(params, jnp.asarray(content_HWC, jnp.float32), None, cfg))
+    else:
+        out["content"] = {}
+    per_style = [_targets_jit(params, None, jnp.asarray(s, jnp.float32), cfg)["grams"] for s in styles]
+    if per_style:
+        out["grams"] = {name: jnp.stack([g[name] for g in per_style]) for name in cfg.style_layers}
+    return out
+
+
+def make_weights(
+    cfg: LossConfig,
+    params,
+    *,
+    content_weight: float = 1.0,
+    style_weight: float = 1e3,
+    tv_weight: float = 0.0,
+    layer_weights: Any = "inv_c2",
+    content_layer_weights: Optional[Sequence[float]] = None,
+    blend: Optional[Sequence[float]] = None,
+    n_styles: int = 1,
+    region_weights: Optional[Sequence[float]] = None,
+    n_regions: int = 0,
+) -> Dict[str, jax.Array]:
+    """The traced weights pytree. ``layer_weights``: "inv_c2" (1/C_l^2), "ones", or a sequence of floats."""
+    chans = vgg.layer_channels(vgg.spec_from_params(params))
+    if isinstance(layer_weights, str):
+        lw = L.default_layer_weights([chans[n] for n in cfg.style_layers], layer_weights)
+    else:
+        lw = jnp.asarray(list(layer_weights), jnp.float32)
+        if lw.shape != (len(cfg.style_layers),):
+            raise ValueError(f"{len(lw)} layer weights given for {len(cfg.style_layers)} style layers "
+                             f"({', '.join(cfg.style_layers)}); give one per layer")
+    for value, what in ((content_weight, "content weight"), (style_weight, "style weight"), (tv_weight, "tv weight")):
+        if not (math.isfinite(float(value)) and float(value) >= 0):
+            raise ValueError(f"{what} must be a finite number >= 0, got {value}")
+    if bool(jnp.any(~jnp.isfinite(lw)) or jnp.any(lw < 0)):
+        raise ValueError(f"layer weights must be finite and >= 0, got {list(np.asarray(lw))}")
+    cw = (jnp.ones(len(cfg.content_layers), jnp.float32) if content_layer_weights is None
+          else jnp.asarray(list(content_layer_weights), jnp.float32))
+    bl = jnp.ones(n_styles, jnp.float32) if blend is None else jnp.asarray(list(blend), jnp.float32)
+    if bl.shape != (n_styles,):
+        raise ValueError(f"{bl.shape[0]} blend weights given for {n_styles} style images; give one per style")
+    if bool(jnp.any(bl < 0) | ~jnp.all(jnp.isfinite(bl))) or float(jnp.sum(bl)) <= 0:
+        raise ValueError(f"style blend weights must be >= 0 with a positive sum, got {list(np.asarray(bl))}")
+    w = {
+        "content": jnp.asarray(content_weight, jnp.float32),
+        "style": jnp.asarray(style_weight, jnp.float32),
+        "tv": jnp.asarray(tv_weight, jnp.float32),
+        "content_layers": cw,
+        "style_layers": lw.astype(jnp.float32),
+        "blend": bl,
+    }
+    if n_regions:
+        rw = (jnp.full(n_regions, 1.0 / n_regions, jnp.float32) if region_weights is None
+              else jnp.asarray(list(region_weights), jnp.float32))
+        if rw.shape != (n_regions,):
+            raise ValueError(f"{rw.shape[0]} region weights given for {n_regions} regions; give one per region")
+        w["regions"] = rw
+    return w
+
+
+# --------------------------------------------------------------------------------------------------- solvers
+
+class LBFGSState(NamedTuple):
+    x: jax.Array
+    value: jax.Array
+    grad: jax.Array
+    s_hist: jax.Array  # [m, *x.shape]
+    y_hist: jax.Array
+    rho: jax.Array  # [m]
+    head: jax.Array  # next slot to write
+    count: jax.Array  # pairs stored (<= m)
+    it: jax.Array
+    nfev: jax.Array
+
+
+def _vdot(a, b):
+    return jnp.sum(a * b, dtype=jnp.float32)
+
+
+def _two_loop(g, s_hist, y_hist, rho, head, count):
+    """Two-loop recursion: returns H g for the L-BFGS inverse-Hessian approximation (circular history)."""
+    m = s_hist.shape[0]
+
+    def back(j, carry):
+        q, alpha = carry
+        idx = (head - 1 - j) % m
+        valid = j < count
+        a = jnp.where(valid, rho[idx] * _vdot(s_hist[idx], q), 0.0)
+        q = q - a * y_hist[idx]
+        return q, alpha.at[idx].set(a)
+
+    q, alpha = jax.lax.fori_loop(0, m, back, (g, jnp.zeros_like(rho)))
+    newest = (head - 1) % m
+    sy = _vdot(s_hist[newest], y_hist[newest])
+    yy = _vdot(y_hist[newest], y_hist[newest])
+    gamma = jnp.where((count > 0) & (yy > 0), sy / jnp.where(yy > 0, yy, 1.0), 1.0)
+    r = gamma * q
+
+    def fwd(j, r):
+        idx = (head - count + j) % m
+        valid = j < count
+        b = rho[idx] * _vdot(y_hist[idx], r)
+        return jnp.where(valid, r + s_hist[idx] * (alpha[idx] - b), r)
+
+    return jax.lax.fori_loop(0, m, fwd, r)
+
+
+class _FixedStepLBFGS:
+    def __init__(self, vg: Callable, cfg: SolverConfig):
+        self.vg, self.cfg = vg, cfg
+
+    def init(self, x0, *args):
+        f, g = self.vg(x0, *args)
+        m = self.cfg.history
+        z = jnp.zeros((m,) + x0.shape, x0.dtype)
+        return LBFGSState(x0, f, g, z, z, jnp.zeros(m, jnp.float32), jnp.asarray(0), jnp.asarray(0),
+                          jnp.asarray(0), jnp.asarray(1))
+
+    def step(self, st: LBFGSState, *args) -> LBFGSState:
+        d = -_two_loop(st.grad, st.s_hist, st.y_hist, st.rho, st.head, st.count)
+        lr = self.cfg.step
+        t = jnp.where(st.it == 0, jnp.minimum(1.0, 1.0 / jnp.maximum(jnp.sum(jnp.abs(st.grad)), 1e-12)) * lr, lr)
+        x = jnp.clip(st.x + t * d, 0.0, 1.0)
+        f, g = self.vg(x, *args)
+        s, y = x - st.x, g - st.grad
+        sy = _vdot(s, y)
+        ok = sy > 1e-10
+        m = self.cfg.history
+        s_hist = jnp.where(ok, st.s_hist.at[st.head].set(s), st.s_hist)
+        y_hist = jnp.where(ok, st.y_hist.at[st.head].set(y), st.y_hist)
+        rho = jnp.where(ok, st.rho.at[st.head].set(1.0 / jnp.where(ok, sy, 1.0)), st.rho)
+        head = jnp.where(ok, (st.head + 1) % m, st.head)
+        count = jnp.where(ok, jnp.minimum(st.count + 1, m), st.count)
+        return LBFGSState(x, f, g, s_hist, y_hist, rho, head, count, st.it + 1, st.nfev + 1)
+
+    @staticmethod
+    def x(st):
+        return st.x
+
+    @staticmethod
+    def value(st):
+        return st.value
+
+    @staticmethod
+    def nfev(st):
+        return st.nfev
+
+
+class _JaxoptLBFGSB:
+    def __init__(self, vg: Callable, cfg: SolverConfig):
+        import jaxopt
+
+        self.cfg = cfg
+        self.solver = jaxopt.LBFGSB(fun=vg, value_and_grad=True, history_size=cfg.history, maxiter=10 ** 9,
+                                    tol=0.0)
+
+    def _bounds(self, x):
+        return (jnp.zeros_like(x), jnp.ones_like(x))
+
+    def init(self, x0, *args):
+        return (x0, self.solver.init_state(x0, self._bounds(x0), *args))
+
+    def step(self, st, *args):
+        x, s = st
+        x, s = self.solver.update(x, s, self._bounds(x), *args)
+        return (x, s)
+
+    @staticmethod
+    def x(st):
+        return st[0]
+
+    @staticmethod
+    def value(st):
+        return st[1].value
+
+    @staticmethod
+    def nfev(st):
+        return st[1].num_fun_eval.astype(jnp.int32)
+
+
+class _OptaxState(NamedTuple):
+    x: jax.Array
+    opt: Any
+    value: jax.Array
+    grad: jax.Array
+    nfev: jax.Array
+
+
+class _Optax:
+    """optax.lbfgs (zoom line search) or optax.adam, projected onto [0, 1] after each update."""
+
+    def __init__(self, vg: Callable, cfg: SolverConfig):
+        import optax
+
+        self.vg, self.cfg = vg, cfg
+        if cfg.name == "adam":
+            self.opt = optax.adam(cfg.step)
+        else:
+            self.opt = optax.lbfgs(memory_size=cfg.history)
+
+    def init(self, x0, *args):
+        f, g = self.vg(x0, *args)
+        return _OptaxState(x0, self.opt.init(x0), f, g, jnp.asarray(1))
+
+    def step(self, st: _OptaxState, *args):
+        import optax
+
+        if self.cfg.name == "adam":
+            upd, opt = self.opt.update(st.grad, st.opt, st.x)
+            extra = jnp.asarray(0)
+        else:
+            fn = lambda x: self.vg(x, *args)[0]  # noqa: E731
+            upd, opt = self.opt.update(st.grad, st.opt, st.x, value=st.value, grad=st.grad, value_fn=fn)
+            extra = jnp.asarray(optax.tree_utils.tree_get(opt, "num_linesearch_steps"), jnp.int32)
+        x = jnp.clip(optax.apply_updates(st.x, upd), 0.0, 1.0)
+        f, g = self.vg(x, *args)
+        return _OptaxState(x, opt, f, g, st.nfev + 1 + extra)
+
+    @staticmethod
+    def x(st):
+        return st.x
+
+    @staticmethod
+    def value(st):
+        return st.value
+
+    @staticmethod
+    def nfev(st):
+        return st.nfev
+
+
+def _make_solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
+    vg = jax.value_and_grad(lambda x, params, targets, weights: total_loss(x, params, targets, weights, loss_cfg))
+    if solver_cfg.name == "lbfgs":
+        return _FixedStepLBFGS(vg, solver_cfg)
+    if solver_cfg.name == "jaxopt":
+        return _JaxoptLBFGSB(vg, solver_cfg)
+    return _Optax(vg, solver_cfg)
+
+
+# --------------------------------------------------------------------------------------------------- chunked run
+
+class ChunkOut(NamedTuple):
+    state: Any
+    values: jax.Array  # [chunk] loss after each iteration (NaN past the end)
+    nfevs: jax.Array  # [chunk] cumulative f+g after each iteration
+    done: jax.Array  # iterations actually run in this chunk
+    bad: jax.Array  # True if a non-finite loss stopped the run (the state is the last finite one)
+
+
+def _chunk_impl(state, params, targets, weights, n, loss_cfg: LossConfig, solver_cfg: SolverConfig):
+    TRACE_COUNTER["chunk"] += 1
+    solver = _make_solver(loss_cfg, solver_cfg)
+    size = solver_cfg.chunk
+    values = jnp.full((size,), jnp.nan, jnp.float32)
+    nfevs = jnp.zeros((size,), jnp.int32)
+
+    def cond(c):
+        i, _, _, _, bad = c
+        return (i < n) & ~bad
+
+    def body(c):
+        i, st, values, nfevs, _ = c
+        new = solver.step(st, params, targets, weights)
+        v = solver.value(new)
+        bad = ~jnp.isfinite(v) | ~jnp.all(jnp.isfinite(solver.x(new)))
+        st = jax.tree_util.tree_map(lambda a, b: jnp.where(bad, a, b), st, new)
+        values = values.at[i].set(jnp.where(bad, jnp.nan, v))
+        nfevs = nfevs.at[i].set(solver.nfev(new))
+        return i + 1, st, values, nfevs, bad
+
+    i, state, values, nfevs, bad = jax.lax.while_loop(
+        cond, body, (jnp.asarray(0), state, values, nfevs, jnp.asarray(False)))
+    return ChunkOut(state, values, nfevs, i, bad)
+
+
+def _init_impl(x0, params, targets, weights, loss_cfg: LossConfig, solver_cfg: SolverConfig):
+    solver = _make_solver(loss_cfg, solver_cfg)
+    return solver.init(x0, params, targets, weights)
+
+
+def _terms_impl(x, params, targets, weights, loss_cfg: LossConfig):
+    return loss_terms(params, x, targets, weights, loss_cfg)
+
+
+class SolveOutput(NamedTuple):
+    """Result of a compiled solve. With a sweep, arrays carry a leading K axis."""
+
+    image: np.ndarray  # [H, W, C] (or [K, H, W, C]) in [0, 1]
+    values: np.ndarray  # [T] (or [K, T]) loss after each iteration
+    nfevs: np.ndarray  # [T] (or [K, T]) cumulative f+g evaluations after each iteration
+    terms: Dict[str, np.ndarray]  # final content/style/tv/total
+    compile_seconds: float
+    run_seconds: float
+    stopped_nonfinite: bool
+    nonfinite_term: Optional[str]
+
+
+class Solve:
+    """A compiled solve for one (loss structure, solver) pair; ``batched=True`` vmaps over K members.
+
+    Compiled executables are cached per (configs, shapes, dtypes, shardings) across instances, so a second call with
+    new images or weights of the same size compiles nothing (see ``TRACE_COUNTER``).
+    """
+
+    _cache: Dict[Any, Any] = {}
+
+    def __init__(self, loss_cfg: LossConfig, solver_cfg: SolverConfig = SolverConfig(), *, batched: bool = False):
+        self.loss_cfg, self.solver_cfg, self.batched = loss_cfg, solver_cfg, batched
+        init = _init_impl
+        chunk = _chunk_impl
+        terms = _terms_impl
+        if batched:
+            init = jax.vmap(init, in_axes=(0, None, None, 0, None, None))
+            chunk = jax.vmap(chunk, in_axes=(0, None, None, 0, None, None, None))
+            terms = jax.vmap(terms, in_axes=(0, None, None, 0, None))
+        self._init = jax.jit(init, static_argnums=(4, 5))
+        self._chunk = jax.jit(chunk, static_argnums=(5, 6), donate_argnums=(0,))
+        self._terms = jax.jit(terms, static_argnums=(4,))
+
+    def _compiled(self, name, fn, args, static):
+        def sig(a):
+            sh = getattr(a, "sharding", None)
+            return (tuple(np.shape(a)), str(getattr(a, "dtype", type(a))), str(sh) if sh is not None else None)
+
+        key = (name, self.batched, static, jax.tree_util.tree_structure(args),
+               tuple(sig(a) for a in jax.tree_util.tree_leaves(args)))
+        hit = self._cache.get(key)
+        if hit is None:
+            t0 = time.perf_counter()
+            hit = fn.lower(*args, *static).compile()
+            self._cache[key] = hit
+            self.compile_seconds += time.perf_counter() - t0
+        return hit
+
+    def __call__(self, params, targets, weights, x0, iters: int, *, callback: Optional[Callable] = None,
+                 progress: Optional[Callable] = None) -> SolveOutput:
+        """Run ``iters`` solver iterations from ``x0``.
+
+        Args:
+          x0: [H, W, C] (or [K, H, W, C] when batched) initial image in [0, 1].
+          callback: called after each chunk with ``(it, x, values_so_far)`` on the host (intermediate saves).
+          progress: called after each chunk with ``(done_iters, loss, nfev)`` (progress bars).
+        """
+        if iters < 0:
+            raise ValueError(f"iterations must be >= 0, got {iters}")
+        self.compile_seconds = 0.0
+        lc, sc = self.loss_cfg, self.solver_cfg
+        x0 = jnp.asarray(x0, jnp.float32)
+        init = self._compiled("init", self._init, (x0, params, targets, weights), (lc, sc))
+        n0 = jnp.asarray(0, jnp.int32)
+        t_start = time.perf_counter()
+        state = init(x0, params, targets, weights)
+        chunk = self._compiled("chunk", self._chunk, (state, params, targets, weights, n0), (lc, sc))
+        solver = _make_solver(lc, sc)
+        get_x = jax.vmap(solver.x) if self.batched else solver.x
+        get_v = jax.vmap(solver.value) if self.batched else solver.value
+        get_n = jax.vmap(solver.nfev) if self.batched else solver.nfev
+        first_v = np.asarray(get_v(state))[..., None]
+        first_n = np.asarray(get_n(state))[..., None]
+        values, nfevs = [first_v], [first_n]
+        done, bad = 0, False
+        t_run0 = time.perf_counter()
+        while done < iters and not bad:
+            n = min(sc.chunk, iters - done)
+            out = chunk(state, params, targets, weights, jnp.asarray(n, jnp.int32))
+            state = out.state
+            k = int(np.max(np.asarray(out.done)))
+            values.append(np.asarray(out.values)[..., :k])
+            nfevs.append(np.asarray(out.nfevs)[..., :k])
+            done += n
+            bad = bool(np.any(np.asarray(out.bad)))
+            if progress is not None:
+                progress(done, np.asarray(get_v(state)), np.asarray(get_n(state)))
+            if callback is not None:
+                callback(done, get_x(state), np.concatenate(values, axis=-1))
+        x = get_x(state)
+        terms_fn = self._compiled("terms", self._terms, (x, params, targets, weights), (lc,))
+        terms = {k: np.asarray(v) for k, v in terms_fn(x, params, targets, weights).items()}
+        run_seconds = time.perf_counter() - t_run0 + (t_run0 - t_start)
+        vals = np.concatenate(values, axis=-1)
+        nonfinite_term = None
+        if bad:
+            nonfinite_term = _first_nonfinite_term(self, params, targets, weights, state, solver)
+        return SolveOutput(np.asarray(x), vals, np.concatenate(nfevs, axis=-1), terms, self.compile_seconds,
+                           run_seconds, bad, nonfinite_term)
+
+
+def _first_nonfinite_term(solve: Solve, params, targets, weights, state, solver) -> Optional[str]:
+    """After a non-finite stop: take one more step eagerly and name the first loss term that is not finite."""
+    lc, sc = solve.loss_cfg, solve.solver_cfg
+
+    def one(st, w):
+        new = solver.step(st, params, targets, w)
+        return loss_terms(params, solver.x(new), targets, w, lc)
+
+    fn = jax.jit(jax.vmap(one, in_axes=(0, 0)) if solve.batched else one)
+    terms = fn(state, weights)
+    for name in ("content", "style", "tv", "total"):
+        if not np.all(np.isfinite(np.asarray(terms[name]))):
+            return name
+    return "gradient"
