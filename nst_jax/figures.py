@@ -1,0 +1,99 @@
+"""Labelled image grids (the papers' figures) and loss-curve plots.
+
+``labelled_grid`` needs only Pillow; ``plot_losses`` needs the optional matplotlib extra (``pip install nst-jax[plot]``).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["labelled_grid", "format_ratio", "plot_losses"]
+
+
+def format_ratio(r: float) -> str:
+    """``1e-3`` -> ``"α/β = 1e-03"``: how the 2016 paper labels its α/β figure."""
+    return f"α/β = {r:.0e}"
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def labelled_grid(images: Sequence[np.ndarray], labels: Sequence[str], *, columns: Optional[int] = None,
+                  tile: Optional[int] = None, pad: int = 6, label_height: Optional[int] = None) -> np.ndarray:
+    """Tile images ([H, W, 3] in [0, 1], sizes may differ) in a grid with a text label under each.
+
+    Each image is scaled to fit a ``tile`` x ``tile`` box (default: the largest side among the images), centred on
+    white; returns the grid as float32 [H_g, W_g, 3] in [0, 1].
+    """
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if not images:
+        raise ValueError("no images to put in a grid")
+    n = len(images)
+    columns = columns or n
+    rows = (n + columns - 1) // columns
+    tile = tile or max(max(im.shape[:2]) for im in images)
+    label_height = label_height or max(14, tile // 10)
+    font = _font(max(10, int(label_height * 0.7)))
+    W = columns * tile + (columns + 1) * pad
+    H = rows * (tile + label_height) + (rows + 1) * pad
+    canvas = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, (im, label) in enumerate(zip(images, labels)):
+        r, c = divmod(j, columns)
+        arr = np.clip(np.asarray(im, np.float32), 0, 1)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, -1)
+        pil = Image.fromarray(np.round(arr * 255).astype(np.uint8))
+        scale = tile / max(pil.size)
+        pil = pil.resize((max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale))), Image.LANCZOS)
+        x0 = pad + c * (tile + pad)
+        y0 = pad + r * (tile + label_height + pad)
+        canvas.paste(pil, (x0 + (tile - pil.size[0]) // 2, y0 + (tile - pil.size[1]) // 2))
+        bbox = draw.textbbox((0, 0), label, font=font)
+        tw = bbox[2] - bbox[0]
+        draw.text((x0 + (tile - tw) // 2, y0 + tile + 2), label, fill="black", font=font)
+    return np.asarray(canvas, np.float32) / 255.0
+
+
+def plot_losses(trace: Sequence[Dict[str, float]], path, *, title: str = "loss", seconds: Optional[float] = None):
+    """Plot the total loss (log scale) against f+g evaluations (and seconds, if the run time is given) to ``path``.
+
+    ``trace`` is ``Result.loss_trace`` (dicts with ``fg`` and ``loss``; optional per-term keys ``content``, ``style``,
+    ``tv`` are drawn too).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("plotting needs matplotlib: pip install 'nst-jax[plot]'") from None
+    fg = np.array([t["fg"] for t in trace], float)
+    fig, axes = plt.subplots(1, 2 if seconds else 1, figsize=(10 if seconds else 5.5, 4), squeeze=False)
+    keys = [k for k in ("loss", "content", "style", "tv") if k in trace[0]]
+    for k in keys:
+        y = np.array([t[k] for t in trace], float)
+        axes[0, 0].plot(fg, y, label="total" if k == "loss" else k)
+        if seconds:
+            axes[0, 1].plot(fg / max(fg[-1], 1) * seconds, y, label="total" if k == "loss" else k)
+    axes[0, 0].set_xlabel("f+g evaluations")
+    if seconds:
+        axes[0, 1].set_xlabel("seconds")
+    for ax in axes[0]:
+        ax.set_yscale("log")
+        ax.set_ylabel("loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
