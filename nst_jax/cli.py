@@ -97,9 +97,8 @@ def _weights_normalize(args) -> int:
     path, info, scales = weights.normalize(args.name, images_dir=args.images, size=args.size, pooling=args.pooling,
                                            out=args.output)
     for name, s in scales.items():
-        dead = int(np.sum(s == 1.0))
         print(f"{name:<8} scale min {s.min():.4g}  median {np.median(s):.4g}  max {s.max():.4g}  "
-              f"(scale 1: {dead} of {s.size})")
+              f"(exactly 1, i.e. dead on these images: {int(np.sum(s == 1.0))} of {s.size})")
     print(f"wrote {path}  sha256 {info.sha256}")
     return 0
 
