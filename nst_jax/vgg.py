@@ -146,19 +146,22 @@ def expected_shapes(spec: str | VGGSpec) -> Dict[str, Dict[str, Tuple[int, ...]]
     return shapes
 
 
-def init_params(key: "jax.Array", spec: str | VGGSpec = "vgg19") -> Dict[str, Dict[str, jax.Array]]:
+def init_params(seed: "int | jax.Array" = 0, spec: str | VGGSpec = "vgg19") -> Dict[str, Dict[str, jax.Array]]:
     """Seeded random params (He-normal kernels, small random biases) for a registered structure.
 
-    Used by the ``random`` weight source and by tests; outputs made with them are not style transfer.
+    ``seed`` is an int or a ``jax.random.PRNGKey`` (its key data seed NumPy's generator, so no per-shape XLA
+    compiles are spent on random numbers). Used by the ``random`` weight source and by tests.
     """
-    shapes = expected_shapes(spec)
+    if not isinstance(seed, (int, np.integer)):
+        data = np.asarray(jax.random.key_data(seed) if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) else seed)
+        seed = [int(v) for v in data.ravel()]
+    rng = np.random.default_rng(seed)
     params = {}
-    keys = jax.random.split(key, 2 * len(shapes))
-    for j, (name, s) in enumerate(shapes.items()):
+    for name, s in expected_shapes(spec).items():
         fan_in = s["kernel"][0] * s["kernel"][1] * s["kernel"][2]
-        kernel = jax.random.normal(keys[2 * j], s["kernel"], jnp.float32) * np.sqrt(2.0 / fan_in)
-        bias = jax.random.normal(keys[2 * j + 1], s["bias"], jnp.float32) * 0.01
-        params[name] = {"kernel": kernel, "bias": bias}
+        kernel = rng.standard_normal(s["kernel"]).astype(np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        bias = rng.standard_normal(s["bias"]).astype(np.float32) * np.float32(0.01)
+        params[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
     return params
 
 
@@ -217,7 +220,8 @@ def features(
       dtype: compute dtype of the activations (e.g. ``jnp.bfloat16``); returned features are cast back to float32.
 
     Returns:
-      ``{name: feats_HWC}`` for each requested layer, float32, [H_l, W_l, C_l].
+      ``{name: feats_HWC}`` for each requested layer, [H_l, W_l, C_l], in the input's dtype (float32 when a
+      reduced ``dtype`` is used for the activations).
     """
     layers = list(dict.fromkeys(layers))
     spec = spec_from_params(params)
@@ -266,4 +270,6 @@ def features(
             run_block = jax.checkpoint(run_block, policy=policy)
         x, taps = run_block(x, block_params)
         out.update(taps)
+    if dtype is None:
+        return {name: out[name] for name in layers}
     return {name: out[name].astype(jnp.float32) for name in layers}

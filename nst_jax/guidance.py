@@ -1,0 +1,539 @@
+"""Spatial control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer", Sec. 4).
+
+An image is split into R regions by *guidance channels* ``guides_HWR`` (float32 in [0, 1], soft values allowed; the
+paper's T^r). Region r of the content is stylised with the statistics of region r of a style image (several style
+images may each provide some regions). This module reads the guides, pairs content and style regions by name,
+propagates the guides to the resolution of every layer of the network, and computes the style targets; the guided
+losses themselves (guided Gram, guided sums, stacked Gram) live at the end of :mod:`nst_jax.losses`.
+
+Propagation (:func:`propagate_guides`) follows the network's structure (:func:`nst_jax.vgg.layer_sequence`), so the
+guide of layer l always has exactly the [H_l, W_l] of ``vgg.features(...)[l]``:
+
+* ``"simple"``: conv / ReLU leave the guide unchanged, each 2x2/stride-2 pooling is a 2x2 average pooling (VALID, odd
+  sizes floored like the network's). Soft values stay soft. This is the paper's "simply resize" choice done exactly.
+* ``"inside"``: binarise the input guide at ``threshold`` (``T >= threshold`` -> 1), then keep a unit only if its
+  whole receptive field lies inside the region: each 3x3 conv is a 3x3 min filter (erosion), each pooling a 2x2 min.
+  **Zero padding counts as inside**: a border unit whose window reaches past the image is judged on its in-image
+  pixels only (the padding is outside the image, not outside the region), so a full-image region stays full.
+* ``"all"``: binarise, then keep a unit if its receptive field touches the region: 3x3 max filter (dilation) per conv,
+  2x2 max per pooling; padding never counts as inside.
+
+Both binary modes equal the exact receptive-field computation (tested against the Jacobian of a linearised network).
+After propagation ``erode=k`` applies k more feature-map pixels of erosion (k > 0) or dilation (k < 0) with a
+(2|k|+1)^2 square window (same padding rules), and ``global_channel=True`` appends an all-ones channel (the paper's
+suggestion for neurons straddling a region boundary), see :func:`add_global_channel`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from nst_jax import losses, vgg
+
+__all__ = [
+    "PROPAGATION_MODES",
+    "read_mask",
+    "fit_mask",
+    "load_guides",
+    "parse_legend",
+    "guides_from_label_image",
+    "pair_regions",
+    "propagate_guides",
+    "add_global_channel",
+    "prepare_guides",
+    "guided_targets",
+]
+
+PROPAGATION_MODES = ("simple", "inside", "all")
+
+#: Largest relative difference of aspect ratios (w/h) for which a mask of the wrong size is resized (with a warning).
+ASPECT_TOLERANCE = 0.02
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading guides
+# ----------------------------------------------------------------------------------------------------------------
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a grey mask file as float32 [h, w] in [0, 1]: the first channel (as the paper's code), /255 for 8 bit.
+
+    Palette images are converted to RGB first; 16-bit images are divided by 65535; float images are taken as is.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"guide mask {path!r} not found; pass an existing image file (white = inside)")
+    with Image.open(path) as im:
+        if im.mode == "P":
+            im = im.convert("RGB")
+        elif im.mode == "1":
+            im = im.convert("L")
+        a = np.asarray(im)
+    if a.ndim == 3:
+        a = a[..., 0]
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype in (np.uint16, np.int32, np.int16):
+        a = a.astype(np.float32) / 65535.0
+    else:
+        a = a.astype(np.float32)
+    if not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0:
+        raise ValueError(f"guide mask {path!r} has values outside [0, 1]; save it as an 8-bit grey image")
+    return a
+
+
+def _resize_hw(a_hw: np.ndarray, shape_HW: Tuple[int, int]) -> np.ndarray:
+    """Smooth resize of a float [h, w] map: area averaging (BOX) when shrinking, bilinear when enlarging."""
+    H, W = shape_HW
+    h, w = a_hw.shape
+    resample = Image.BOX if (H <= h and W <= w) else Image.BILINEAR
+    out = np.asarray(Image.fromarray(np.ascontiguousarray(a_hw, np.float32)).resize((W, H), resample))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def fit_mask(a_hw: np.ndarray, shape_HW: Optional[Tuple[int, int]], name: str = "mask") -> np.ndarray:
+    """Return ``a_hw`` at ``shape_HW`` ([H, W]); ``None`` keeps it as is.
+
+    A mask of another size is resized (with a ``warnings.warn``) when its aspect ratio w/h matches the expected one
+    within 2 %; otherwise a ``ValueError`` names the file, its size and the expected size.
+    """
+    if shape_HW is None:
+        return a_hw
+    H, W = int(shape_HW[0]), int(shape_HW[1])
+    h, w = a_hw.shape
+    if (h, w) == (H, W):
+        return a_hw
+    aspect_mask, aspect_want = w / h, W / H
+    if abs(aspect_mask / aspect_want - 1.0) > ASPECT_TOLERANCE:
+        raise ValueError(
+            f"{name} is {w}x{h} (WxH) but the image it guides is {W}x{H}: aspect ratios {aspect_mask:.3f} vs "
+            f"{aspect_want:.3f} differ; make a mask of the image's size"
+        )
+    warnings.warn(f"{name} is {w}x{h} (WxH); resizing it to the image's {W}x{H}", stacklevel=3)
+    return _resize_hw(a_hw, (H, W))
+
+
+def load_guides(
+    masks: Mapping[str, PathLike], shape_HW: Optional[Tuple[int, int]]
+) -> Tuple[Tuple[str, ...], np.ndarray]:
+    """Read one grey mask file per region: ``{region_name: path}`` -> ``(names, guides_HWR)``.
+
+    Args:
+      masks: region name -> mask file (white = inside, soft values allowed, first channel read).
+      shape_HW: (H, W) of the image the masks guide; masks of another size are resized if their aspect ratio matches
+        (warning), else ``ValueError``. ``None``: keep the masks' own size (they must all agree).
+
+    Returns:
+      ``names`` in the mapping's order and ``guides_HWR`` float32 [H, W, R] in [0, 1].
+    """
+    if not masks:
+        raise ValueError("no guide masks given; pass {region_name: mask_path, ...}")
+    names = tuple(str(n) for n in masks)
+    chans = []
+    for name, path in masks.items():
+        a = read_mask(path)
+        if shape_HW is None:
+            shape_HW = a.shape
+        chans.append(fit_mask(a, shape_HW, name=f"mask {os.fspath(path)!r} (region {name!r})"))
+    return names, np.stack(chans, axis=-1).astype(np.float32)
+
+
+def _parse_colour(value, name: str) -> Tuple[int, int, int]:
+    if isinstance(value, str):
+        s = value.strip()
+        if s.startswith("#") and len(s) == 7:
+            try:
+                return tuple(int(s[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+            except ValueError:
+                pass
+        parts = s.split(",")
+        if len(parts) == 3:
+            try:
+                value = tuple(int(p) for p in parts)
+            except ValueError:
+                value = None
+        else:
+            value = None
+        if value is None:
+            raise ValueError(f"legend colour {s!r} of region {name!r} is not '#rrggbb' or 'r,g,b'")
+    try:
+        rgb = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"legend colour {value!r} of region {name!r} is not an (r, g, b) triple") from None
+    if len(rgb) != 3 or any(v < 0 or v > 255 for v in rgb):
+        raise ValueError(f"legend colour {value!r} of region {name!r} must be 3 integers in 0..255")
+    return rgb  # type: ignore[return-value]
+
+
+def parse_legend(legend: Union[str, Mapping[str, object]]) -> Dict[str, Tuple[int, int, int]]:
+    """Normalise a colour legend to ``{region_name: (r, g, b)}``.
+
+    Accepts a mapping whose values are (r, g, b) triples of 0..255, ``"#rrggbb"`` or ``"r,g,b"`` strings, or a string
+    ``"sky=#87ceeb;ground=#228b22"`` (entries separated by ``;``). Names and colours must be unique.
+    """
+    if isinstance(legend, str):
+        items = []
+        for entry in legend.split(";"):
+            if not entry.strip():
+                continue
+            if "=" not in entry:
+                raise ValueError(f"legend entry {entry.strip()!r} is not 'name=#rrggbb'")
+            name, colour = entry.split("=", 1)
+            if name.strip() in (n for n, _ in items):
+                raise ValueError(f"legend names region {name.strip()!r} twice")
+            items.append((name.strip(), colour))
+        legend = dict(items)
+    if not legend:
+        raise ValueError("empty legend; pass {region_name: (r, g, b), ...}")
+    out: Dict[str, Tuple[int, int, int]] = {}
+    for name, value in legend.items():
+        if not str(name):
+            raise ValueError("legend has an empty region name")
+        out[str(name)] = _parse_colour(value, str(name))
+    seen: Dict[Tuple[int, int, int], str] = {}
+    for name, rgb in out.items():
+        if rgb in seen:
+            raise ValueError(f"regions {seen[rgb]!r} and {name!r} share the legend colour {rgb}")
+        seen[rgb] = name
+    return out
+
+
+def guides_from_label_image(
+    path: PathLike,
+    legend: Union[str, Mapping[str, object]],
+    shape_HW: Optional[Tuple[int, int]],
+    tol: float = 32.0,
+) -> Tuple[Tuple[str, ...], np.ndarray]:
+    """Guides from one colour-coded label image: ``(names, guides_HWR)``, region r = pixels of legend colour r.
+
+    Each pixel goes to the legend colour nearest in RGB (Euclidean); a pixel farther than ``tol`` from every legend
+    colour is an error (the message lists the commonest unknown colours), so JPEG noise near the colours is tolerated
+    but a forgotten legend entry is not. The one-hot channels are built at the file's resolution, then resized
+    smoothly (soft at the borders) to ``shape_HW`` under the same aspect-ratio rule as :func:`load_guides`.
+    """
+    legend_rgb = parse_legend(legend)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"label image {path!r} not found")
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(np.float32)
+    names = tuple(legend_rgb)
+    colours_R3 = np.asarray([legend_rgb[n] for n in names], np.float32)
+    if len(names) > 1:
+        d = np.linalg.norm(colours_R3[:, None] - colours_R3[None], axis=-1)
+        d[np.diag_indices(len(names))] = np.inf
+        if d.min() <= 2 * tol:
+            raise ValueError(f"legend colours closer than 2*tol = {2 * tol}; pass a smaller tol")
+    dist_HWR = np.linalg.norm(rgb[:, :, None, :] - colours_R3[None, None], axis=-1)
+    label_HW = np.argmin(dist_HWR, axis=-1)
+    unmatched = np.min(dist_HWR, axis=-1) > tol
+    if unmatched.any():
+        cols, counts = np.unique(rgb[unmatched].astype(np.uint8), axis=0, return_counts=True)
+        top = [tuple(int(v) for v in cols[i]) for i in np.argsort(-counts)[:5]]
+        raise ValueError(
+            f"label image {path!r}: {int(unmatched.sum())} pixels match no legend colour within tol={tol} "
+            f"(commonest: {top}); add them to the legend or raise tol"
+        )
+    one_hot = (label_HW[..., None] == np.arange(len(names))).astype(np.float32)
+    if shape_HW is None:
+        return names, one_hot
+    first = fit_mask(one_hot[..., 0], shape_HW, name=f"label image {path!r}")  # warns or raises once
+    if first.shape == one_hot.shape[:2]:
+        return names, one_hot
+    chans = [first] + [_resize_hw(one_hot[..., r], first.shape) for r in range(1, len(names))]
+    return names, np.stack(chans, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pairing content and style regions
+# ----------------------------------------------------------------------------------------------------------------
+
+def pair_regions(
+    content_names: Sequence[str],
+    style_names_per_style: Sequence[Sequence[str]],
+    region_to_style: Union[None, Mapping[str, int], Sequence[int]] = None,
+) -> Tuple[Tuple[int, int], ...]:
+    """Pair each content region with the style image and channel that supply its target, by name.
+
+    Args:
+      content_names: the content guides' region names (order of the channels of the content guides).
+      style_names_per_style: for each style image s, its guides' region names.
+      region_to_style: which style image each content region takes its statistics from: ``{name: s}`` or a sequence
+        of S indices in ``content_names`` order. ``None``: with one style every region comes from it; with several,
+        each content region must be named by exactly one style.
+
+    Returns:
+      ``pairs[r] = (s, k)``: region ``content_names[r]`` takes the target of channel ``k`` of style ``s``'s guides.
+
+    Raises ``ValueError`` when a content region is missing for its style, when a style names a region the content
+    does not have (a typo, most likely), or when the choice of style is ambiguous.
+    """
+    content_names = [str(n) for n in content_names]
+    styles = [[str(n) for n in names] for names in style_names_per_style]
+    if not content_names:
+        raise ValueError("the content has no guide regions")
+    if not styles:
+        raise ValueError("no style guides given")
+    for names, what in [(content_names, "content")] + [(n, f"style {s}") for s, n in enumerate(styles)]:
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"{what} names region(s) {dup} more than once")
+    for s, names in enumerate(styles):
+        extra = [n for n in names if n not in content_names]
+        if extra:
+            raise ValueError(
+                f"style {s} has region(s) {extra} that the content does not have (content regions: {content_names}); "
+                "rename the masks so the names match"
+            )
+    if region_to_style is None:
+        if len(styles) == 1:
+            assignment = [0] * len(content_names)
+        else:
+            assignment = []
+            for name in content_names:
+                having = [s for s, names in enumerate(styles) if name in names]
+                if len(having) != 1:
+                    raise ValueError(
+                        f"content region {name!r} is named by styles {having}; pass region_to_style to choose one"
+                        if having else f"content region {name!r} is missing for every style; add a style mask for it"
+                    )
+                assignment.append(having[0])
+    elif isinstance(region_to_style, Mapping):
+        unknown = [n for n in region_to_style if n not in content_names]
+        if unknown:
+            raise ValueError(f"region_to_style names region(s) {unknown} that the content does not have")
+        missing = [n for n in content_names if n not in region_to_style]
+        if missing:
+            raise ValueError(f"region_to_style gives no style for content region(s) {missing}")
+        assignment = [int(region_to_style[n]) for n in content_names]
+    else:
+        assignment = [int(s) for s in region_to_style]
+        if len(assignment) != len(content_names):
+            raise ValueError(
+                f"region_to_style has {len(assignment)} entries for {len(content_names)} content regions"
+            )
+    pairs = []
+    for name, s in zip(content_names, assignment):
+        if not 0 <= s < len(styles):
+            raise ValueError(f"region {name!r} is assigned style {s}, but there are {len(styles)} styles")
+        if name not in styles[s]:
+            raise ValueError(
+                f"content region {name!r} is missing for style {s} (its regions: {styles[s]}); "
+                f"add a {name!r} mask for that style"
+            )
+        pairs.append((s, styles[s].index(name)))
+    return tuple(pairs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Propagation to the layers (jnp, jit-friendly: every argument but guides_HWR / threshold is static)
+# ----------------------------------------------------------------------------------------------------------------
+
+def _window(x_hwR: jax.Array, size: int, stride: int, op: str, padding) -> jax.Array:
+    """Min / max / mean over size x size windows; padded positions are ignored by min and max (identity init)."""
+    dims, strides = (size, size, 1), (stride, stride, 1)
+    if op == "min":
+        return jax.lax.reduce_window(x_hwR, jnp.inf, jax.lax.min, dims, strides, padding)
+    if op == "max":
+        return jax.lax.reduce_window(x_hwR, -jnp.inf, jax.lax.max, dims, strides, padding)
+    s = jax.lax.reduce_window(x_hwR, 0.0, jax.lax.add, dims, strides, padding)
+    return s / float(size * size)
+
+
+def _same(k: int):
+    return ((k, k), (k, k), (0, 0))
+
+
+def _spec_of(spec_or_params) -> vgg.VGGSpec:
+    if isinstance(spec_or_params, (str, vgg.VGGSpec)):
+        return vgg.get_spec(spec_or_params)
+    return vgg.spec_from_params(spec_or_params)
+
+
+def add_global_channel(guides_hwR: jax.Array) -> jax.Array:
+    """Append an all-ones channel: [h, w, R] -> [h, w, R + 1] (a region covering the whole image)."""
+    ones = jnp.ones(guides_hwR.shape[:-1] + (1,), guides_hwR.dtype)
+    return jnp.concatenate([guides_hwR, ones], axis=-1)
+
+
+def propagate_guides(
+    guides_HWR: jax.Array,
+    spec_or_params,
+    layers: Sequence[str],
+    mode: str = "simple",
+    erode: int = 0,
+    threshold: float | jax.Array = 0.5,
+    global_channel: bool = False,
+) -> Dict[str, jax.Array]:
+    """Guides at the resolution of each requested layer, following the network's structure.
+
+    Args:
+      guides_HWR: [H, W, R] guides of the network input, values in [0, 1].
+      spec_or_params: an architecture name / :class:`~nst_jax.vgg.VGGSpec`, or a params tree (structure read off it).
+      layers: layer names of the network (``relu3_1``, ``pool2``, ...).
+      mode: ``"simple"`` (2x2 average per pooling; soft), ``"inside"`` (receptive field inside the region; binary),
+        ``"all"`` (receptive field touches the region; binary) — see the module docstring for the padding rule.
+      erode: extra erosion (k > 0) or dilation (k < 0) by |k| feature-map pixels at each requested layer.
+      threshold: binarisation threshold for ``"inside"`` / ``"all"`` (``T >= threshold`` is inside).
+      global_channel: append an all-ones channel (after erosion).
+
+    Returns:
+      ``{layer: guides_hwR}`` float32 with [h, w] equal to the feature map size of :func:`nst_jax.vgg.features` at that
+      layer (convs keep the size, pools floor-halve it), R (+1) channels.
+    """
+    if mode not in PROPAGATION_MODES:
+        raise ValueError(f"propagation mode must be one of {PROPAGATION_MODES}, got {mode!r}")
+    if guides_HWR.ndim != 3:
+        raise ValueError(f"guides must be [H, W, R], got shape {tuple(guides_HWR.shape)}")
+    erode = int(erode)
+    seq = vgg.layer_sequence(_spec_of(spec_or_params))
+    order = {name: j for j, (name, _) in enumerate(seq)}
+    unknown = [name for name in layers if name not in order]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown}; this network has {[n for n, _ in seq]}")
+    wanted = set(layers)
+    out: Dict[str, jax.Array] = {}
+    if not wanted:
+        return out
+    last = max(order[name] for name in wanted)
+
+    x = jnp.asarray(guides_HWR, jnp.float32)
+    if mode != "simple":
+        x = (x >= threshold).astype(jnp.float32)
+    for name, kind in seq[: last + 1]:
+        if kind == "conv" and mode != "simple":
+            x = _window(x, 3, 1, "min" if mode == "inside" else "max", _same(1))
+        elif kind == "pool":
+            x = _window(x, 2, 2, {"simple": "mean", "inside": "min", "all": "max"}[mode], "VALID")
+        if name in wanted:
+            y = x
+            if erode:
+                y = _window(y, 2 * abs(erode) + 1, 1, "min" if erode > 0 else "max", _same(abs(erode)))
+            if global_channel:
+                y = add_global_channel(y)
+            out[name] = y
+    return {name: out[name] for name in layers}
+
+
+def prepare_guides(
+    guides_HWR: jax.Array,
+    spec_or_params,
+    layers: Sequence[str],
+    mode: str = "simple",
+    erode: int = 0,
+    threshold: float | jax.Array = 0.5,
+    global_channel: bool = False,
+) -> Tuple[Dict[str, jax.Array], jax.Array]:
+    """Propagate (:func:`propagate_guides`) and normalise (:func:`nst_jax.losses.normalize_guides`) in one go.
+
+    Returns ``({layer: normalised guides_hwR}, valid_LR)`` where ``valid_LR[l, r]`` is False for a region that is
+    empty at layer l (its guided statistics are skipped by the losses).
+    """
+    prop = propagate_guides(guides_HWR, spec_or_params, layers, mode, erode, threshold, global_channel)
+    normed, valids = {}, []
+    for name in layers:
+        normed[name], v = losses.normalize_guides(prop[name])
+        valids.append(v)
+    return normed, jnp.stack(valids, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Style targets (host-side precomputation; the results are passed to the solver as traced arguments)
+# ----------------------------------------------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("layers", "mode", "pooling", "erode", "norm"))
+def _style_statistics(params, image_HW3, guides_HWR, threshold, layers, mode, pooling, erode, norm):
+    """One style image's guided Grams / sums for all its guide channels, plain Gram and mean feature (compiled once
+    per image size)."""
+    feats = vgg.features(params, image_HW3, layers, pooling=pooling)
+    guides, valid_LR = prepare_guides(guides_HWR, params, layers, mode, erode, threshold)
+    return {
+        "grams": {n: losses.guided_gram(feats[n], guides[n], norm) for n in layers},
+        "sums": {n: losses.guided_sum(feats[n], guides[n]) for n in layers},
+        "plain": {n: losses.gram(feats[n], norm) for n in layers},
+        "means": {n: jnp.mean(feats[n], axis=(0, 1)) for n in layers},
+        "valid_LR": valid_LR,
+    }
+
+
+def guided_targets(
+    params,
+    style_images: Sequence[jax.Array],
+    style_guides: Sequence[jax.Array],
+    pairs: Sequence[Union[int, Tuple[int, int]]],
+    layers: Sequence[str],
+    *,
+    mode: str = "simple",
+    pooling: str = "max",
+    erode: int = 0,
+    threshold: float = 0.5,
+    norm: str = "hw",
+    global_channel: bool = False,
+) -> Dict[str, object]:
+    """Targets of the guided losses, region r taken from style image s(r) with that style's own guides.
+
+    Args:
+      params: network params.
+      style_images: S style images, each [H_s, W_s, 3] RGB in [0, 1] (sizes may differ).
+      style_guides: S guides, each [H_s, W_s, R_s] at its style image's size.
+      pairs: for each content region r, ``(s, k)`` = style image and its guide channel (see :func:`pair_regions`); a
+        bare int ``s`` means channel ``r`` of style ``s``.
+      layers: style layers (L of them).
+      mode, erode, threshold: propagation of the style guides, as for the content (:func:`propagate_guides`).
+      pooling: the network's pooling (``"max"``/``"avg"``), as used for the generated image.
+      norm: Gram normalisation (:func:`nst_jax.losses.gram`).
+      global_channel: append one more region whose targets are the mean over styles of the plain Gram (the Gram of
+        an all-ones guide) and of the plain mean feature; use it with ``global_channel=True`` for the content guides.
+
+    Returns a dict of pytrees:
+      ``"grams"``: ``{layer: [R, C, C]}`` guided Gram targets (Sec. 4, guided Gram);
+      ``"sums"``: ``{layer: [R, C]}`` guided sum targets;
+      ``"global_grams"``: ``{layer: [C, C]}`` mean over the S styles of their plain Grams (the "sums+gram" target);
+      ``"valid_LR"``: [L, R] bool, False where region r of its style is empty at layer l (AND it with the content's).
+    """
+    if len(style_images) != len(style_guides):
+        raise ValueError(f"{len(style_images)} style images but {len(style_guides)} style guides")
+    if not style_images:
+        raise ValueError("no style images given")
+    pairs_sk = [(p, r) if isinstance(p, (int, np.integer)) else (int(p[0]), int(p[1])) for r, p in enumerate(pairs)]
+    for r, (s, k) in enumerate(pairs_sk):
+        if not 0 <= s < len(style_images) or not 0 <= k < style_guides[s].shape[-1]:
+            raise ValueError(f"region {r}: pair (style {s}, channel {k}) does not exist")
+    layers = tuple(layers)
+    per_style = []
+    for s, (img, g) in enumerate(zip(style_images, style_guides)):
+        img = jnp.asarray(img, jnp.float32)
+        g = jnp.asarray(g, jnp.float32)
+        if img.ndim != 3 or g.ndim != 3 or img.shape[:2] != g.shape[:2]:
+            raise ValueError(
+                f"style {s} has shape {tuple(img.shape)} but its guides have shape {tuple(g.shape)}; load the guides "
+                "at the style image's size as [H, W, R]"
+            )
+        per_style.append(_style_statistics(params, img, g, jnp.float32(threshold), layers, mode, pooling, int(erode),
+                                           norm))
+
+    grams, sums, global_grams = {}, {}, {}
+    for name in layers:
+        g_rows = [per_style[s]["grams"][name][k] for s, k in pairs_sk]
+        m_rows = [per_style[s]["sums"][name][k] for s, k in pairs_sk]
+        plain = jnp.mean(jnp.stack([st["plain"][name] for st in per_style]), axis=0)
+        if global_channel:
+            g_rows.append(plain)
+            m_rows.append(jnp.mean(jnp.stack([st["means"][name] for st in per_style]), axis=0))
+        grams[name] = jnp.stack(g_rows)
+        sums[name] = jnp.stack(m_rows)
+        global_grams[name] = plain
+    cols = [per_style[s]["valid_LR"][:, k] for s, k in pairs_sk]
+    if global_channel:
+        cols.append(jnp.ones((len(layers),), bool))
+    valid = jnp.stack(cols, axis=1)
+    return {"grams": grams, "sums": sums, "global_grams": global_grams, "valid_LR": valid}

@@ -1,0 +1,95 @@
+"""Gatys losses against NumPy references, and a gradient check of the total loss."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from nst_jax import losses as L
+from nst_jax import solve as S
+from nst_jax import vgg
+
+
+def test_gram_matches_einsum():
+    f = np.random.default_rng(0).normal(size=(5, 7, 4)).astype(np.float32)
+    F = f.reshape(35, 4).astype(np.float64)
+    np.testing.assert_allclose(L.gram(f), F.T @ F / 35, rtol=1e-5)
+    np.testing.assert_allclose(L.gram(f, "chw"), F.T @ F / (35 * 4), rtol=1e-5)
+    np.testing.assert_allclose(L.gram(f, "none"), F.T @ F, rtol=1e-5)
+    with pytest.raises(ValueError):
+        L.gram(f, "bogus")
+
+
+def test_content_style_tv_match_numpy():
+    rng = np.random.default_rng(1)
+    f = {"a": rng.normal(size=(6, 5, 3)), "b": rng.normal(size=(3, 2, 4))}
+    p = rng.normal(size=(6, 5, 3))
+    np.testing.assert_allclose(L.content_loss(f["a"], p), np.mean((f["a"] - p) ** 2), rtol=1e-5)
+    targets = {k: rng.normal(size=(v.shape[-1],) * 2) for k, v in f.items()}
+    w = np.array([0.3, 2.0])
+    ref = 0.0
+    for j, k in enumerate(["a", "b"]):
+        F = f[k].reshape(-1, f[k].shape[-1])
+        ref += w[j] * np.mean((F.T @ F / F.shape[0] - targets[k]) ** 2)
+    np.testing.assert_allclose(L.style_loss(f, targets, ["a", "b"], jnp.asarray(w)), ref, rtol=1e-5)
+    img = rng.uniform(size=(5, 4, 3))
+    tv_ref = np.sum(np.diff(img, axis=0) ** 2) + np.sum(np.diff(img, axis=1) ** 2)
+    np.testing.assert_allclose(L.tv_loss(img), tv_ref, rtol=1e-5)
+
+
+def test_blend_and_layer_weights():
+    g = np.stack([np.eye(2), 3 * np.eye(2)])
+    np.testing.assert_allclose(L.blend_grams(g, jnp.array([1.0, 3.0])), 2.5 * np.eye(2))
+    np.testing.assert_allclose(L.default_layer_weights([2, 4]), [0.25, 1 / 16])
+    np.testing.assert_allclose(L.default_layer_weights([2, 4], "ones"), [1, 1])
+
+
+def test_total_loss_assembles_terms(tiny_params):
+    rng = np.random.default_rng(2)
+    c, s, x = (rng.uniform(size=(24, 20, 3)).astype(np.float32) for _ in range(3))
+    cfg = S.LossConfig()
+    t = S.compute_targets(tiny_params, c, [s], cfg)
+    w = S.make_weights(cfg, tiny_params, content_weight=2.0, style_weight=5.0, tv_weight=0.5)
+    terms = S.loss_terms(tiny_params, x, t, w, cfg)
+    fx = vgg.features(tiny_params, x, cfg.all_layers)
+    fc = vgg.features(tiny_params, c, cfg.content_layers)
+    fs = vgg.features(tiny_params, s, cfg.style_layers)
+    content = np.mean((np.asarray(fx["relu4_2"]) - np.asarray(fc["relu4_2"])) ** 2)
+    style = 0.0
+    for name in cfg.style_layers:
+        a, b = (np.asarray(d[name], np.float64).reshape(-1, d[name].shape[-1]) for d in (fx, fs))
+        style += np.mean((a.T @ a / len(a) - b.T @ b / len(b)) ** 2) / a.shape[1] ** 2
+    tv = np.sum(np.diff(x, axis=0) ** 2) + np.sum(np.diff(x, axis=1) ** 2)
+    np.testing.assert_allclose(terms["content"], content, rtol=1e-4)
+    np.testing.assert_allclose(terms["style"], style, rtol=1e-3)
+    np.testing.assert_allclose(terms["tv"], tv, rtol=1e-5)
+    np.testing.assert_allclose(terms["total"], 2 * content + 5 * style + 0.5 * tv, rtol=1e-3)
+
+
+def test_check_grads_total_loss(tiny_params):
+    """Gradient of the whole loss (content + style + TV through VGG) against finite differences, in float64."""
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tiny_params)
+        rng = np.random.default_rng(3)
+        c, s, x = (jnp.asarray(rng.uniform(0.2, 0.8, size=(12, 10, 3))) for _ in range(3))
+        cfg = S.LossConfig(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
+        t = S.compute_targets(p64, c, [s], cfg)
+        w = S.make_weights(cfg, p64, content_weight=1.0, style_weight=1e-3, tv_weight=1.0)
+        w = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), w)
+        f = jax.jit(lambda x: S.total_loss(x, p64, t, w, cfg))
+        check_grads(f, (x,), order=1, modes=["rev"], eps=1e-4, atol=1e-6, rtol=1e-5)
+
+
+def test_make_weights_rejects_bad_values(tiny_params):
+    cfg = S.LossConfig()
+    with pytest.raises(ValueError, match="style weight"):
+        S.make_weights(cfg, tiny_params, style_weight=float("nan"))
+    with pytest.raises(ValueError, match="content weight"):
+        S.make_weights(cfg, tiny_params, content_weight=-1)
+    with pytest.raises(ValueError, match="layer weights"):
+        S.make_weights(cfg, tiny_params, layer_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="blend"):
+        S.make_weights(cfg, tiny_params, blend=[1.0, 1.0], n_styles=1)
+    with pytest.raises(ValueError, match="preset"):
+        S.preset("unknown")

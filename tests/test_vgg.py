@@ -1,0 +1,100 @@
+"""VGG forward pass against an independent NumPy reference; jit, vmap and grad."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import vgg
+
+
+def _np_conv_same(x_HWC, k_HWIO, b):
+    h, w, _ = x_HWC.shape
+    xp = np.pad(x_HWC, ((1, 1), (1, 1), (0, 0)))
+    out = np.zeros((h, w, k_HWIO.shape[-1]), np.float64)
+    for dy in range(3):
+        for dx in range(3):
+            out += np.einsum("hwi,io->hwo", xp[dy:dy + h, dx:dx + w], k_HWIO[dy, dx])
+    return out + b
+
+
+def _np_pool(x, mode):
+    h, w, c = x.shape
+    x = x[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c)
+    return x.max(axis=(1, 3)) if mode == "max" else x.mean(axis=(1, 3))
+
+
+def _np_features(params, image, pooling):
+    x = image[..., ::-1].astype(np.float64) * 255.0 - np.array(vgg.CAFFE_MEAN_BGR)
+    out = {}
+    for name, kind in vgg.layer_sequence(vgg.spec_from_params(params)):
+        if kind == "conv":
+            x = _np_conv_same(x, np.asarray(params[name]["kernel"], np.float64), np.asarray(params[name]["bias"]))
+        elif kind == "relu":
+            x = np.maximum(x, 0)
+        else:
+            x = _np_pool(x, pooling)
+        out[name] = x
+    return out
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_features_match_numpy_reference(tiny_params, pooling):
+    img = np.random.default_rng(1).uniform(size=(37, 22, 3)).astype(np.float32)  # non-square, odd sizes
+    layers = ["conv1_1", "relu1_2", "pool1", "relu3_1", "pool2", "relu4_2", "relu5_4"]
+    got = vgg.features(tiny_params, img, layers, pooling=pooling)
+    ref = _np_features(tiny_params, img, pooling)
+    for name in layers:
+        assert got[name].shape == ref[name].shape, name
+        scale = np.abs(ref[name]).max()
+        np.testing.assert_allclose(np.asarray(got[name]), ref[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+
+
+def test_feature_shapes_stop_at_deepest_layer(tiny_params):
+    img = jnp.zeros((33, 17, 3))
+    f = vgg.features(tiny_params, img, ["relu2_1"])
+    assert list(f) == ["relu2_1"] and f["relu2_1"].shape == (16, 8, 6)
+    # The forward pass stops at relu2_1: its jaxpr holds 3 convolutions (conv1_1, conv1_2, conv2_1), not 16.
+    jaxpr = jax.make_jaxpr(lambda x: vgg.features(tiny_params, x, ["relu2_1"]))(img)
+    assert str(jaxpr).count("conv_general_dilated") == 3
+
+
+def test_jit_vmap_grad(tiny_params):
+    imgs = jax.random.uniform(jax.random.PRNGKey(0), (3, 24, 20, 3))
+    f = jax.jit(lambda p, x: vgg.features(p, x, ["relu3_1"])["relu3_1"])
+    batched = jax.vmap(f, in_axes=(None, 0))(tiny_params, imgs)
+    for j in range(3):
+        np.testing.assert_allclose(batched[j], f(tiny_params, imgs[j]), rtol=1e-5, atol=1e-5)
+    g = jax.grad(lambda x: jnp.sum(vgg.features(tiny_params, x, ["relu4_1"])["relu4_1"] ** 2))(imgs[0])
+    assert g.shape == imgs[0].shape and np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).sum() > 0
+
+
+def test_remat_same_values_and_grads(tiny_params):
+    x = jax.random.uniform(jax.random.PRNGKey(2), (20, 20, 3))
+    loss = lambda x, r: jnp.sum(vgg.features(tiny_params, x, ["relu5_1"], remat=r)["relu5_1"] ** 2)  # noqa: E731
+    v0, g0 = jax.value_and_grad(loss)(x, False)
+    v1, g1 = jax.value_and_grad(loss)(x, True)
+    np.testing.assert_allclose(v1, v0, rtol=1e-6)
+    np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-6 * np.abs(g0).max())
+
+
+def test_preprocess_roundtrip_and_values():
+    x = jnp.array([[[1.0, 0.5, 0.0]]])
+    p = vgg.preprocess(x)
+    np.testing.assert_allclose(p[0, 0], [0 - 103.939, 127.5 - 116.779, 255 - 123.68], rtol=1e-6)
+    np.testing.assert_allclose(vgg.deprocess(p), x, atol=1e-6)
+
+
+def test_bad_layer_and_pooling(tiny_params):
+    with pytest.raises(ValueError, match="unknown layer"):
+        vgg.features(tiny_params, jnp.zeros((8, 8, 3)), ["relu9_9"])
+    with pytest.raises(ValueError, match="pooling"):
+        vgg.features(tiny_params, jnp.zeros((8, 8, 3)), ["pool1"], pooling="median")
+
+
+def test_layer_names_literature():
+    names = vgg.layer_names("vgg19")
+    assert names[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
+    assert "relu5_4" in names and "relu5_4" not in vgg.layer_names("vgg16")
+    assert vgg.expected_shapes("vgg16")["conv3_1"] == {"kernel": (3, 3, 128, 256), "bias": (256,)}
+    assert vgg.layer_channels("vgg19")["relu4_2"] == 512
