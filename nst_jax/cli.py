@@ -167,6 +167,17 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lum-match", default="meanstd", help="luminance matching: meanstd (default), mean, none")
     g.add_argument("--remat", action="store_true", help="rematerialise VGG blocks (less memory, ~30%% slower)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 activations (float32 losses and optimiser)")
+    sc = p.add_argument_group("spatial control (Gatys et al. 2017)")
+    sc.add_argument("--style", dest="region_style", action="append", default=[], metavar="REGION=FILE",
+                    help="style image for one region (repeat per region); replaces positional styles")
+    sc.add_argument("--content-mask", action="append", default=[], metavar="REGION=FILE",
+                    help="grey mask of a content region (white = inside); repeat per region")
+    sc.add_argument("--style-mask", action="append", default=[], metavar="REGION=FILE",
+                    help="mask of that region in its style image (default: the whole style image)")
+    sc.add_argument("--spatial", default="gram", help="guided loss: gram (default), sums, sums+gram, stacked")
+    sc.add_argument("--propagation", default="simple", help="guide propagation: simple (default), inside, all")
+    sc.add_argument("--erode", type=int, default=0, help="extra erosion (>0) / dilation (<0) in feature pixels")
+    sc.add_argument("--global-channel", action="store_true", help="add an all-ones guidance channel")
     s = p.add_argument_group("solver")
     s.add_argument("--iters", type=int, default=500, help="solver iterations (default 500)")
     s.add_argument("--init", default="content", help="content (default), noise, style, or an image file")
@@ -178,8 +189,61 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
-def _problem_kwargs(args) -> dict:
-    return dict(
+def _pairs(items: Sequence[str], flag: str) -> List[tuple]:
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} takes REGION=FILE, got {item!r}")
+        out.append((name, path))
+    names = [n for n, _ in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{flag} names region(s) {dup} more than once")
+    return out
+
+
+def _styles_and_spatial(args):
+    """Resolve positional styles, ``--style REGION=FILE`` and masks into (style files, spatial dict or None)."""
+    named = _pairs(args.region_style, "--style")
+    c_masks = _pairs(args.content_mask, "--content-mask")
+    s_masks = _pairs(args.style_mask, "--style-mask")
+    if named and args.style:
+        raise ValueError("give style images either positionally or as --style REGION=FILE, not both")
+    if not c_masks:
+        if named or s_masks:
+            raise ValueError("--style REGION=FILE and --style-mask need --content-mask REGION=FILE for each region")
+        return list(args.style), None
+    regions = [n for n, _ in c_masks]
+    if named:
+        styles = list(dict.fromkeys(path for _, path in named))
+        region_to_style = {n: styles.index(path) for n, path in named}
+        missing = [r for r in regions if r not in region_to_style]
+        if missing:
+            raise ValueError(f"content region(s) {missing} have no --style REGION=FILE; give one per region")
+        extra = [n for n in region_to_style if n not in regions]
+        if extra:
+            raise ValueError(f"--style names region(s) {extra} that no --content-mask has")
+    else:
+        styles = list(args.style)
+        if len(styles) != 1:
+            raise ValueError("with masks, give one positional style or one --style REGION=FILE per region")
+        region_to_style = {n: 0 for n in regions}
+    style_masks = []
+    for j in range(len(styles)):
+        mine = {n: path for n, path in s_masks if region_to_style.get(n) == j}
+        style_masks.append(mine or None)
+    unknown = [n for n, _ in s_masks if n not in region_to_style]
+    if unknown:
+        raise ValueError(f"--style-mask names region(s) {unknown} that no --content-mask has")
+    spatial = dict(mode=args.spatial, content_masks=dict(c_masks), style_masks=style_masks,
+                   region_to_style=region_to_style, propagation=args.propagation, erode=args.erode,
+                   global_channel=args.global_channel)
+    return styles, spatial
+
+
+def _problem_kwargs(args, spatial=None) -> dict:
+    return dict(spatial=spatial,
         weights=args.weights, size=args.size, style_scale=args.style_scale, preset=args.preset,
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         style_blend=None if args.style_blend is None else _floats(args.style_blend, "style-blend"),
@@ -240,9 +304,10 @@ def _stylize(args) -> int:
     from nst_jax import image as I
     from nst_jax.stylize import stylize
 
-    inputs = [args.content, *args.style]
-    if not args.style:
-        raise ValueError("give at least one style image after the content image")
+    styles, spatial = _styles_and_spatial(args)
+    if not styles:
+        raise ValueError("give at least one style image after the content image (or --style REGION=FILE)")
+    inputs = [args.content, *styles, *(p for _, p in _pairs(args.content_mask + args.style_mask, "mask"))]
     out = _check_output(args.output, inputs, args.overwrite)
     trace_path = out.with_suffix(".json")
     _check_output(trace_path, inputs, args.overwrite, "loss trace")
@@ -250,9 +315,9 @@ def _stylize(args) -> int:
     if args.save_every:
         def callback(it, img):
             I.save_image(out.with_name(f"{out.stem}_{it:05d}{out.suffix}"), img, inputs=inputs)
-    r = stylize(args.content, args.style, save_every=args.save_every, callback=callback,
-                **_problem_kwargs(args), **_solver_kwargs(args))
-    meta = dict(r.settings, content=str(args.content), style=[str(s) for s in args.style], n_fg=r.n_fg,
+    r = stylize(args.content, styles, save_every=args.save_every, callback=callback,
+                **_problem_kwargs(args, spatial), **_solver_kwargs(args))
+    meta = dict(r.settings, content=str(args.content), style=[str(s) for s in styles], n_fg=r.n_fg,
                 final_loss=r.terms["total"], software="nst-jax")
     I.save_image(out, r.image, metadata=meta, inputs=inputs)
     _write_json(trace_path, {"settings": meta, "terms": r.terms, "n_fg": r.n_fg,
@@ -284,13 +349,16 @@ def _sweep(args) -> int:
         raise ValueError(f"output {outdir} is a file; sweep -o takes a folder")
     if not outdir.parent.exists():
         raise ValueError(f"folder {outdir.parent} does not exist; create it first")
-    inputs = [args.content, *args.style]
+    styles, spatial = _styles_and_spatial(args)
+    if not styles:
+        raise ValueError("give at least one style image after the content image (or --style REGION=FILE)")
+    inputs = [args.content, *styles]
     names = [outdir / f"ratio_{r:.0e}.png" for r in ratios]
     if outdir.exists() and not args.overwrite:
         clash = [str(n) for n in names + [outdir / "grid.png", outdir / "sweep.json"] if n.exists()]
         if clash:
             raise ValueError(f"{clash[0]} exists; pass --overwrite to replace it or choose another -o folder")
-    sw = sweep(args.content, args.style, ratios, **_problem_kwargs(args), **_solver_kwargs(args))
+    sw = sweep(args.content, styles, ratios, **_problem_kwargs(args, spatial), **_solver_kwargs(args))
     outdir.mkdir(exist_ok=True)
     for name, r in zip(names, sw.results):
         I.save_image(name, r.image, metadata=dict(r.settings, software="nst-jax"), inputs=inputs)
@@ -325,7 +393,7 @@ def _add_sweep_parser(subparsers) -> None:
     p = add_command(subparsers, "sweep", help="several alpha/beta ratios as one vmapped compiled solve",
                     description="Run K content/style ratios alpha/beta at once; writes one image each and a grid.")
     p.add_argument("content", help="content image")
-    p.add_argument("style", nargs="+", help="style image(s)")
+    p.add_argument("style", nargs="*", help="style image(s)")
     p.add_argument("--ratios", default="1e-4,1e-3,1e-2,1e-1", help="comma-separated alpha/beta ratios")
     p.add_argument("-o", "--output", required=True, help="output folder")
     _add_problem_args(p)

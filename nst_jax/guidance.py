@@ -537,3 +537,148 @@ def guided_targets(
         cols.append(jnp.ones((len(layers),), bool))
     valid = jnp.stack(cols, axis=1)
     return {"grams": grams, "sums": sums, "global_grams": global_grams, "valid_LR": valid}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Wiring into the solve: targets for a spatially controlled transfer and its style term
+# ----------------------------------------------------------------------------------------------------------------
+
+SPATIAL_MODES = ("gram", "sums", "sums+gram", "stacked")
+PROPAGATIONS = ("simple", "inside", "all")
+
+
+def _guides_at(masks: Mapping[str, object], shape_HW: Tuple[int, int], what: str,
+               original_HW: Optional[Tuple[int, int]] = None) -> Tuple[Tuple[str, ...], np.ndarray]:
+    """``{region: path or [H, W] array}`` -> (names, guides_HWR) at ``shape_HW``.
+
+    Masks are checked against the image's ``original_HW`` (its size on disk; a mask of another size is resized with
+    a warning if the aspect ratio matches, else refused) and then resized silently to the working ``shape_HW``.
+    """
+    original_HW = tuple(original_HW or shape_HW)
+    if not masks:
+        raise ValueError(f"no {what} masks given; pass region=MASK pairs")
+    names, chans = [], []
+    for name, m in masks.items():
+        if isinstance(m, (str, os.PathLike)):
+            a = read_mask(m)
+            label = f"{what} mask {os.fspath(m)!r} (region {name!r})"
+        else:
+            a = np.asarray(m, np.float32)
+            if a.ndim == 3:
+                a = a[..., 0]
+            label = f"{what} mask for region {name!r}"
+        names.append(str(name))
+        if a.shape != tuple(shape_HW):
+            a = fit_mask(a, original_HW, name=label)
+        chans.append(a if a.shape == tuple(shape_HW) else _resize_hw(a, tuple(shape_HW)))
+    return tuple(names), np.stack(chans, axis=-1).astype(np.float32)
+
+
+def spatial_targets(params, content_HW3, styles: Sequence, spatial: Mapping[str, object], cfg) -> Tuple[dict, int]:
+    """Targets of a spatially controlled transfer (Gatys et al. 2017, Sec. 4), computed once on the host.
+
+    ``spatial`` keys: ``mode`` (one of :data:`SPATIAL_MODES`), ``content_masks`` ``{region: mask}``, ``style_masks``
+    (one ``{region: mask}`` or None per style image; None lends the whole style image to the regions assigned to it),
+    ``region_to_style`` (``{region: style index}``, optional), ``propagation``
+    (:data:`PROPAGATIONS`), ``erode``, ``threshold``, ``global_channel``, ``guide_scale`` (stacked mode; default the
+    mean style activation per layer).
+
+    Returns ``(targets, R)``: ``targets`` holds the content features, the content guides per layer (normalised; raw
+    too for "stacked"), ``valid_LR`` (content AND style non-empty), and per mode ``ggrams`` {layer: [R, C, C]},
+    ``gsums`` {layer: [R, C]}, ``global_grams`` {layer: [C, C]} or ``stacked`` {layer: [C+R, C+R]}; R counts the
+    global channel when enabled.
+    """
+    from nst_jax import solve as S
+
+    mode = spatial.get("mode", "gram")
+    if mode not in SPATIAL_MODES:
+        raise ValueError(f"unknown spatial mode {mode!r}; choose one of {', '.join(SPATIAL_MODES)}")
+    prop = spatial.get("propagation", "simple")
+    if prop not in PROPAGATIONS:
+        raise ValueError(f"unknown guide propagation {prop!r}; choose one of {', '.join(PROPAGATIONS)}")
+    erode = int(spatial.get("erode", 0))
+    threshold = float(spatial.get("threshold", 0.5))
+    global_channel = bool(spatial.get("global_channel", False))
+    layers = tuple(cfg.style_layers)
+    c_names, c_guides = _guides_at(spatial.get("content_masks") or {}, content_HW3.shape[:2], "content",
+                                   spatial.get("content_original_HW"))
+    style_masks = spatial.get("style_masks")
+    r2s = spatial.get("region_to_style")
+    if style_masks is None and len(styles) == 1:
+        style_masks = [None]
+    if style_masks is not None and len(style_masks) == len(styles):
+        # A style without masks lends its whole image to the regions assigned to it.
+        filled = []
+        for j, (m, img) in enumerate(zip(style_masks, styles)):
+            if m is None:
+                mine = [n for n in c_names if (r2s or {}).get(n, 0 if len(styles) == 1 else -1) == j]
+                if not mine:
+                    raise ValueError(f"style {j} has no masks and no region assigned to it; name its region "
+                                     "(e.g. --style sky=FILE) or give its masks")
+                m = {n: np.ones(img.shape[:2], np.float32) for n in mine}
+            filled.append(m)
+        style_masks = filled
+    if style_masks is None or len(style_masks) != len(styles):
+        raise ValueError(f"give style masks for each of the {len(styles)} style image(s) "
+                         f"(got {0 if style_masks is None else len(style_masks)})")
+    originals = spatial.get("style_original_HW") or [None] * len(styles)
+    s_named = [_guides_at(m, s.shape[:2], f"style {j}", o)
+               for j, (m, s, o) in enumerate(zip(style_masks, styles, originals))]
+    pairs = pair_regions(c_names, [n for n, _ in s_named], r2s)
+
+    targets = S.compute_targets(params, content_HW3, [], cfg)
+    targets.pop("grams", None)
+    g_norm, c_valid = prepare_guides(jnp.asarray(c_guides), params, layers, prop, erode, threshold, global_channel)
+    st = guided_targets(params, styles, [g for _, g in s_named], pairs, layers, mode=prop, pooling=cfg.pooling,
+                        erode=erode, threshold=threshold, norm=cfg.gram_norm, global_channel=global_channel)
+    targets["guides"] = g_norm
+    targets["valid_LR"] = c_valid & st["valid_LR"]
+    names = list(c_names) + (["global"] if global_channel else [])
+    losses.report_empty_regions(np.asarray(targets["valid_LR"]), layers, names)
+    if mode == "gram":
+        targets["ggrams"] = st["grams"]
+    elif mode == "sums":
+        targets["gsums"] = st["sums"]
+    elif mode == "sums+gram":
+        targets["gsums"] = st["sums"]
+        targets["global_grams"] = st["global_grams"]
+    else:  # stacked: one Gram of [F, s*T]; target = mean over styles of their stacked Grams (regions in content order)
+        raw = propagate_guides(jnp.asarray(c_guides), params, layers, prop, erode, threshold, global_channel)
+        targets["guides_raw"] = raw
+        stacked, scales = {n: [] for n in layers}, {n: [] for n in layers}
+        for j, (img, (names_j, g_j)) in enumerate(zip(styles, s_named)):
+            # regions this style does not have are empty (all-zero guide channels) in its image
+            zeros = np.zeros(g_j.shape[:2], np.float32)
+            g = jnp.asarray(np.stack([g_j[..., names_j.index(n)] if n in names_j else zeros for n in c_names], -1))
+            sp = propagate_guides(g, params, layers, prop, erode, threshold, global_channel)
+            f = vgg.features(params, jnp.asarray(img), layers, pooling=cfg.pooling)
+            for n in layers:
+                scale = spatial.get("guide_scale")
+                scale = jnp.mean(f[n]) if scale is None else jnp.asarray(scale, jnp.float32)
+                scales[n].append(scale)
+                stacked[n].append(losses.stacked_gram(f[n], sp[n], scale, cfg.gram_norm))
+        targets["stacked"] = {n: jnp.mean(jnp.stack(stacked[n]), axis=0) for n in layers}
+        targets["guide_scale"] = {n: jnp.mean(jnp.stack(scales[n])) for n in layers}
+    return targets, len(names)
+
+
+def spatial_style_loss(feats: Mapping[str, jax.Array], targets: Mapping, weights: Mapping, cfg) -> jax.Array:
+    """The style term of a spatially controlled transfer, by ``cfg.spatial`` (inside the compiled loss)."""
+    layers = tuple(cfg.style_layers)
+    lw, rw, valid = weights["style_layers"], weights.get("regions"), targets.get("valid_LR")
+    mode = cfg.spatial
+    if mode == "gram":
+        return losses.guided_style_loss(feats, targets["ggrams"], targets["guides"], layers, lw, rw, valid,
+                                        cfg.gram_norm)
+    if mode in ("sums", "sums+gram"):
+        total = losses.guided_sum_loss(feats, targets["gsums"], targets["guides"], layers, lw, rw, valid)
+        if mode == "sums+gram":
+            total = total + losses.style_loss(feats, targets["global_grams"], layers, lw, cfg.gram_norm)
+        return total
+    if mode == "stacked":
+        total = jnp.zeros((), jnp.float32)
+        for j, n in enumerate(layers):
+            g = losses.stacked_gram(feats[n], targets["guides_raw"][n], targets["guide_scale"][n], cfg.gram_norm)
+            total = total + lw[j] * losses.gram_loss(g, targets["stacked"][n])
+        return total
+    raise ValueError(f"unknown spatial mode {mode!r}; choose one of {', '.join(SPATIAL_MODES)}")

@@ -66,6 +66,19 @@ class SweepResult:
         return np.stack([r.image for r in self.results])
 
 
+def _original_shape(x: ImageLike) -> Tuple[int, int]:
+    """(H, W) of an image as given (on disk, after EXIF orientation), without decoding a file's pixels."""
+    if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):
+        from PIL import Image, ImageOps
+
+        with Image.open(x) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
+        return h, w
+    return tuple(np.shape(x)[:2])
+
+
 def _load(x: ImageLike, what: str, size: Optional[int]) -> np.ndarray:
     if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):
         return I.load_image(x, size=size)
@@ -168,9 +181,11 @@ def prepare(
                        channels=channels, spatial=spatial_mode, remat=remat, compute_dtype=compute_dtype)
     n_regions = 0
     if spatial:
-        from nst_jax import spatial as SP
+        from nst_jax import guidance
 
-        targets, n_regions = SP.spatial_targets(params, content_in, styles_in, spatial, cfg)
+        spatial = dict(spatial, content_original_HW=_original_shape(content),
+                       style_original_HW=[_original_shape(s) for s in styles])
+        targets, n_regions = guidance.spatial_targets(params, content_in, styles_in, spatial, cfg)
     else:
         targets = S.compute_targets(params, content_in, styles_in, cfg)
     wts = S.make_weights(

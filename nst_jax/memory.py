@@ -1,0 +1,304 @@
+"""Analytic peak-memory estimate of one solve, and a check that it fits before compiling anything.
+
+The estimate adds the buffers that are live at the peak of one compiled solver iteration (the forward pass has run
+and the backward pass is about to consume what it saved)::
+
+    peak ~= params                                  all conv kernels and biases, float32
+          + targets                                 content features (H_l W_l C_l) + Gram targets (S C_l^2), float32
+          + solver state                            L-BFGS: 2 m H W C (history s, y) + state vectors, float32
+          + image-sized temporaries                 x, grad, direction, two-loop vectors: ~IMAGE_COPIES H W C, float32
+          + ACT_FACTOR * saved activations          sum_l H_l W_l C_l over conv/relu/pool outputs up to the deepest
+                                                    used layer, in the compute dtype (bf16: 2 bytes)
+
+With ``remat`` only the block boundaries (pool outputs) are kept plus one block's activations at a time (the largest
+block). ``ACT_FACTOR`` (conv outputs + ReLU outputs/masks + the backward pass's cotangents of the same sizes) and
+``IMAGE_COPIES`` were calibrated against XLA's own buffer assignment (``Compiled.memory_analysis()``: arguments +
+outputs - donated aliases + temporaries) of the chunk program for tiny19 / vgg16 / vgg19 at 64-256 px and checked
+against the measured resident-memory growth of a fresh process (``tests/test_memory.py``).
+Sizes follow ``nst_jax.vgg``: 3x3 SAME convs keep H, W; 2x2 stride-2 VALID pools floor them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence
+
+from nst_jax import vgg
+
+__all__ = [
+    "ACT_FACTOR",
+    "IMAGE_COPIES",
+    "GRAM_COPIES",
+    "measure_peak_bytes",
+    "estimate_peak_bytes",
+    "activation_elements",
+    "format_bytes",
+    "available_bytes",
+    "check_fits",
+]
+
+ACT_FACTOR = 1.5
+IMAGE_COPIES = 9
+GRAM_COPIES = 2
+_DEFAULT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2")
+_SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
+
+
+def activation_elements(spec, shape_HW, layers: Sequence[str]) -> tuple[int, int, int]:
+    """Element counts of the forward pass up to the deepest of ``layers``.
+
+    Returns ``(total, boundaries, largest_block)``: the sum of H_l W_l C_l over every conv, relu and pool output;
+    the sum over the pool outputs only (what remat keeps); and the largest single block's sum (what remat rebuilds at
+    once).
+    """
+    spec = vgg.get_spec(spec)
+    seq = vgg.layer_sequence(spec)
+    order = {name: j for j, (name, _) in enumerate(seq)}
+    layers = list(layers)
+    if not layers:
+        raise ValueError("give at least one layer, e.g. ('relu1_1', 'relu4_2')")
+    unknown = [n for n in layers if n not in order]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown} for {spec.name}; use names such as relu4_2")
+    last = max(order[n] for n in layers)
+    chans = vgg.layer_channels(spec)
+    h, w = int(shape_HW[0]), int(shape_HW[1])
+    total = bounds = block = biggest = 0
+    for name, kind in seq[: last + 1]:
+        if kind == "pool":
+            h, w = h // 2, w // 2
+        n = h * w * chans[name]
+        total += n
+        block += n
+        if kind == "pool":
+            bounds += n
+            biggest = max(biggest, block)
+            block = 0
+    biggest = max(biggest, block)
+    return total, bounds, biggest
+
+
+def _param_elements(spec, upto: Optional[int] = None) -> int:
+    """Kernel + bias elements of all convs, or of the first ``upto`` convs."""
+    shapes = list(vgg.expected_shapes(spec).values())[:upto]
+    return sum(math.prod(s["kernel"]) + math.prod(s["bias"]) for s in shapes)
+
+
+def _conv_index(spec, name: str) -> int:
+    """How many convs run up to and including layer ``name``."""
+    n = 0
+    for lay, kind in vgg.layer_sequence(spec):
+        n += kind == "conv"
+        if lay == name:
+            return n
+    raise ValueError(f"unknown layer {name!r}")
+
+
+def estimate_peak_bytes(
+    shape_HW,
+    *,
+    arch="vgg19",
+    layers: Optional[Sequence[str]] = None,
+    content_layers: Sequence[str] = ("relu4_2",),
+    n_styles: int = 1,
+    history: int = 100,
+    batch: int = 1,
+    remat=False,
+    compute_dtype: Optional[str] = None,
+    solver: str = "lbfgs",
+    channels: int = 3,
+) -> int:
+    """Estimated peak bytes of one solve of an [H, W, ``channels``] image (see the module docstring).
+
+    Args:
+      shape_HW: the content (= output) size.
+      arch: a registered architecture name or :class:`nst_jax.vgg.VGGSpec`.
+      layers: every layer the loss reads (default: the 2016 paper's style layers relu1_1..relu5_1 and relu4_2).
+      content_layers: the subset holding content targets (their features are stored at full size).
+      history: L-BFGS memory m (ignored for adam).
+      batch: K members of a vmapped sweep (everything but the params scales with K).
+      remat / compute_dtype: as ``LossConfig`` (bf16 halves the activations; the optimiser stays float32).
+    """
+    spec = vgg.get_spec(arch)
+    if solver not in _SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(_SOLVERS)}")
+    h, w = (int(v) for v in shape_HW)
+    if h < 1 or w < 1:
+        raise ValueError(f"image shape must be positive, got {tuple(shape_HW)}")
+    if history < 1 or batch < 1:
+        raise ValueError(f"history and batch must be >= 1, got history={history}, batch={batch}")
+    if compute_dtype not in (None, "float32", "bfloat16"):
+        raise ValueError(f"compute_dtype must be None, 'float32' or 'bfloat16', got {compute_dtype!r}")
+    layers = tuple(_DEFAULT_LAYERS if layers is None else layers)
+    content_layers = tuple(n for n in content_layers if n in layers)
+    act_bytes = 2 if compute_dtype == "bfloat16" else 4
+    n_img = h * w * channels
+
+    total, bounds, biggest = activation_elements(spec, (h, w), layers)
+    if remat:
+        acts = (bounds + ACT_FACTOR * biggest) * act_bytes
+    else:
+        acts = ACT_FACTOR * total * act_bytes
+
+    chans = vgg.layer_channels(spec)
+    content_el = 0
+    for name in content_layers:
+        hl, wl = _layer_hw(spec, (h, w), name)
+        content_el += hl * wl * chans[name]
+    gram_el = sum(n_styles * chans[n] ** 2 for n in layers if n not in content_layers)
+    # Gram targets, plus the generated image's Grams and their cotangents in the loss
+    targets = 4 * (content_el + GRAM_COPIES * gram_el)
+
+    if solver in ("lbfgs", "jaxopt", "optax-lbfgs"):
+        state = 4 * (2 * history * n_img)
+    else:
+        state = 4 * (2 * n_img)
+    images = 4 * IMAGE_COPIES * n_img
+    # all params stay resident; the backward pass holds a transformed copy of the used kernels (input gradients)
+    used = _param_elements(spec, upto=max(_conv_index(spec, n) for n in layers))
+    params = 4 * _param_elements(spec) + act_bytes * used
+    return int(params + targets + batch * (state + images + acts))
+
+
+def _layer_hw(spec, shape_HW, name: str) -> tuple[int, int]:
+    h, w = shape_HW
+    for lay, kind in vgg.layer_sequence(spec):
+        if kind == "pool":
+            h, w = h // 2, w // 2
+        if lay == name:
+            return h, w
+    raise ValueError(f"unknown layer {name!r}")
+
+
+def format_bytes(n: float) -> str:
+    """``1536 -> "1.5 KiB"``, ``3.2e9 -> "3.0 GiB"`` (binary units, one decimal; bytes as an integer)."""
+    n = float(n)
+    if not math.isfinite(n) or n < 0:
+        raise ValueError(f"byte count must be a finite number >= 0, got {n}")
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def available_bytes(device=None) -> Optional[int]:
+    """Free memory for one solve: the accelerator's ``bytes_limit - bytes_in_use`` from ``device.memory_stats()``
+    where the backend reports it (GPU/TPU), else the host's available physical memory (``os.sysconf``
+    ``SC_AVPHYS_PAGES`` x ``SC_PAGE_SIZE``; CPU's ``memory_stats()`` is None). None if neither is known."""
+    import jax
+
+    dev = device if device is not None else jax.devices()[0]
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without the call
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:
+    """Raise ``ValueError`` if ``estimate`` exceeds ``limit_bytes`` (default :func:`available_bytes`); no-op when
+    the limit is unknown."""
+    if limit_bytes is None:
+        limit_bytes = available_bytes()
+    if limit_bytes is None:
+        return
+    if estimate > limit_bytes:
+        gb = 1024 ** 3
+        raise ValueError(f"this solve needs ~{estimate / gb:.2f} GB but only {limit_bytes / gb:.2f} GB are available; "
+                         "try --remat, --bf16, --history 20 or a smaller --size")
+
+
+# --------------------------------------------------------------------------------------------------- measurement
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_peak_bytes(
+    shape_HW,
+    *,
+    arch="tiny19",
+    history: int = 100,
+    remat=False,
+    compute_dtype: Optional[str] = None,
+    iters: int = 2,
+    interval_s: float = 0.0005,
+) -> int:
+    """Measured peak memory of one L-BFGS solve of a random [H, W, 3] image with seeded random ``arch`` params and
+    the default layers (what :func:`estimate_peak_bytes` models), in the current process.
+
+    Everything is compiled first from abstract shapes (no buffers exist yet); then params, targets and the solver
+    state are created and ``iters`` iterations run while the peak is recorded: on accelerators the device's
+    ``peak_bytes_in_use`` growth, on CPU the growth of the resident set (``/proc/self/statm``) sampled by a thread.
+    For a faithful CPU number run it in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` so that large buffers
+    are mapped and unmapped individually (and so show up in, and leave, the resident set).
+    """
+    import gc
+    import threading
+
+    import jax
+    import jax.numpy as jnp
+
+    from nst_jax import solve as S
+
+    spec = vgg.get_spec(arch)
+    h, w = (int(v) for v in shape_HW)
+    cfg = S.LossConfig(remat=remat, compute_dtype=compute_dtype)
+    scfg = S.SolverConfig(history=history, chunk=max(1, iters))
+    run = S.Solve(cfg, scfg)
+    f32 = jnp.float32
+    sds = jax.ShapeDtypeStruct
+    p_abs = {k: {kk: sds(v, f32) for kk, v in s.items()} for k, s in vgg.expected_shapes(spec).items()}
+    x_abs = sds((h, w, 3), f32)
+    targets_abs = jax.eval_shape(lambda p, x: S._targets_impl(p, x, x, cfg), p_abs, x_abs)
+    targets_abs = {"content": targets_abs["content"],
+                   "grams": {k: sds((1,) + v.shape, f32) for k, v in targets_abs["grams"].items()}}
+    weights = S.make_weights(cfg, p_abs)  # tiny; only the params' shapes are read
+    weights_abs = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), weights)
+    init_c = run._init.lower(x_abs, p_abs, targets_abs, weights_abs, cfg, scfg).compile()
+    state_abs = jax.eval_shape(lambda *a: run._init(*a, cfg, scfg), x_abs, p_abs, targets_abs, weights_abs)
+    chunk_c = run._chunk.lower(state_abs, p_abs, targets_abs, weights_abs, sds((), jnp.int32), cfg, scfg).compile()
+
+
+    def inputs():
+        params = vgg.init_params(jax.random.PRNGKey(0), spec)
+        x = jax.random.uniform(jax.random.PRNGKey(1), (h, w, 3), f32)
+        return params, x, S.compute_targets(params, x, [x], cfg)
+
+    jax.block_until_ready(inputs())  # compiles the (cached) target and init programs outside the measured window
+    gc.collect()
+
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    peak = {"rss": _rss_bytes()}
+    base = peak["rss"]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak["rss"] = max(peak["rss"], _rss_bytes())
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        params, x, targets = inputs()
+        state = init_c(x, params, targets, weights)
+        out = chunk_c(state, params, targets, weights, jnp.asarray(iters, jnp.int32))
+        jax.block_until_ready(out)
+        peak["rss"] = max(peak["rss"], _rss_bytes())
+    finally:
+        stop.set()
+        thread.join()
+    if stats and "peak_bytes_in_use" in stats:
+        after = dev.memory_stats()
+        return int(after["peak_bytes_in_use"] - stats.get("bytes_in_use", 0))
+    return int(peak["rss"] - base)

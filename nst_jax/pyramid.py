@@ -1,0 +1,448 @@
+"""Scale control (Gatys et al. 2017, Section 6): coarse-to-fine synthesis and style mixing across scales.
+
+* :func:`scale_schedule` -- the image sizes of a coarse-to-fine run: explicit longest sides, the paper's two levels
+  by pixel area (~512^2 then ~1024^2), or automatic steps by ``factor`` from ``min_size`` up to ``size``.
+* :func:`stylize_pyramid` -- coarse-to-fine transfer: each level re-prepares the problem at its size (targets
+  recomputed from the full-resolution inputs, the same colour and spatial control at every level) and starts from
+  the previous level's optimised image upsampled to the new size (the first level starts from ``init``). The
+  paper uses this for high-resolution results: the coarse level fixes the large-scale structure that a direct
+  high-resolution solve (whose receptive fields are then small relative to the image) would not produce.
+* :func:`mix_styles` -- a *new style image* (paper Fig. 5): start from the coarse-scale style image and match, with
+  no content loss, only the Gram matrices of the lower layers (relu1_1 up to ``fine_layers``' last) of the fine-scale
+  style image, so the large-scale structure of the coarse style survives while its fine texture is replaced.
+* :func:`mixed_targets_transfer` -- the one-pass variant: a single transfer whose Gram targets come from the fine
+  style on shallow layers (up to ``split_layer``) and from the coarse style on the deeper layers.
+
+Every level is an ordinary :func:`nst_jax.stylize.solve_problem`, so each image size compiles once and the compiled
+programs are shared through the ``Solve`` cache (a second run at the same sizes compiles nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import image as I
+from nst_jax import solve as S
+from nst_jax import stylize as ST
+from nst_jax import vgg
+
+__all__ = [
+    "PAPER_AREAS",
+    "PyramidResult",
+    "scale_schedule",
+    "default_iters",
+    "stylize_pyramid",
+    "default_fine_layers",
+    "mix_styles",
+    "mixed_targets_transfer",
+]
+
+# The paper's two levels (Section 6): the first pass at ~512^2 pixels, the second at ~1024^2.
+PAPER_AREAS = (512 * 512, 1024 * 1024)
+# mix_styles picks the fine-scale layers by pixel area: below the geometric mean of the two paper areas up to
+# relu2_1 (the paper's 512^2 setting), above it up to relu4_1 (its 1024^2 setting).
+_FINE_LAYERS_SMALL = ("relu1_1", "relu2_1")
+_FINE_LAYERS_LARGE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+_FINE_AREA_SPLIT = 512 * 1024
+
+_SOLVE_KEYS = ("seed", "solver", "history", "lr", "chunk")
+
+
+@dataclasses.dataclass
+class PyramidResult(ST.Result):
+    """The last level's image with the whole run's trace; ``levels`` holds each level's own :class:`Result`.
+
+    ``loss_trace`` concatenates the levels (``iter`` and ``fg`` cumulative, plus ``level``, 0-based); loss values of
+    different levels are not comparable (the targets change with the size). ``n_fg``, ``compile_seconds`` and
+    ``run_seconds`` are totals; ``terms`` are the last level's. ``inits`` are the [H, W, C] images each level
+    started from (the solver's variable: one channel for ``color="luminance"``).
+    """
+
+    levels: List[ST.Result] = dataclasses.field(default_factory=list)
+    inits: List[np.ndarray] = dataclasses.field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------- schedule
+
+def _shape_for_longest(shape_HW, longest: int) -> Tuple[int, int]:
+    """The shape ``prepare(size=longest)`` gives an image of ``shape_HW`` (see :func:`nst_jax.image.fit_shape`)."""
+    return I.fit_shape(shape_HW, size=int(longest))
+
+
+def scale_schedule(
+    content_shape_HW,
+    *,
+    scales: Optional[Sequence[int]] = None,
+    size: Optional[int] = None,
+    auto_scales: bool = False,
+    factor: float = 2.0,
+    min_size: int = 256,
+) -> List[Tuple[int, int]]:
+    """The (H, W) of each level of a coarse-to-fine run, coarsest first, aspect ratio of ``content_shape_HW`` kept.
+
+    * ``scales``: explicit longest sides (strictly increasing), e.g. ``[512, 1024]``.
+    * ``auto_scales=True``: ``size``, ``size / factor``, ``size / factor^2``, ... down to the last one >= ``min_size``
+      (consecutive levels differ by exactly ``factor``); a single level when ``size < factor * min_size``.
+    * neither, ``size`` given: two levels, longest sides ``round(size / factor)`` and ``size``.
+    * neither, no ``size``: the paper's default, two levels by pixel area, ~512^2 then ~1024^2 (:data:`PAPER_AREAS`).
+
+    Every returned shape is exactly what :func:`nst_jax.stylize.prepare` produces for ``size=max(H, W)``.
+    """
+    shape = I.fit_shape(content_shape_HW)  # validates (H, W)
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):
+        raise ValueError(f"scale factor must be a number > 1, got {factor!r}")
+    if scales is not None:
+        if auto_scales:
+            raise ValueError("give either explicit scales or auto_scales, not both")
+        sides = [int(s) if isinstance(s, (int, np.integer)) and not isinstance(s, bool) else s for s in scales]
+        if not sides or any(not isinstance(s, int) or s < 16 for s in sides):
+            raise ValueError(f"scales must be a non-empty list of integer sizes >= 16 pixels, got {list(scales)!r}")
+        if any(b <= a for a, b in zip(sides, sides[1:])):
+            raise ValueError(f"scales must increase from coarse to fine, got {sides}")
+        if size is not None and sides[-1] != size:
+            raise ValueError(f"the last scale ({sides[-1]}) must equal size ({size}); drop one of them")
+    elif auto_scales:
+        if size is None:
+            raise ValueError("auto_scales needs size (the finest level's longest side), e.g. size=1024")
+        if not isinstance(min_size, (int, np.integer)) or min_size < 16:
+            raise ValueError(f"min_size must be an integer >= 16 pixels, got {min_size!r}")
+        sides = [int(size)]
+        s = float(size)
+        while s / factor >= min_size - 1e-9:
+            s /= factor
+            sides.insert(0, int(round(s)))
+    elif size is not None:
+        sides = [int(round(size / factor)), int(size)]
+        if sides[0] < 16:
+            raise ValueError(f"size {size} / factor {factor} is below 16 pixels; use a larger size")
+    else:
+        sides = [max(I.fit_shape(shape, area=a)) for a in PAPER_AREAS]
+    if size is not None and (not isinstance(size, (int, np.integer)) or size < 16):
+        raise ValueError(f"size must be an integer >= 16 pixels, got {size!r}")
+    return [_shape_for_longest(shape, s) for s in sides]
+
+
+def default_iters(n_levels: int) -> List[int]:
+    """500 iterations at the first level and 200 at every later one (the paper's two-level budget: 500, 200)."""
+    return [500] + [200] * (n_levels - 1)
+
+
+# --------------------------------------------------------------------------------------------------- pyramid
+
+def _raw_problem(problem: ST.Problem) -> ST.Problem:
+    """The same problem whose solve returns the optimised variable unchanged (colour finishing skipped)."""
+    return dataclasses.replace(problem, settings=dict(problem.settings, color="none"))
+
+
+def _finish(problem: ST.Problem, raw_HW3: np.ndarray) -> np.ndarray:
+    from nst_jax import color as C
+
+    return np.asarray(C.finish_color(raw_HW3, problem.content, problem.settings["color"]), np.float32)
+
+
+def _solve_level(problem: ST.Problem, x0, iters, *, desc, progress, callback, save_every, offset, solve_kw):
+    """One level: solve from ``x0`` and return (Result with the finished image, raw optimised [H, W, 3] image)."""
+    raw_cb = None
+    if callback is not None and save_every:
+        def raw_cb(it, x):
+            callback(offset + it, _finish(problem, x))
+
+    r = ST.solve_problem(_raw_problem(problem), iters=iters, init=x0, progress=progress, callback=raw_cb,
+                         save_every=save_every, desc=desc, **solve_kw)
+    raw = np.asarray(r.image, np.float32)
+    r.image = _finish(problem, raw)
+    r.settings["color"] = problem.settings["color"]
+    return r, raw
+
+
+def stylize_pyramid(
+    content,
+    style,
+    *,
+    scales: Optional[Sequence[int]] = None,
+    iters_per_scale: Optional[Union[int, Sequence[int]]] = None,
+    init: Union[str, Any] = "content",
+    size: Optional[int] = None,
+    auto_scales: bool = False,
+    factor: float = 2.0,
+    min_size: int = 256,
+    weights: Any = "auto",
+    seed: int = 0,
+    solver: str = "lbfgs",
+    history: int = 100,
+    lr: Optional[float] = None,
+    chunk: int = 25,
+    progress: bool = True,
+    callback=None,
+    save_every: Optional[int] = None,
+    **problem_kwargs,
+) -> PyramidResult:
+    """Coarse-to-fine style transfer (2017 paper, Section 6).
+
+    Args:
+      content, style: paths or [H, W, 3] arrays in [0, 1] (``style`` may be a list); loaded once at full
+        resolution and resized from there for every level.
+      scales / size / auto_scales / factor / min_size: the levels, see :func:`scale_schedule`.
+      iters_per_scale: one count for every level, or one per level (default :func:`default_iters`: 500, 200, ...).
+      init: the first level's start (``"content"``, ``"noise"``, ``"style"`` or an image); later levels start from
+        the previous level's optimised image resized (Lanczos) to their size.
+      weights: weight source name or params tree (loaded once, shared by all levels).
+      callback: ``callback(iteration, image_HW3)`` every ``save_every`` iterations, iterations counted across levels.
+      **problem_kwargs: as :func:`nst_jax.stylize.prepare` (style_scale, preset, weights of the terms, layers,
+        pooling, colour control, spatial control, remat, compute dtype), applied identically at every level.
+
+    Returns:
+      :class:`PyramidResult` (the last level's image; ``levels``: per-level results; ``settings["levels"]``: a JSON
+      summary per level).
+    """
+    if "content_shape" in problem_kwargs:
+        raise ValueError("unexpected argument content_shape")
+    content_img = ST._load(content, "content", None)
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles:
+        raise ValueError("give at least one style image")
+    style_imgs = [ST._load(s, "style", None) for s in styles]
+    shapes = scale_schedule(content_img.shape[:2], scales=scales, size=size, auto_scales=auto_scales, factor=factor,
+                            min_size=min_size)
+    n = len(shapes)
+    if iters_per_scale is None:
+        iters = default_iters(n)
+    elif isinstance(iters_per_scale, (int, np.integer)):
+        iters = [int(iters_per_scale)] * n
+    else:
+        iters = [int(i) for i in iters_per_scale]
+        if len(iters) != n:
+            raise ValueError(f"{len(iters)} iteration counts given for {n} levels {shapes}; give one per level")
+    if any(i < 0 for i in iters):
+        raise ValueError(f"iterations per scale must be >= 0, got {iters}")
+    solve_kw = dict(seed=seed, solver=solver, history=history, lr=lr, chunk=chunk)
+
+    levels: List[ST.Result] = []
+    inits: List[np.ndarray] = []
+    raw = None
+    offset = 0
+    params = weights
+    for k, (h, w) in enumerate(shapes):
+        problem = ST.prepare(content_img, style_imgs if len(style_imgs) > 1 else style_imgs[0], weights=params,
+                             size=max(h, w), **problem_kwargs)
+        if k == 0:
+            params = problem.params
+            weights_name = {key: problem.settings[key] for key in ("weights", "weights_random")}
+        else:
+            problem.settings.update(weights_name)
+        if problem.content_in.shape[:2] != (h, w):  # prepare and scale_schedule disagree: a bug, say so
+            raise RuntimeError(f"level {k + 1} prepared at {problem.content_in.shape[:2]}, scheduled at {(h, w)}")
+        if raw is None:
+            x0 = ST.initial_image(problem, init, seed)
+        else:
+            x0 = I.resize(raw, (h, w))[..., :problem.cfg.channels]
+        inits.append(np.asarray(x0, np.float32))
+        desc = f"level {k + 1}/{n} {w}x{h}"
+        r, raw = _solve_level(problem, x0, iters[k], desc=desc, progress=progress, callback=callback,
+                              save_every=save_every, offset=offset, solve_kw=solve_kw)
+        r.settings.update(level=k + 1, levels_total=n, shape=[h, w],
+                          init=(init if isinstance(init, str) else "array") if k == 0 else "previous level")
+        levels.append(r)
+        offset += iters[k]
+
+    trace, it0, fg0 = [], 0, 0
+    for k, r in enumerate(levels):
+        for e in r.loss_trace:
+            trace.append({"iter": it0 + e["iter"], "fg": fg0 + e["fg"], "loss": e["loss"], "level": k})
+        it0 += r.loss_trace[-1]["iter"] + 1
+        fg0 += r.n_fg
+    last = levels[-1]
+    settings = dict(last.settings, iters=sum(iters), init=init if isinstance(init, str) else "array",
+                    scales=[max(s) for s in shapes], iters_per_scale=iters)
+    settings["levels"] = [
+        {"level": k + 1, "shape": [int(h), int(w)], "iters": iters[k], "n_fg": r.n_fg,
+         "loss_start": r.loss_trace[0]["loss"], "loss_end": r.loss_trace[-1]["loss"],
+         "compile_seconds": r.compile_seconds, "run_seconds": r.run_seconds}
+        for k, ((h, w), r) in enumerate(zip(shapes, levels))
+    ]
+    for key in ("level", "levels_total", "shape"):
+        settings.pop(key, None)
+    return PyramidResult(
+        image=last.image, loss_trace=trace, n_fg=sum(r.n_fg for r in levels),
+        compile_seconds=sum(r.compile_seconds for r in levels), run_seconds=sum(r.run_seconds for r in levels),
+        terms=dict(last.terms), settings=settings,
+        stopped_nonfinite=any(r.stopped_nonfinite for r in levels),
+        nonfinite_term=next((r.nonfinite_term for r in levels if r.nonfinite_term), None),
+        levels=levels, inits=inits,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- style mixing
+
+def _layer_order(params) -> Dict[str, int]:
+    return {name: j for j, (name, _) in enumerate(vgg.layer_sequence(vgg.spec_from_params(params)))}
+
+
+def _check_layer(name: str, order: Dict[str, int], what: str) -> None:
+    if name not in order:
+        relus = ", ".join(n for n in order if n.startswith("relu"))
+        raise ValueError(f"unknown {what} {name!r}; choose a layer of this network such as relu2_1 ({relus})")
+
+
+def default_fine_layers(shape_HW) -> Tuple[str, ...]:
+    """The fine-scale layers of :func:`mix_styles` by pixel area: relu1_1..relu2_1 at ~512^2 (areas below
+    512 x 1024, the geometric mean of the paper's two sizes), relu1_1..relu4_1 at ~1024^2 (paper Fig. 5)."""
+    h, w = shape_HW
+    return _FINE_LAYERS_SMALL if h * w < _FINE_AREA_SPLIT else _FINE_LAYERS_LARGE
+
+
+def _resolve_fine_layers(fine_layers, shape_HW, order) -> Tuple[str, ...]:
+    """``None`` -> by size; a layer name -> relu1_1, relu2_1, ... up to it (and it); a sequence -> as given."""
+    if fine_layers is None:
+        return default_fine_layers(shape_HW)
+    if isinstance(fine_layers, str):
+        _check_layer(fine_layers, order, "fine layer")
+        layers = [n for n in S.DEFAULT_STYLE_LAYERS if n in order and order[n] <= order[fine_layers]]
+        return tuple(dict.fromkeys(layers + [fine_layers]))
+    layers = tuple(fine_layers)
+    if not layers:
+        raise ValueError("fine_layers is empty; give at least one layer, e.g. ('relu1_1', 'relu2_1')")
+    for name in layers:
+        _check_layer(name, order, "fine layer")
+    return layers
+
+
+def mix_styles(
+    coarse,
+    fine,
+    *,
+    size: int = 512,
+    fine_layers: Optional[Union[str, Sequence[str]]] = None,
+    match_colors_to=None,
+    match_mode: str = "pca",
+    iters: int = 500,
+    weights: Any = "auto",
+    preset: str = "gatys",
+    style_weight: Optional[float] = None,
+    tv_weight: Optional[float] = None,
+    layer_weights: Any = None,
+    pooling: str = "max",
+    remat: Any = False,
+    compute_dtype: Optional[str] = None,
+    seed: int = 0,
+    solver: str = "lbfgs",
+    history: int = 100,
+    lr: Optional[float] = None,
+    chunk: int = 25,
+    progress: bool = True,
+    callback=None,
+    save_every: Optional[int] = None,
+) -> ST.Result:
+    """A new style image mixing the coarse scale of one style with the fine scale of another (paper Fig. 5).
+
+    The image is initialised with the coarse-scale style image (resized so its longest side is ``size``) and optimised
+    against the Gram matrices (normalisation of ``preset``, Eq. 3/4 of the 2016 paper) of the fine-scale style image
+    (resized to the same longest side) on the lower layers only, with NO content loss (``content_layers=()``).
+    The lower layers' small receptive fields carry the fine texture; the coarse structure is left to the
+    initialisation, which the low-layer loss does not constrain.
+
+    Args:
+      coarse, fine: paths or [H, W, 3] arrays in [0, 1].
+      size: the output's longest side (the coarse image's aspect ratio is kept).
+      fine_layers: ``None`` (by size, :func:`default_fine_layers`), the last layer (e.g. ``"relu3_1"``: relu1_1 up to
+        it) or an explicit sequence of layers.
+      match_colors_to: an optional content image (path/array): both style images are first recoloured to its colour
+        mean and covariance (``nst_jax.color.match_color``, ``match_mode``), as the paper does before mixing.
+
+    Returns:
+      :class:`nst_jax.stylize.Result` (``terms["content"]`` is 0; ``settings["mix"]`` records the layers).
+    """
+    from nst_jax import color as C
+
+    pre = S.preset(preset)
+    if not isinstance(size, (int, np.integer)) or size < 16:
+        raise ValueError(f"size must be an integer >= 16 pixels, got {size!r}")
+    if pooling not in ("max", "avg"):
+        raise ValueError(f"pooling must be 'max' or 'avg', got {pooling!r}")
+    params, info = ST._resolve_params(weights)
+    order = _layer_order(params)
+    coarse_img = ST._load(coarse, "coarse style", size)
+    fine_img = ST._load(fine, "fine style", size)
+    if match_colors_to is not None:
+        C._check_choice("colour match mode", match_mode, C.MATCH_MODES)
+        target = ST._load(match_colors_to, "colour reference", None)
+        coarse_img = np.clip(np.asarray(C.match_color(coarse_img, target, match_mode)[0]), 0.0, 1.0)
+        fine_img = np.clip(np.asarray(C.match_color(fine_img, target, match_mode)[0]), 0.0, 1.0)
+    coarse_img = np.asarray(coarse_img, np.float32)
+    fine_img = np.asarray(fine_img, np.float32)
+    layers = _resolve_fine_layers(fine_layers, coarse_img.shape[:2], order)
+
+    cfg = S.LossConfig(content_layers=(), style_layers=layers, pooling=pooling, gram_norm=pre["gram_norm"],
+                       channels=3, spatial=None, remat=remat, compute_dtype=compute_dtype)
+    targets = S.compute_targets(params, None, [fine_img], cfg)
+    wts = S.make_weights(
+        cfg, params, content_weight=0.0,
+        style_weight=pre["style_weight"] if style_weight is None else style_weight,
+        tv_weight=pre["tv_weight"] if tv_weight is None else tv_weight,
+        layer_weights=pre["layer_weights"] if layer_weights is None else layer_weights,
+    )
+    settings = {
+        "preset": preset, "size": size, "content_weight": 0.0, "style_weight": float(wts["style"]),
+        "tv_weight": float(wts["tv"]), "style_blend": [1.0], "content_layers": [], "style_layers": list(layers),
+        "layer_weights": [float(v) for v in np.asarray(wts["style_layers"])], "pooling": pooling,
+        "gram_norm": cfg.gram_norm, "color": "none", "match_mode": match_mode, "remat": remat,
+        "compute_dtype": compute_dtype, "weights": info.name if info is not None else "params",
+        "weights_random": bool(info is not None and info.is_random),
+        "mix": {"fine_layers": list(layers), "colors_matched": match_colors_to is not None},
+    }
+    problem = ST.Problem(params, cfg, targets, wts, coarse_img, coarse_img, [fine_img], settings, info)
+    r = ST.solve_problem(problem, iters=iters, init="content", seed=seed, solver=solver, history=history, lr=lr,
+                         chunk=chunk, progress=progress, callback=callback, save_every=save_every, desc="mix styles")
+    r.settings["init"] = "coarse"
+    return r
+
+
+def mixed_targets_transfer(
+    content,
+    coarse,
+    fine,
+    *,
+    split_layer: str = "relu2_1",
+    iters: int = 500,
+    init: Union[str, Any] = "content",
+    seed: int = 0,
+    solver: str = "lbfgs",
+    history: int = 100,
+    lr: Optional[float] = None,
+    chunk: int = 25,
+    progress: bool = True,
+    callback=None,
+    save_every: Optional[int] = None,
+    **problem_kwargs,
+) -> ST.Result:
+    """One transfer whose Gram targets mix two styles by depth: ``fine`` on the style layers up to and including
+    ``split_layer`` (fine texture), ``coarse`` on the deeper ones (large-scale structure).
+
+    Both styles go through the same preparation (size, ``style_scale``, colour control) as in
+    :func:`nst_jax.stylize.prepare`; the stacked ``[2, C, C]`` Gram targets are then cut to ``[1, C, C]`` per layer
+    (the chosen style's Gram) with blend weight 1. ``**problem_kwargs``: as ``prepare`` (not ``style_blend`` or
+    ``spatial``).
+    """
+    for key in ("style_blend", "spatial"):
+        if problem_kwargs.get(key):
+            raise ValueError(f"mixed_targets_transfer does not take {key}; it assigns one style per layer itself")
+    problem = ST.prepare(content, [fine, coarse], **problem_kwargs)
+    order = _layer_order(problem.params)
+    _check_layer(split_layer, order, "split layer")
+    fine_set = [n for n in problem.cfg.style_layers if order[n] <= order[split_layer]]
+    coarse_set = [n for n in problem.cfg.style_layers if order[n] > order[split_layer]]
+    grams = {n: problem.targets["grams"][n][0:1] if n in fine_set else problem.targets["grams"][n][1:2]
+             for n in problem.cfg.style_layers}
+    targets = dict(problem.targets, grams=grams)
+    wts = dict(problem.weights, blend=jnp.ones(1, jnp.float32))
+    settings = dict(problem.settings, style_blend=[1.0],
+                    mix={"split_layer": split_layer, "fine_layers": fine_set, "coarse_layers": coarse_set})
+    problem = dataclasses.replace(problem, targets=targets, weights=wts, settings=settings)
+    return ST.solve_problem(problem, iters=iters, init=init, seed=seed, solver=solver, history=history, lr=lr,
+                            chunk=chunk, progress=progress, callback=callback, save_every=save_every,
+                            desc="mixed targets")
