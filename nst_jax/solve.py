@@ -92,14 +92,24 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SolverConfig:
-    """Static solver settings. ``history``: L-BFGS memory; ``lr``: step (lbfgs: 1.0; adam: learning rate)."""
+    """Static solver settings. ``history``: L-BFGS memory; ``lr``: step (lbfgs: 1.0; adam: learning rate).
+
+    ``loop``: how the iterations of a chunk run. ``"while"``: one compiled ``lax.while_loop`` per chunk (the whole
+    chunk on the device). ``"host"``: a Python loop dispatching one compiled, donated step per iteration without
+    reading anything back until the chunk ends (no per-iteration host sync). ``"auto"`` (default) picks ``"while"`` on
+    GPU/TPU and ``"host"`` on CPU, where XLA runs convolutions inside a loop body 1.5-2x slower
+    (jax-ml/jax#12868; measured here: 361 vs 207 ms per f+g for VGG16 at 96 px).
+    """
 
     name: str = "lbfgs"
     history: int = 100
     lr: Optional[float] = None
     chunk: int = 25
+    loop: str = "auto"
 
     def __post_init__(self):
+        if self.loop not in ("auto", "while", "host"):
+            raise ValueError(f"loop must be 'auto', 'while' or 'host', got {self.loop!r}")
         if self.name not in SOLVERS:
             raise ValueError(f"unknown solver {self.name!r}; choose one of {', '.join(SOLVERS)}")
         if self.history < 1:
@@ -356,23 +366,39 @@ class _FixedStepLBFGS:
 
 
 class _JaxoptLBFGSB:
+    """jaxopt.LBFGSB on the objective scaled by ``c = 1 / max|g(x0)|`` (a traced number kept in the state).
+
+    Style losses are O(1e5..1e10) with gradients to match, while the line search's step bounds (``max_stepsize`` 1,
+    ``min_stepsize`` 1e-6) assume unit scale: unscaled, the first steps pin every pixel to a bound and the search
+    stalls. Scaling leaves the minimiser unchanged; reported values are unscaled.
+    """
+
     def __init__(self, vg: Callable, cfg: SolverConfig):
         import jaxopt
 
         self.cfg = cfg
-        self.solver = jaxopt.LBFGSB(fun=vg, value_and_grad=True, history_size=cfg.history, maxiter=10 ** 9,
+
+        def scaled(x, c, *args):
+            f, g = vg(x, *args)
+            return f * c, g * c
+
+        self.vg = vg
+        self.solver = jaxopt.LBFGSB(fun=scaled, value_and_grad=True, history_size=cfg.history, maxiter=10 ** 9,
                                     tol=0.0)
 
     def _bounds(self, x):
         return (jnp.zeros_like(x), jnp.ones_like(x))
 
     def init(self, x0, *args):
-        return (x0, self.solver.init_state(x0, self._bounds(x0), *args))
+        _, g0 = self.vg(x0, *args)
+        c = 1.0 / jnp.maximum(jnp.max(jnp.abs(g0)), 1e-30)
+        st = self.solver.init_state(x0, self._bounds(x0), c, *args)
+        return (x0, st, c)
 
     def step(self, st, *args):
-        x, s = st
-        x, s = self.solver.update(x, s, self._bounds(x), *args)
-        return (x, s)
+        x, s, c = st
+        x, s = self.solver.update(x, s, self._bounds(x), c, *args)
+        return (x, s, c)
 
     @staticmethod
     def x(st):
@@ -380,7 +406,7 @@ class _JaxoptLBFGSB:
 
     @staticmethod
     def value(st):
-        return st[1].value
+        return st[1].value / st[2]
 
     @staticmethod
     def nfev(st):
@@ -457,6 +483,25 @@ class ChunkOut(NamedTuple):
     bad: jax.Array  # True if a non-finite loss stopped the run (the state is the last finite one)
 
 
+def _guarded_step(solver, st, params, targets, weights):
+    """One solver step that refuses a non-finite result: returns (state, bad, value, nfev); on ``bad`` the state is
+    the previous (finite) one."""
+    new = solver.step(st, params, targets, weights)
+    v = solver.value(new)
+    bad = ~jnp.isfinite(v) | ~jnp.all(jnp.isfinite(solver.x(new)))
+    st = jax.tree_util.tree_map(lambda a, b: jnp.where(bad, a, b), st, new)
+    return st, bad, jnp.where(bad, jnp.nan, v), solver.nfev(new)
+
+
+def _step_impl(state, bad, params, targets, weights, loss_cfg: LossConfig, solver_cfg: SolverConfig):
+    """The host-loop variant's unit: one guarded step; a member already ``bad`` stays as it is."""
+    TRACE_COUNTER["chunk"] += 1
+    solver = _make_solver(loss_cfg, solver_cfg)
+    st, new_bad, v, nfev = _guarded_step(solver, state, params, targets, weights)
+    st = jax.tree_util.tree_map(lambda a, b: jnp.where(bad, a, b), state, st)
+    return st, bad | new_bad, jnp.where(bad, jnp.nan, v), nfev
+
+
 def _chunk_impl(state, params, targets, weights, n, loss_cfg: LossConfig, solver_cfg: SolverConfig):
     TRACE_COUNTER["chunk"] += 1
     solver = _make_solver(loss_cfg, solver_cfg)
@@ -470,12 +515,9 @@ def _chunk_impl(state, params, targets, weights, n, loss_cfg: LossConfig, solver
 
     def body(c):
         i, st, values, nfevs, _ = c
-        new = solver.step(st, params, targets, weights)
-        v = solver.value(new)
-        bad = ~jnp.isfinite(v) | ~jnp.all(jnp.isfinite(solver.x(new)))
-        st = jax.tree_util.tree_map(lambda a, b: jnp.where(bad, a, b), st, new)
-        values = values.at[i].set(jnp.where(bad, jnp.nan, v))
-        nfevs = nfevs.at[i].set(solver.nfev(new))
+        st, bad, v, nfev = _guarded_step(solver, st, params, targets, weights)
+        values = values.at[i].set(v)
+        nfevs = nfevs.at[i].set(nfev)
         return i + 1, st, values, nfevs, bad
 
     i, state, values, nfevs, bad = jax.lax.while_loop(
@@ -503,6 +545,8 @@ class SolveOutput(NamedTuple):
     run_seconds: float
     stopped_nonfinite: bool
     nonfinite_term: Optional[str]
+    interrupted: bool = False  # ``stop()`` returned True: the run ended early at ``iters_done``
+    iters_done: int = 0  # iterations run in total (including those before a resume)
 
 
 class Solve:
@@ -516,16 +560,46 @@ class Solve:
 
     def __init__(self, loss_cfg: LossConfig, solver_cfg: SolverConfig = SolverConfig(), *, batched: bool = False):
         self.loss_cfg, self.solver_cfg, self.batched = loss_cfg, solver_cfg, batched
+        loop = solver_cfg.loop
+        if loop == "auto":
+            loop = "host" if jax.default_backend() == "cpu" else "while"
+        self.loop = loop
         init = _init_impl
         chunk = _chunk_impl
+        step = _step_impl
         terms = _terms_impl
         if batched:
             init = jax.vmap(init, in_axes=(0, None, None, 0, None, None))
             chunk = jax.vmap(chunk, in_axes=(0, None, None, 0, None, None, None))
+            step = jax.vmap(step, in_axes=(0, 0, None, None, 0, None, None))
             terms = jax.vmap(terms, in_axes=(0, None, None, 0, None))
         self._init = jax.jit(init, static_argnums=(4, 5))
         self._chunk = jax.jit(chunk, static_argnums=(5, 6), donate_argnums=(0,))
+        self._step = jax.jit(step, static_argnums=(5, 6), donate_argnums=(0,))
         self._terms = jax.jit(terms, static_argnums=(4,))
+
+    def _host_chunk(self, step, state, params, targets, weights, n: int) -> ChunkOut:
+        """``n`` compiled steps dispatched from Python; results are read only when the chunk ends."""
+        bad = jnp.zeros(self._member_shape(state), bool)
+        vs, ns = [], []
+        for _ in range(n):
+            state, bad, v, nfev = step(state, bad, params, targets, weights)
+            vs.append(v)
+            ns.append(nfev)
+        size = self.solver_cfg.chunk
+        values = jnp.stack(vs, -1)
+        nfevs = jnp.stack(ns, -1)
+        bad_np = np.asarray(bad)
+        # iterations run before the first non-finite value (per member, as the while-loop variant reports them)
+        done = np.where(bad_np, np.argmax(~np.isfinite(np.asarray(values)), -1), n) if n else np.zeros_like(bad_np, int)
+        pad = [(0, 0)] * (values.ndim - 1) + [(0, size - n)]
+        return ChunkOut(state, jnp.pad(values, pad, constant_values=np.nan), jnp.pad(nfevs, pad),
+                        jnp.asarray(done), jnp.asarray(bad_np))
+
+    def _member_shape(self, state) -> Tuple[int, ...]:
+        """() for a single solve, (K,) for a sweep."""
+        solver = _make_solver(self.loss_cfg, self.solver_cfg)
+        return (int(np.shape(solver.x(state))[0]),) if self.batched else ()
 
     def _compiled(self, name, fn, args, static):
         def sig(a):
@@ -543,13 +617,23 @@ class Solve:
         return hit
 
     def __call__(self, params, targets, weights, x0, iters: int, *, callback: Optional[Callable] = None,
-                 progress: Optional[Callable] = None) -> SolveOutput:
-        """Run ``iters`` solver iterations from ``x0``.
+                 progress: Optional[Callable] = None, resume: Optional[Mapping[str, Any]] = None,
+                 on_chunk: Optional[Callable] = None, stop: Optional[Callable[[], bool]] = None) -> SolveOutput:
+        """Run ``iters`` solver iterations from ``x0`` (or continue a saved run, see ``resume``).
 
         Args:
           x0: [H, W, C] (or [K, H, W, C] when batched) initial image in [0, 1].
           callback: called after each chunk with ``(it, x, values_so_far)`` on the host (intermediate saves).
           progress: called after each chunk with ``(done_iters, loss, nfev)`` (progress bars).
+          resume: continue a run instead of starting one: ``{"leaves": [...], "iteration": int, "values": [T],
+            "nfevs": [T]}`` -- the solver state's leaves in ``jax.tree_util.tree_leaves`` order (checked against the
+            state this solve would build from ``x0``: count, shapes, dtypes), the iterations already run and the loss
+            trace so far (including iteration 0). Chunks are the same compiled program whatever their length, so
+            the continued run computes exactly what an uninterrupted one would.
+          on_chunk: called after each chunk with ``(done_iters, x, state, values_so_far, nfevs_so_far)``
+            (checkpoints; ``state`` is the solver state pytree, valid until the next chunk runs).
+          stop: checked after each chunk (after ``on_chunk``); returning True ends the run there
+            (``SolveOutput.interrupted``).
         """
         if iters < 0:
             raise ValueError(f"iterations must be >= 0, got {iters}")
@@ -557,31 +641,61 @@ class Solve:
         t_start = time.perf_counter()
         lc, sc = self.loss_cfg, self.solver_cfg
         x0 = jnp.asarray(x0, jnp.float32)
-        init = self._compiled("init", self._init, (x0, params, targets, weights), (lc, sc))
         n0 = jnp.asarray(0, jnp.int32)
-        state = init(x0, params, targets, weights)
-        chunk = self._compiled("chunk", self._chunk, (state, params, targets, weights, n0), (lc, sc))
         solver = _make_solver(lc, sc)
         get_x = jax.vmap(solver.x) if self.batched else solver.x
         get_v = jax.vmap(solver.value) if self.batched else solver.value
         get_n = jax.vmap(solver.nfev) if self.batched else solver.nfev
-        first_v = np.asarray(get_v(state))[..., None]
-        first_n = np.asarray(get_n(state))[..., None]
-        values, nfevs = [first_v], [first_n]
-        done, bad = 0, False
-        while done < iters and not bad:
+        if resume is None:
+            init = self._compiled("init", self._init, (x0, params, targets, weights), (lc, sc))
+            state = init(x0, params, targets, weights)
+            values = [np.asarray(get_v(state))[..., None]]
+            nfevs = [np.asarray(get_n(state))[..., None]]
+            done = 0
+        else:
+            template = jax.eval_shape(lambda *a: self._init(*a, lc, sc), x0, params, targets, weights)
+            t_leaves, treedef = jax.tree_util.tree_flatten(template)
+            leaves = list(resume["leaves"])
+            if len(leaves) != len(t_leaves):
+                raise ValueError(f"the saved solver state has {len(leaves)} arrays but the {sc.name} solver of this "
+                                 f"run has {len(t_leaves)}; resume with the solver and history it was saved with")
+            for j, (a, t) in enumerate(zip(leaves, t_leaves)):
+                if tuple(np.shape(a)) != tuple(t.shape) or np.asarray(a).dtype != t.dtype:
+                    raise ValueError(f"saved solver state array {j} is {np.asarray(a).dtype}{list(np.shape(a))} but "
+                                     f"this run needs {t.dtype}{list(t.shape)}; resume with the same size, solver "
+                                     f"and history")
+            state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a, t.dtype) for a, t in zip(leaves, t_leaves)])
+            done = int(resume["iteration"])
+            if done > iters:
+                raise ValueError(f"the saved run has already done {done} iterations, more than the {iters} asked for; "
+                                 f"ask for at least {done}")
+            values = [np.asarray(resume["values"], np.float32)]
+            nfevs = [np.asarray(resume["nfevs"], np.int32)]
+        if self.loop == "while":
+            chunk = self._compiled("chunk", self._chunk, (state, params, targets, weights, n0), (lc, sc))
+        else:
+            bad0 = jnp.zeros(self._member_shape(state), bool)
+            step = self._compiled("step", self._step, (state, bad0, params, targets, weights), (lc, sc))
+
+            def chunk(state, params, targets, weights, n):
+                return self._host_chunk(step, state, params, targets, weights, int(n))
+        bad = interrupted = False
+        while done < iters and not bad and not interrupted:
             n = min(sc.chunk, iters - done)
             out = chunk(state, params, targets, weights, jnp.asarray(n, jnp.int32))
             state = out.state
             k = int(np.max(np.asarray(out.done)))
             values.append(np.asarray(out.values)[..., :k])
             nfevs.append(np.asarray(out.nfevs)[..., :k])
-            done += n
             bad = bool(np.any(np.asarray(out.bad)))
+            done += n
             if progress is not None:
                 progress(done, np.asarray(get_v(state)), np.asarray(get_n(state)))
             if callback is not None:
                 callback(done, get_x(state), np.concatenate(values, axis=-1))
+            if on_chunk is not None:
+                on_chunk(done, get_x(state), state, np.concatenate(values, axis=-1), np.concatenate(nfevs, axis=-1))
+            interrupted = bool(stop is not None and stop() and done < iters and not bad)
         x = get_x(state)
         terms_fn = self._compiled("terms", self._terms, (x, params, targets, weights), (lc,))
         terms = {k: np.asarray(v) for k, v in terms_fn(x, params, targets, weights).items()}
@@ -591,7 +705,7 @@ class Solve:
         if bad:
             nonfinite_term = _first_nonfinite_term(self, params, targets, weights, state, solver)
         return SolveOutput(np.asarray(x), vals, np.concatenate(nfevs, axis=-1), terms, self.compile_seconds,
-                           run_seconds, bad, nonfinite_term)
+                           run_seconds, bad, nonfinite_term, interrupted, done)
 
 
 def _first_nonfinite_term(solve: Solve, params, targets, weights, state, solver) -> Optional[str]:
