@@ -97,3 +97,56 @@ def plot_losses(trace: Sequence[Dict[str, float]], path, *, title: str = "loss",
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------------ paper figures
+
+PAPER_FIGURES = {
+    "sweep": "2016 Fig. 4: alpha/beta ratios 1e-4..1e-1 in one vmapped solve",
+    "color": "2017 Fig. 3: content, style, plain transfer, luminance-only, colour-matched style",
+    "spatial": "2017 Fig. 2: sky and ground styled by different paintings via guided Gram matrices",
+    "scale": "2017 Fig. 5: two styles, their mix across scales, and the content stylised with the mix",
+}
+
+
+def paper_figure(name: str, *, size: int = 256, iters: int = 200, weights="auto", progress: bool = True) -> np.ndarray:
+    """Reproduce one of :data:`PAPER_FIGURES` on the bundled samples; returns the labelled grid [H, W, 3]."""
+    from nst_jax import image as I
+    from nst_jax.stylize import stylize, sweep
+
+    if name not in PAPER_FIGURES:
+        raise ValueError(f"unknown figure {name!r}; choose one of {', '.join(sorted(PAPER_FIGURES))}")
+    if isinstance(weights, str):
+        from nst_jax.weights import load_weights
+
+        weights, _ = load_weights(weights)
+    sp = I.sample_path
+    kw = dict(weights=weights, size=size, iters=iters, progress=progress)
+    if name == "sweep":
+        ratios = [1e-4, 1e-3, 1e-2, 1e-1]
+        sw = sweep(sp("blue_marble"), sp("great_wave"), ratios, **kw)
+        return labelled_grid(list(sw.images), [format_ratio(r) for r in ratios])
+    if name == "color":
+        content, style = sp("blue_marble"), sp("starry_night")
+        panels = [I.load_image(content, size=size), I.load_image(style, size=size)]
+        labels = ["content", "style"]
+        for color, label in (("none", "plain transfer"), ("luminance", "luminance only"),
+                             ("match-style", "colour-matched style")):
+            panels.append(stylize(content, style, color=color, **kw).image)
+            labels.append(label)
+        return labelled_grid(panels, labels)
+    if name == "spatial":
+        content = sp("tetons_snake_river")
+        sky, ground = sp("starry_night"), sp("great_wave")
+        spatial = dict(mode="gram", content_masks={"sky": sp("tetons_snake_river_sky"),
+                                                   "ground": sp("tetons_snake_river_nosky")},
+                       style_masks=[None, None], region_to_style={"sky": 0, "ground": 1}, propagation="inside")
+        plain = stylize(content, [sky, ground], **kw).image
+        guided = stylize(content, [sky, ground], spatial=spatial, **kw).image
+        panels = [I.load_image(content, size=size), I.load_image(sky, size=size), I.load_image(ground, size=size),
+                  plain, guided]
+        return labelled_grid(panels, ["content", "sky style", "ground style", "both styles, no control",
+                                      "spatial control"])
+    from nst_jax import pyramid
+
+    return pyramid.scale_figure(size=size, iters=iters, weights=weights, progress=progress)
