@@ -1,20 +1,25 @@
 """Analytic peak-memory estimate of one solve, and a check that it fits before compiling anything.
 
-The estimate adds the buffers that are live at the peak of one compiled solver iteration (the forward pass has run
-and the backward pass is about to consume what it saved)::
+The estimate adds the buffers live at the peak of one compiled solver iteration (the forward pass has run and the
+backward pass is about to consume what it saved)::
 
-    peak ~= params                                  all conv kernels and biases, float32
-          + targets                                 content features (H_l W_l C_l) + Gram targets (S C_l^2), float32
-          + solver state                            L-BFGS: 2 m H W C (history s, y) + state vectors, float32
-          + image-sized temporaries                 x, grad, direction, two-loop vectors: ~IMAGE_COPIES H W C, float32
-          + ACT_FACTOR * saved activations          sum_l H_l W_l C_l over conv/relu/pool outputs up to the deepest
-                                                    used layer, in the compute dtype (bf16: 2 bytes)
+    peak ~= RUNTIME_OVERHEAD                        executables, thread pools, small host allocations (constant)
+          + params                                  all conv kernels + biases (float32), plus a transformed copy of
+                                                    the kernels up to the deepest used layer (input gradients)
+          + targets                                 content features (H_l W_l C_l) + GRAM_COPIES x the Grams (S C_l^2)
+          + K x solver state                        L-BFGS: 2 m H W C (history s, y); adam: 2 H W C
+          + K x IMAGE_COPIES H W C                  x, grad, direction, two-loop vectors, new iterate (float32)
+          + K x ACT_FACTOR sum_l H_l W_l C_l        conv/relu/pool outputs up to the deepest used layer, saved for the
+                                                    backward pass, in the compute dtype (bf16: 2 bytes)
 
-With ``remat`` only the block boundaries (pool outputs) are kept plus one block's activations at a time (the largest
-block). ``ACT_FACTOR`` (conv outputs + ReLU outputs/masks + the backward pass's cotangents of the same sizes) and
-``IMAGE_COPIES`` were calibrated against XLA's own buffer assignment (``Compiled.memory_analysis()``: arguments +
-outputs - donated aliases + temporaries) of the chunk program for tiny19 / vgg16 / vgg19 at 64-256 px and checked
-against the measured resident-memory growth of a fresh process (``tests/test_memory.py``).
+(K: members of a vmapped sweep.) With ``remat`` only the block boundaries (pool outputs) stay plus one block's
+activations at a time (the largest). The constants were calibrated on CPU against XLA's own buffer assignment
+(``Compiled.memory_analysis()`` of the chunk program: arguments + outputs - donated aliases + temporaries, tiny19
+and vgg16 at 64-128 px) and against :func:`measure_peak_bytes` (resident-set growth of a fresh process; estimate /
+measured = 0.95-0.98 for tiny19 at 128/256 px, 0.94-0.97 for vgg16 at 128/256 px, history 20).
+
+Caveat: XLA:CPU realises neither saving -- the buffer assignment is the same with ``remat=True`` and *larger* with
+bfloat16 (it converts bf16 convolutions to float32) -- so the ``remat``/``compute_dtype`` terms model accelerators.
 Sizes follow ``nst_jax.vgg``: 3x3 SAME convs keep H, W; 2x2 stride-2 VALID pools floor them.
 """
 
@@ -30,17 +35,20 @@ __all__ = [
     "ACT_FACTOR",
     "IMAGE_COPIES",
     "GRAM_COPIES",
+    "RUNTIME_OVERHEAD",
     "measure_peak_bytes",
     "estimate_peak_bytes",
     "activation_elements",
     "format_bytes",
     "available_bytes",
     "check_fits",
+    "estimate_for_config",
 ]
 
 ACT_FACTOR = 1.5
-IMAGE_COPIES = 9
+IMAGE_COPIES = 12
 GRAM_COPIES = 2
+RUNTIME_OVERHEAD = 3 * 2 ** 20  # executable buffers, thread pools and small host allocations of one solve
 _DEFAULT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2")
 _SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
 
@@ -135,13 +143,14 @@ def estimate_peak_bytes(
     act_bytes = 2 if compute_dtype == "bfloat16" else 4
     n_img = h * w * channels
 
+    chans = vgg.layer_channels(spec)
     total, bounds, biggest = activation_elements(spec, (h, w), layers)
-    if remat:
-        acts = (bounds + ACT_FACTOR * biggest) * act_bytes
+    if remat:  # block boundaries + the loss's taps (block outputs) + one block rebuilt at a time
+        taps = sum(math.prod(_layer_hw(spec, (h, w), n)) * chans[n] for n in layers)
+        acts = (bounds + taps + ACT_FACTOR * biggest) * act_bytes
     else:
         acts = ACT_FACTOR * total * act_bytes
 
-    chans = vgg.layer_channels(spec)
     content_el = 0
     for name in content_layers:
         hl, wl = _layer_hw(spec, (h, w), name)
@@ -158,7 +167,7 @@ def estimate_peak_bytes(
     # all params stay resident; the backward pass holds a transformed copy of the used kernels (input gradients)
     used = _param_elements(spec, upto=max(_conv_index(spec, n) for n in layers))
     params = 4 * _param_elements(spec) + act_bytes * used
-    return int(params + targets + batch * (state + images + acts))
+    return int(RUNTIME_OVERHEAD + params + targets + batch * (state + images + acts))
 
 
 def _layer_hw(spec, shape_HW, name: str) -> tuple[int, int]:
@@ -232,8 +241,9 @@ def measure_peak_bytes(
     iters: int = 2,
     interval_s: float = 0.0005,
 ) -> int:
-    """Measured peak memory of one L-BFGS solve of a random [H, W, 3] image with seeded random ``arch`` params and
-    the default layers (what :func:`estimate_peak_bytes` models), in the current process.
+    """Measured peak memory of one L-BFGS solve (the compiled path ``Solve`` takes on this backend) of a random
+    [H, W, 3] image with seeded random ``arch`` params and the default layers (what :func:`estimate_peak_bytes`
+    models), in the current process.
 
     Everything is compiled first from abstract shapes (no buffers exist yet); then params, targets and the solver
     state are created and ``iters`` iterations run while the peak is recorded: on accelerators the device's
@@ -265,7 +275,20 @@ def measure_peak_bytes(
     weights_abs = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), weights)
     init_c = run._init.lower(x_abs, p_abs, targets_abs, weights_abs, cfg, scfg).compile()
     state_abs = jax.eval_shape(lambda *a: run._init(*a, cfg, scfg), x_abs, p_abs, targets_abs, weights_abs)
-    chunk_c = run._chunk.lower(state_abs, p_abs, targets_abs, weights_abs, sds((), jnp.int32), cfg, scfg).compile()
+    if run.loop == "while":  # the whole chunk is one compiled while-loop (GPU/TPU)
+        chunk_c = run._chunk.lower(state_abs, p_abs, targets_abs, weights_abs, sds((), jnp.int32), cfg,
+                                   scfg).compile()
+
+        def iterate(state, params, targets, weights):
+            return chunk_c(state, params, targets, weights, jnp.asarray(iters, jnp.int32))
+    else:  # one compiled, donated step per iteration dispatched from Python (CPU)
+        step_c = run._step.lower(state_abs, sds((), bool), p_abs, targets_abs, weights_abs, cfg, scfg).compile()
+
+        def iterate(state, params, targets, weights):
+            bad = jnp.zeros((), bool)
+            for _ in range(iters):
+                state, bad, _, _ = step_c(state, bad, params, targets, weights)
+            return state
 
 
     def inputs():
@@ -292,8 +315,7 @@ def measure_peak_bytes(
     try:
         params, x, targets = inputs()
         state = init_c(x, params, targets, weights)
-        out = chunk_c(state, params, targets, weights, jnp.asarray(iters, jnp.int32))
-        jax.block_until_ready(out)
+        jax.block_until_ready(iterate(state, params, targets, weights))
         peak["rss"] = max(peak["rss"], _rss_bytes())
     finally:
         stop.set()
@@ -302,3 +324,11 @@ def measure_peak_bytes(
         after = dev.memory_stats()
         return int(after["peak_bytes_in_use"] - stats.get("bytes_in_use", 0))
     return int(peak["rss"] - base)
+
+
+def estimate_for_config(shape_HW, cfg, *, arch="vgg19", n_styles: int = 1, history: int = 100, batch: int = 1,
+                        solver: str = "lbfgs") -> int:
+    """:func:`estimate_peak_bytes` for a ``nst_jax.solve.LossConfig`` (its layers, remat, compute dtype, channels)."""
+    return estimate_peak_bytes(shape_HW, arch=arch, layers=cfg.all_layers, content_layers=cfg.content_layers,
+                               n_styles=n_styles, history=history, batch=batch, remat=cfg.remat,
+                               compute_dtype=cfg.compute_dtype, solver=solver, channels=cfg.channels)

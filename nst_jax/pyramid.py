@@ -20,6 +20,7 @@ programs are shared through the ``Solve`` cache (a second run at the same sizes 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -28,8 +29,10 @@ import numpy as np
 
 from nst_jax import image as I
 from nst_jax import solve as S
-from nst_jax import stylize as ST
 from nst_jax import vgg
+
+# the module, not the function ``nst_jax.stylize`` that the package namespace exports under the same name
+ST = importlib.import_module("nst_jax.stylize")
 
 __all__ = [
     "PAPER_AREAS",

@@ -1,0 +1,176 @@
+"""Peak-memory estimate (against measured peaks), fit checks, and the memory-saving paths (remat, bfloat16)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import memory as M
+from nst_jax import solve as S
+from nst_jax import vgg
+
+LAYERS = S.LossConfig().all_layers  # relu4_2 + relu1_1..relu5_1
+
+
+# --------------------------------------------------------------------------------------------------- estimate
+
+def test_activation_elements_match_the_network_shapes(tiny_params):
+    """Independent count: run the network and sum the sizes of every conv/relu/pool output up to relu4_2."""
+    shape = (37, 50)  # odd sizes exercise the floor of the pools
+    names = [n for n in vgg.layer_names("tiny19")]
+    upto = names[: names.index("relu4_2") + 1]
+    feats = vgg.features(tiny_params, jnp.zeros(shape + (3,)), upto)
+    total, bounds, biggest = M.activation_elements("tiny19", shape, ["relu1_1", "relu4_2"])
+    assert total == sum(int(np.prod(f.shape)) for f in feats.values())
+    assert bounds == sum(int(np.prod(feats[n].shape)) for n in upto if n.startswith("pool"))
+    block3 = sum(int(np.prod(feats[n].shape)) for n in upto if n[-3] == "3" or n == "pool3")
+    assert biggest >= block3 and biggest < total
+
+
+def test_estimate_terms_scale_as_documented():
+    base = dict(arch="vgg19", layers=LAYERS)
+    e = lambda **kw: M.estimate_peak_bytes((200, 300), **{**base, **kw})  # noqa: E731
+    # one more L-BFGS pair costs exactly s and y: 2 x H W C float32
+    assert e(history=11) - e(history=10) == 2 * 200 * 300 * 3 * 4
+    # adam keeps no history
+    assert e(solver="adam") == e(history=1) < e(history=2)  # adam: m and v, as much as one pair
+    # bf16 halves the activations (and the transformed kernel copy); the optimiser state is unchanged
+    acts = M.ACT_FACTOR * M.activation_elements("vgg19", (200, 300), LAYERS)[0]
+    used = sum(np.prod(s["kernel"]) + np.prod(s["bias"]) for n, s in vgg.expected_shapes("vgg19").items()
+               if n <= "conv5_1")
+    assert e() - e(compute_dtype="bfloat16") == pytest.approx(2 * acts + 2 * used, rel=1e-6)
+    assert e(remat=True) < e()
+    # a sweep of K members repeats the per-member part (state + image copies + activations), not params/targets
+    n = 200 * 300 * 3
+    member = 4 * (2 * 100 * n + M.IMAGE_COPIES * n) + 4 * acts
+    assert e(batch=2) - e(batch=1) == pytest.approx(member, abs=2)
+    assert e(batch=3) - e(batch=1) == pytest.approx(2 * member, abs=2)
+    # 4x the pixels: the pixel-proportional part grows 4x
+    small, big = M.estimate_peak_bytes((100, 150), **base), M.estimate_peak_bytes((200, 300), **base)
+    fixed = M.estimate_peak_bytes((1, 1), **base)
+    assert (big - fixed) / (small - fixed) == pytest.approx(4.0, rel=0.05)
+
+
+def test_estimate_bad_inputs():
+    with pytest.raises(ValueError, match="unknown solver"):
+        M.estimate_peak_bytes((64, 64), layers=LAYERS, solver="sgd")
+    with pytest.raises(ValueError, match="unknown layer"):
+        M.estimate_peak_bytes((64, 64), arch="tiny19", layers=["relu9_9"])
+    with pytest.raises(ValueError, match="history"):
+        M.estimate_peak_bytes((64, 64), layers=LAYERS, history=0)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        M.estimate_peak_bytes((64, 64), layers=LAYERS, compute_dtype="float16")
+
+
+_MEASURE = """
+import json, sys
+from nst_jax import memory as M
+out = {}
+for n in (128, 256):
+    m = M.measure_peak_bytes((n, n), arch="tiny19", history=20)
+    e = M.estimate_peak_bytes((n, n), arch="tiny19", layers=M._DEFAULT_LAYERS, history=20)
+    out[n] = [m, e]
+print(json.dumps(out))
+"""
+
+
+def test_estimate_within_30_percent_of_measured_peak():
+    """A fresh process per run: compile first, then the resident-set growth while params, targets, L-BFGS state
+    (history 20) are created and two iterations run; large buffers mmapped so that RSS tracks live buffers."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _MEASURE], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for n, (measured, estimate) in got.items():
+        print(f"{n} px: measured {M.format_bytes(measured)}, estimated {M.format_bytes(estimate)}")
+        assert measured > 0
+        assert abs(estimate - measured) <= 0.3 * measured, (n, measured, estimate)
+    # the growth from 128 to 256 px (4x the pixels) is predicted too
+    (m1, e1), (m2, e2) = got["128"], got["256"]
+    assert abs((e2 - e1) - (m2 - m1)) <= 0.3 * (m2 - m1)
+
+
+# --------------------------------------------------------------------------------------------------- fit checks
+
+def test_format_bytes():
+    assert M.format_bytes(0) == "0 B"
+    assert M.format_bytes(1023) == "1023 B"
+    assert M.format_bytes(1536) == "1.5 KiB"
+    assert M.format_bytes(3 * 2 ** 30) == "3.0 GiB"
+    assert M.format_bytes(5 * 2 ** 40) == "5.0 TiB"
+    with pytest.raises(ValueError):
+        M.format_bytes(-1)
+
+
+def test_available_bytes_is_the_hosts_free_memory_on_cpu():
+    avail = M.available_bytes()
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert avail is not None and 0 < avail <= total
+
+
+def test_check_fits():
+    M.check_fits(10 * 2 ** 30, 11 * 2 ** 30)  # fits: no error
+    with pytest.raises(ValueError, match=r"needs ~10.00 GB but only 4.00 GB are available; try --remat, --bf16, "
+                                         r"--history 20 or a smaller --size"):
+        M.check_fits(10 * 2 ** 30, 4 * 2 ** 30)
+    M.check_fits(1, None)  # the default limit is this machine's free memory
+    with pytest.raises(ValueError, match="needs"):
+        M.check_fits(2 ** 62)
+
+
+# --------------------------------------------------------------------------------------------------- remat / bf16
+
+@pytest.fixture(scope="module")
+def small_problem(tiny_params):
+    """A well-conditioned case: a noise image (the "noise" init) against a smooth content and a striped style, so the
+    feature and Gram differences are large relative to bf16 rounding (no cancellation)."""
+    h, w = 32, 24
+    yy, xx = np.mgrid[0:h, 0:w] / 32.0
+    content = np.stack([0.5 + 0.4 * np.sin(3 * xx), 0.5 + 0.4 * np.cos(2 * yy), 0.5 + 0.3 * np.sin(2 * (xx + yy))], -1)
+    yy, xx = np.mgrid[0:28, 0:28]
+    style = 0.5 + 0.4 * np.sin(1.7 * xx + 0.9 * yy)[..., None] * np.array([1.0, -0.6, 0.3])
+    x = np.random.default_rng(0).random((h, w, 3))
+    return tuple([tiny_params] + [jnp.asarray(a, jnp.float32) for a in (content, style, x)])
+
+
+def _value_and_grad(params, content, style, x, **cfg_kw):
+    cfg = S.LossConfig(**cfg_kw)
+    targets = S.compute_targets(params, content, [style], S.LossConfig())  # float32 targets for every variant
+    weights = S.make_weights(cfg, params, content_weight=1.0, style_weight=1e3)
+    return _VALUE_AND_GRAD(x, params, targets, weights, cfg)
+
+
+_VALUE_AND_GRAD = jax.jit(jax.value_and_grad(S.total_loss), static_argnums=4)  # one compile per LossConfig
+
+
+def _rel(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def test_remat_gives_the_same_loss_and_gradient(small_problem):
+    v0, g0 = _value_and_grad(*small_problem)
+    for remat in (True,):
+        v1, g1 = _value_and_grad(*small_problem, remat=remat)
+        assert abs(float(v1) - float(v0)) <= 1e-5 * abs(float(v0))
+        assert _rel(g1, g0) <= 1e-5
+
+
+def test_bfloat16_activations_match_float32_within_bf16_tolerance(small_problem):
+    """bf16 keeps 8 mantissa bits (rounding 2^-9 relative per value, kernels included). Stated tolerances through the
+    ~16 layers of tiny19: loss within 2e-2 relative; gradient within 0.15 relative (L2) with cosine >= 0.99 (its
+    pixel-wise error is ~9% here, larger than the loss's: it sums many rounded paths). And it is not the float32
+    path in disguise: the values differ."""
+    v0, g0 = _value_and_grad(*small_problem)
+    v1, g1 = _value_and_grad(*small_problem, compute_dtype="bfloat16")
+    assert abs(float(v1) - float(v0)) <= 2e-2 * abs(float(v0))
+    assert _rel(g1, g0) <= 0.15
+    assert float(jnp.vdot(g0, g1) / (jnp.linalg.norm(g0) * jnp.linalg.norm(g1))) >= 0.99
+    assert float(v1) != float(v0) and _rel(g1, g0) > 1e-4
+    assert g1.dtype == jnp.float32
