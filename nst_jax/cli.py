@@ -298,39 +298,250 @@ def _say_random(result_settings) -> None:
               file=sys.stderr)
 
 
+# Flags that do not change what a run computes (not compared when resuming from a checkpoint); file arguments are
+# compared by their sha256 instead of their path.
+_NOT_COMPARED = frozenset({"func", "debug", "command", "output", "iters", "checkpoint_every", "save_every",
+                           "no_progress", "overwrite", "plot", "resume", "memory_limit", "checkpoint_file",
+                           "content", "style", "region_style", "content_mask", "style_mask", "init", "weights"})
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
+          "t": 1000 ** 4, "tb": 1000 ** 4, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+
+
+def _parse_bytes(text: str) -> int:
+    """``"8GB" -> 8e9``, ``"512MiB" -> 512 * 2**20``, ``"1e9" -> 1e9`` (decimal and binary units)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", str(text))
+    try:
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()] if m else float("nan")
+    except (KeyError, ValueError):
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"--memory-limit takes a size such as 8GB or 512MiB (or 'none'), got {text!r}")
+    return int(value)
+
+
+def _arch_guess(weights: str) -> str:
+    """The architecture a weights argument names without loading it (vgg19, the largest, when unknown)."""
+    from nst_jax import weights as W
+
+    try:
+        rnd = W._random_spec(weights)
+        if rnd is not None:
+            return rnd[1]
+        if weights in W.SOURCES:
+            return W._resolved(weights).arch
+    except Exception:  # noqa: BLE001 - an invalid name is reported when the weights are loaded
+        pass
+    return "vgg19"
+
+
+def _image_shape(what: str, path) -> tuple:
+    """(H, W) of an image file as it will be loaded (EXIF orientation applied) from its header; one-line errors for a
+    missing path, a folder, or a file that is not an image."""
+    import pathlib
+
+    from PIL import Image
+
+    from nst_jax import image as I
+
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {p} not found; check the path")
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a directory; pass an image file")
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
+        raise ValueError(f"{what} {p} is not a readable image ({I._one_line(e)}); pass a complete PNG, JPEG, "
+                         "TIFF, ... file") from None
+    if w < 1 or h < 1:
+        raise ValueError(f"{what} {p} has zero size ({w}x{h} px); pass a non-empty image")
+    return h, w
+
+
+def _check_inputs(args, styles, c_masks, s_masks, init_file: bool) -> None:
+    """Refuse before loading anything: missing/unreadable files, images too small for the network (before or after
+    resizing) and runs whose estimated peak memory exceeds ``--memory-limit`` (default: the free memory)."""
+    import math
+
+    from nst_jax import image as I
+    from nst_jax.stylize import MIN_SIDE
+
+    if isinstance(args.size, bool) or args.size < MIN_SIDE:
+        raise ValueError(f"--size must be at least {MIN_SIDE} px (the network halves the image 4 times), got "
+                         f"{args.size}")
+    if not (args.style_scale > 0 and math.isfinite(args.style_scale)):
+        raise ValueError(f"--style-scale must be a positive number, got {args.style_scale}")
+    ch, cw = _image_shape("content image", args.content)
+    style_shapes = [(s, _image_shape("style image", s)) for s in styles]
+    for n, p in c_masks:
+        _image_shape(f"content mask {n!r}", p)
+    for n, p in s_masks:
+        _image_shape(f"style mask {n!r}", p)
+    if init_file:
+        _image_shape("--init image", args.init)
+    for what, path, (h, w) in [("content image", args.content, (ch, cw))] + [("style image", s, hw)
+                                                                            for s, hw in style_shapes]:
+        if min(h, w) < MIN_SIDE:
+            raise ValueError(f"{what} {path} is {w}x{h} px; images need at least {MIN_SIDE} px per side (the "
+                             f"network halves them 4 times); use a larger image")
+    H, W = I.fit_shape((ch, cw), size=args.size)
+    if min(H, W) < MIN_SIDE:
+        need = math.ceil(MIN_SIDE * max(ch, cw) / min(ch, cw))
+        raise ValueError(f"at --size {args.size} the content becomes {W}x{H} px, below the {MIN_SIDE} px per side "
+                         f"the network needs; use --size {need} or more, or crop the image")
+    style_size = max(MIN_SIDE, int(round(max(H, W) * args.style_scale)))
+    for s, (h, w) in style_shapes:
+        sh, sw = I.fit_shape((h, w), size=style_size)
+        if min(sh, sw) < MIN_SIDE:
+            raise ValueError(f"style image {s} becomes {sw}x{sh} px at --style-scale {args.style_scale}, below the "
+                             f"{MIN_SIDE} px per side the network needs; use a larger --style-scale or crop it")
+    if str(args.memory_limit).lower() in ("none", "off"):
+        return
+    limit = None if args.memory_limit is None else _parse_bytes(args.memory_limit)
+    try:
+        from nst_jax import memory as M
+    except ImportError:  # pragma: no cover - memory.py is optional
+        return
+    from nst_jax import solve as S
+
+    c_layers = _names(args.content_layers) or list(S.DEFAULT_CONTENT_LAYERS)
+    s_layers = _names(args.style_layers) or list(S.DEFAULT_STYLE_LAYERS)
+    try:
+        est = M.estimate_peak_bytes((H, W), arch=_arch_guess(args.weights), layers=s_layers + c_layers,
+                                    content_layers=c_layers, n_styles=len(styles), history=args.history,
+                                    remat=args.remat, compute_dtype="bfloat16" if args.bf16 else None,
+                                    solver=args.solver, channels=1 if args.color == "luminance" else 3)
+    except ValueError:  # unknown layer/solver names: reported with their fix when the problem is built
+        return
+    try:
+        M.check_fits(est, limit)
+    except ValueError as e:
+        raise ValueError(f"{W}x{H} px: {e}" + ("" if limit is None else " (or raise --memory-limit)")) from None
+
+
+def _run_settings(args, styles, c_masks, s_masks, init_file: bool) -> dict:
+    """What a checkpoint records: ``compare`` (everything that defines the result, input files by sha256) and
+    ``args`` (the stylize arguments with absolute paths, for ``nst-jax resume``)."""
+    import os
+    import pathlib
+
+    from nst_jax import checkpoint as CK
+
+    sha = CK.file_sha256
+    args_d = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "resume", "checkpoint_file")}
+    compare = {k: v for k, v in args_d.items() if k not in _NOT_COMPARED}
+    compare["content"] = sha(args.content)
+    compare["style"] = [sha(s) for s in styles]
+    compare["region_style"] = [f"{n}={sha(p)}" for n, p in _pairs(args.region_style, "--style")]
+    compare["content_mask"] = [f"{n}={sha(p)}" for n, p in c_masks]
+    compare["style_mask"] = [f"{n}={sha(p)}" for n, p in s_masks]
+    compare["init"] = sha(args.init) if init_file else args.init
+    wpath = pathlib.Path(args.weights).expanduser()
+    compare["weights"] = sha(wpath) if wpath.is_file() else args.weights
+    ab = os.path.abspath
+    rec = dict(args_d, content=ab(args.content), style=[ab(s) for s in args.style], output=ab(args.output),
+               region_style=[f"{n}={ab(p)}" for n, p in _pairs(args.region_style, "--style")],
+               content_mask=[f"{n}={ab(p)}" for n, p in c_masks], style_mask=[f"{n}={ab(p)}" for n, p in s_masks],
+               init=ab(args.init) if init_file else args.init,
+               weights=str(wpath.resolve()) if wpath.is_file() else args.weights)
+    return {"compare": compare, "args": rec, "software": "nst-jax"}
+
+
 def _stylize(args) -> int:
     import pathlib
 
+    from nst_jax import checkpoint as CK
     from nst_jax import image as I
-    from nst_jax.stylize import stylize
+    from nst_jax.stylize import INITS, prepare, solve_problem
 
     styles, spatial = _styles_and_spatial(args)
     if not styles:
         raise ValueError("give at least one style image after the content image (or --style REGION=FILE)")
-    inputs = [args.content, *styles, *(p for _, p in _pairs(args.content_mask + args.style_mask, "mask"))]
-    out = _check_output(args.output, inputs, args.overwrite)
+    c_masks, s_masks = _pairs(args.content_mask, "--content-mask"), _pairs(args.style_mask, "--style-mask")
+    init_file = args.init not in INITS
+    inputs = [args.content, *styles, *(p for _, p in c_masks + s_masks)] + ([args.init] if init_file else [])
+    out = pathlib.Path(args.output)
+    if out.is_dir():
+        raise ValueError(f"output {out} is a directory; give a file name such as {out / 'result.png'}")
+    if out.suffix.lower() not in I.SAVE_SUFFIXES:
+        raise ValueError(f"output {out} must end in .png, .jpg or .jpeg; choose another -o path")
+    for flag, v in (("--iters", args.iters), ("--history", args.history)):
+        if v < (0 if flag == "--iters" else 1):
+            raise ValueError(f"{flag} must be >= {0 if flag == '--iters' else 1}, got {v}")
+    for flag, v in (("--save-every", args.save_every), ("--checkpoint-every", args.checkpoint_every)):
+        if v is not None and v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    if args.lr is not None and not (args.lr > 0 and args.lr < float("inf")):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    from nst_jax.solve import SOLVERS
+
+    if args.solver not in SOLVERS:
+        raise ValueError(f"unknown --solver {args.solver!r}; choose one of {', '.join(SOLVERS)}")
+    resuming = bool(getattr(args, "resume", False))
+    ckpt = pathlib.Path(getattr(args, "checkpoint_file", None) or CK.checkpoint_path(out))
+    _check_output(out, inputs, args.overwrite)
     trace_path = out.with_suffix(".json")
     _check_output(trace_path, inputs, args.overwrite, "loss trace")
+    _check_output(ckpt, inputs, True, "checkpoint")
+    if ckpt.exists() and not resuming and not args.overwrite:
+        raise ValueError(f"checkpoint {ckpt} exists from an unfinished run; pass --resume to continue it or "
+                         "--overwrite to start again")
+    if resuming and not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint {ckpt} to resume; run without --resume (add --checkpoint-every N "
+                                "to write one)")
+    _check_inputs(args, styles, c_masks, s_masks, init_file)
+    settings = _run_settings(args, styles, c_masks, s_masks, init_file)
+    saved = None
+    if resuming:
+        saved = CK.load_checkpoint(ckpt)
+        CK.compare_settings(saved.settings.get("compare", {}), settings["compare"])
+        if saved.iteration > args.iters:
+            raise ValueError(f"the checkpoint is at iteration {saved.iteration}, past --iters {args.iters}; "
+                             f"pass --iters {saved.iteration} or more")
     callback = None
     if args.save_every:
         def callback(it, img):
             I.save_image(out.with_name(f"{out.stem}_{it:05d}{out.suffix}"), img, inputs=inputs)
-    r = stylize(args.content, styles, save_every=args.save_every, callback=callback,
-                **_problem_kwargs(args, spatial), **_solver_kwargs(args))
+    problem = prepare(args.content, styles, **_problem_kwargs(args, spatial))
+    with CK.InterruptFlag("nst-jax: interrupted; saving a checkpoint after the current chunk "
+                          "(press Ctrl-C again to quit without saving)") as flag:
+        r = solve_problem(problem, save_every=args.save_every, callback=callback, checkpoint=ckpt,
+                          checkpoint_every=args.checkpoint_every, checkpoint_settings=settings, resume=saved,
+                          stop=flag, **_solver_kwargs(args))
     meta = dict(r.settings, content=str(args.content), style=[str(s) for s in styles], n_fg=r.n_fg,
                 final_loss=r.terms["total"], software="nst-jax")
+    partial = out.with_name(out.stem + ".partial" + out.suffix)
+    if r.interrupted:
+        I.save_image(partial, r.image, metadata=dict(meta, iteration=r.iters_done), inputs=inputs)
+        print(f"nst-jax: interrupted at iteration {r.iters_done} of {args.iters}; saved the current image to "
+              f"{partial} and the checkpoint {ckpt}; continue with: nst-jax resume {ckpt}", file=sys.stderr)
+        return 130
+    losses = np.array([t["loss"] for t in r.loss_trace], np.float64)
+    if r.stopped_nonfinite and not np.isfinite(losses[0]):
+        raise ValueError(f"the {r.nonfinite_term} loss is NaN/inf already for the initial image (the network's "
+                         "activations overflow); check --weights ('nst-jax weights info') and the loss weights")
     I.save_image(out, r.image, metadata=meta, inputs=inputs)
     _write_json(trace_path, {"settings": meta, "terms": r.terms, "n_fg": r.n_fg,
                              "compile_seconds": r.compile_seconds, "run_seconds": r.run_seconds,
                              "trace": r.loss_trace})
+    for stale in (ckpt, partial) if resuming else (ckpt,):
+        if stale.exists():
+            stale.unlink()
     if args.plot:
         from nst_jax.figures import plot_losses
 
         plot_losses(r.loss_trace, out.with_name(out.stem + "_loss.png"), seconds=r.run_seconds)
     _say_random(r.settings)
     if r.stopped_nonfinite:
-        print(f"nst-jax: warning: the {r.nonfinite_term} loss became NaN/inf; stopped early and kept the last finite "
-              f"image (lower --lr or the weights)", file=sys.stderr)
+        last_ok = int(np.flatnonzero(np.isfinite(losses))[-1])
+        print(f"nst-jax: warning: the {r.nonfinite_term} loss became NaN/inf at iteration {last_ok + 1}; stopped early "
+              f"and wrote the last finite image (iteration {last_ok}) to {out}; lower --lr or the loss weights",
+              file=sys.stderr)
     print(f"wrote {out} ({r.n_fg} f+g, loss {r.terms['total']:.4g}, compile {r.compile_seconds:.1f}s, "
           f"run {r.run_seconds:.1f}s)")
     return 0 if not r.stopped_nonfinite else 3
@@ -385,8 +596,46 @@ def _add_stylize_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output image (.png or .jpg); a .json loss trace goes beside")
     p.add_argument("--save-every", type=int, default=None, help="also save the image every N iterations")
     p.add_argument("--plot", action="store_true", help="write OUT_loss.png (needs matplotlib)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="save OUT.ckpt.npz (image, solver state, loss trace, settings) every N iterations; Ctrl-C "
+                        "always saves one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT.ckpt.npz (give the same arguments; see also 'nst-jax resume')")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="refuse runs whose estimated peak memory exceeds SIZE, e.g. 8GB (default: the free memory; "
+                        "'none': no check)")
     _add_problem_args(p)
     p.set_defaults(func=_stylize)
+
+
+def _resume(args) -> int:
+    import pathlib
+
+    from nst_jax import checkpoint as CK
+
+    ck = CK.load_checkpoint(args.checkpoint)
+    rec = ck.settings.get("args")
+    if not isinstance(rec, dict) or "content" not in rec or "output" not in rec:
+        raise ValueError(f"{args.checkpoint} records no stylize arguments; run 'nst-jax stylize ... --resume' with "
+                         "the original arguments instead")
+    ns = build_parser().parse_args(["stylize", rec["content"], "-o", rec["output"]])
+    vars(ns).update(rec)
+    ns.resume, ns.checkpoint_file = True, str(pathlib.Path(args.checkpoint))
+    if args.iters is not None:
+        ns.iters = args.iters
+    if args.no_progress:
+        ns.no_progress = True
+    return _stylize(ns)
+
+
+def _add_resume_parser(subparsers) -> None:
+    p = add_command(subparsers, "resume", help="finish an interrupted stylize run from its OUT.ckpt.npz",
+                    description="Continue 'nst-jax stylize' from a checkpoint, with the arguments stored in it; the "
+                                "input files must be unchanged (checked by sha256).")
+    p.add_argument("checkpoint", help="the OUT.ckpt.npz file")
+    p.add_argument("--iters", type=int, default=None, help="total iterations (default: as first asked)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_resume)
 
 
 def _add_sweep_parser(subparsers) -> None:
@@ -401,9 +650,114 @@ def _add_sweep_parser(subparsers) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# match-color, figure
+
+
+def _match_color(args) -> int:
+    from nst_jax import color as C
+    from nst_jax import image as I
+
+    out = _check_output(args.output, [args.source, args.target], args.overwrite)
+    C._check_choice("match mode", args.mode, C.MATCH_MODES)
+    src = I.load_image(args.source, size=args.size)
+    tgt = I.load_image(args.target, size=args.size)
+    res, A, b = C.match_color(src, tgt, mode=args.mode)
+    I.save_image(out, np.clip(np.asarray(res), 0, 1), inputs=[args.source, args.target],
+                 metadata={"software": "nst-jax match-color", "mode": args.mode,
+                           "A": np.asarray(A).round(6).tolist(), "b": np.asarray(b).round(6).tolist()})
+    print(f"wrote {out} (x' = A x + b, mode {args.mode})")
+    return 0
+
+
+def _add_match_color_parser(subparsers) -> None:
+    p = add_command(subparsers, "match-color", help="recolour SOURCE to TARGET's colour mean and covariance",
+                    description="Colour histogram matching (Gatys et al. 2017, Sec. 5): an affine RGB map x' = A x + b "
+                                "giving SOURCE the mean and covariance of TARGET's colours.")
+    p.add_argument("source", help="image to recolour")
+    p.add_argument("target", help="image whose colour statistics to take")
+    p.add_argument("-o", "--output", required=True, help="output image")
+    p.add_argument("--mode", default="pca", help="chol, pca (default) or sym")
+    p.add_argument("--size", type=int, default=None, help="resize both (longest side) first")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_match_color)
+
+
+def _figure(args) -> int:
+    from nst_jax import figures as F
+    from nst_jax import image as I
+
+    out = _check_output(args.output, [], args.overwrite)
+    img = F.paper_figure(args.name, size=args.size, iters=args.iters, weights=args.weights,
+                         progress=not args.no_progress)
+    I.save_image(out, img, metadata={"software": "nst-jax figure", "figure": args.name, "size": args.size,
+                                     "iters": args.iters, "weights": args.weights})
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_figure_parser(subparsers) -> None:
+    from nst_jax.figures import PAPER_FIGURES
+
+    p = add_command(subparsers, "figure", help="reproduce a figure of the papers on the bundled samples",
+                    description="Reproduce a paper figure on the bundled samples: " +
+                                "; ".join(f"{k}: {v}" for k, v in PAPER_FIGURES.items()))
+    p.add_argument("name", choices=sorted(PAPER_FIGURES), help="which figure")
+    p.add_argument("-o", "--output", required=True, help="output image (.png)")
+    p.add_argument("--size", type=int, default=256, help="longest side of each panel (default 256)")
+    p.add_argument("--iters", type=int, default=200, help="iterations per transfer (default 200)")
+    p.add_argument("--weights", default="auto", help="weight source (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_figure)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# mix-styles
+
+
+def _mix_styles(args) -> int:
+    from nst_jax import image as I
+    from nst_jax import pyramid
+
+    out = _check_output(args.output, [args.coarse, args.fine], args.overwrite)
+    fl = _names(args.fine_layers)
+    r = pyramid.mix_styles(args.coarse, args.fine, size=args.size, fine_layers=fl[0] if fl and len(fl) == 1 else fl,
+                           match_colors_to=args.match_colors_to, iters=args.iters, weights=args.weights,
+                           progress=not args.no_progress, seed=args.seed)
+    I.save_image(out, r.image, inputs=[args.coarse, args.fine],
+                 metadata=dict(r.settings, software="nst-jax mix-styles", coarse=str(args.coarse),
+                               fine=str(args.fine)))
+    _say_random(r.settings)
+    print(f"wrote {out} ({r.n_fg} f+g, loss {r.terms['total']:.4g}); use it as a style: nst-jax stylize CONTENT {out}")
+    return 0
+
+
+def _add_mix_styles_parser(subparsers) -> None:
+    p = add_command(subparsers, "mix-styles", help="a new style image: coarse scale of one style, fine scale of another",
+                    description="Gatys et al. 2017, Sec. 6: start from COARSE and match FINE's Gram matrices on the "
+                                "lower layers only, with no content loss; the result is a new style image.")
+    p.add_argument("coarse", help="style image giving the coarse scale (layout, large shapes)")
+    p.add_argument("fine", help="style image giving the fine scale (brush strokes, texture)")
+    p.add_argument("-o", "--output", required=True, help="the new style image")
+    p.add_argument("--size", type=int, default=512, help="longest side (default 512)")
+    p.add_argument("--fine-layers", default=None,
+                   help="last layer (or comma-separated layers) taken from FINE (default relu2_1 below ~1024^2 px, "
+                        "relu4_1 above)")
+    p.add_argument("--match-colors-to", default=None, help="colour-match both styles to this image first")
+    p.add_argument("--iters", type=int, default=500, help="iterations (default 500)")
+    p.add_argument("--weights", default="auto", help="weight source (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_mix_styles)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 #: The command groups, in help order. Add yours here.
-PARSER_BUILDERS: List[Callable] = [_add_stylize_parser, _add_sweep_parser, _add_weights_parser]
+PARSER_BUILDERS: List[Callable] = [_add_stylize_parser, _add_resume_parser, _add_sweep_parser,
+                                   _add_match_color_parser, _add_mix_styles_parser, _add_figure_parser,
+                                   _add_weights_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -149,4 +149,11 @@ def paper_figure(name: str, *, size: int = 256, iters: int = 200, weights="auto"
                                       "spatial control"])
     from nst_jax import pyramid
 
-    return pyramid.scale_figure(size=size, iters=iters, weights=weights, progress=progress)
+    content, coarse, fine = sp("tetons_snake_river"), sp("great_wave"), sp("starry_night")
+    mixed = pyramid.mix_styles(coarse, fine, size=size, iters=iters, weights=weights, progress=progress,
+                               match_colors_to=I.load_image(content, size=size)).image
+    result = stylize(content, mixed, **kw).image
+    panels = [I.load_image(coarse, size=size), I.load_image(fine, size=size), mixed, I.load_image(content, size=size),
+              result]
+    return labelled_grid(panels, ["coarse-scale style", "fine-scale style", "new style (mix)", "content",
+                                  "stylised with the mix"])

@@ -121,3 +121,15 @@ def test_stylize_real_weights_128px(tmp_path, hed_params):
     assert np.abs(img - content).mean() > 0.02  # really changed
     trace = json.loads(out.with_suffix(".json").read_text())["trace"]
     assert trace[-1]["loss"] < 0.5 * trace[0]["loss"]
+
+
+def test_mix_styles_and_scale_figure(tmp_path):
+    out = tmp_path / "mix.png"
+    assert main(["mix-styles", str(S("great_wave")), str(S("starry_night")), "-o", str(out), "--size", "32",
+                 "--iters", "3", "--fine-layers", "relu2_1", *TINY]) == 0
+    meta = I.read_png_metadata(out)
+    assert "relu2_1" in meta["mix"] and I.load_image(out).shape[1] == 32
+    fig = tmp_path / "scale.png"
+    assert main(["figure", "scale", "-o", str(fig), "--size", "32", "--iters", "2", "--weights", "tiny19",
+                 "--no-progress"]) == 0
+    assert Image.open(fig).size[0] > 5 * 32
