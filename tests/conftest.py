@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-import jax
+import os
+import tempfile
+
+# XLA compiles dominate the suite's time on CPU; a persistent compilation cache lets the subprocess tests (CLI,
+# sharded sweep, kill-and-resume) reuse what the in-process tests compiled. Set before jax is imported; inherited by
+# subprocesses. Override by setting JAX_COMPILATION_CACHE_DIR yourself.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "nst-jax-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import jax  # noqa: E402
 import pytest
 
 from nst_jax import vgg, weights
