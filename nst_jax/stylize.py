@@ -50,6 +50,13 @@ class Result:
     settings: Dict[str, Any]
     stopped_nonfinite: bool = False
     nonfinite_term: Optional[str] = None
+    interrupted: bool = False  # stopped by ``stop()`` (Ctrl-C) before ``iters``; a checkpoint was saved if asked
+    iters_done: int = 0  # solver iterations run in total (including those before a resume)
+
+
+#: Smallest side (px) of the content and of every style image as the network sees them: VGG halves the size 4 times
+#: (2x2 pools) before its deepest style layer relu5_1, so 16 px is the least that leaves it 1x1 feature pixel.
+MIN_SIDE = 16
 
 
 @dataclasses.dataclass
@@ -94,6 +101,18 @@ def _load(x: ImageLike, what: str, size: Optional[int]) -> np.ndarray:
     if size is not None and max(arr.shape[:2]) != size:
         arr = I.resize_longest(arr, size)
     return np.clip(arr, 0.0, 1.0)
+
+
+def _check_big_enough(img: np.ndarray, what: str, layers: Sequence[str]) -> None:
+    """The deepest layer after b-1 poolings needs at least 2^(b-1) pixels per side."""
+    blocks = [int(name[4]) if name.startswith(("conv", "relu", "pool")) else 1 for name in layers]
+    deepest = max([b for b in blocks] + [1])
+    pools = deepest if any(n.startswith("pool") and int(n[4]) == deepest for n in layers) else deepest - 1
+    need = 2 ** pools
+    h, w = img.shape[:2]
+    if min(h, w) < need:
+        raise ValueError(f"{what} is {w}x{h} px after resizing, but layer {max(layers, key=lambda n: int(n[4]))} "
+                         f"needs at least {need} px per side; raise --size (or --style-scale)")
 
 
 def _resolve_params(weights):
@@ -169,6 +188,9 @@ def prepare(
     h, w = content_img.shape[:2]
     style_size = None if size is None else max(16, int(round(max(h, w) * style_scale)))
     style_imgs = [_load(s, "style", style_size) for s in styles]
+    _check_big_enough(content_img, "content", c_layers + s_layers)
+    for j, img in enumerate(style_imgs):
+        _check_big_enough(img, f"style image {j + 1}", s_layers)
 
     C._check_choice("colour mode", color, C.COLOR_MODES)
     content_in, styles_in = C.prepare_color(content_img, style_imgs, color, match_mode=match_mode, lum_match=lum_match)
@@ -305,15 +327,46 @@ def stylize(
 def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageLike, np.ndarray] = "content",
                   seed: int = 0, solver: str = "lbfgs", history: int = 100, lr: Optional[float] = None,
                   chunk: int = 25, progress: bool = True, callback=None, save_every: Optional[int] = None,
-                  desc: str = "stylize") -> Result:
-    """Run the compiled solve on a prepared :class:`Problem` (used by ``stylize`` and the pyramid)."""
+                  desc: str = "stylize", checkpoint=None, checkpoint_every: Optional[int] = None,
+                  checkpoint_settings: Optional[Mapping[str, Any]] = None, resume=None,
+                  stop: Optional[Callable[[], bool]] = None) -> Result:
+    """Run the compiled solve on a prepared :class:`Problem` (used by ``stylize``, the pyramid and the CLI).
+
+    Checkpointing and resuming (see :mod:`nst_jax.checkpoint`):
+      checkpoint: path of the ``.ckpt.npz`` file to write; it is written every ``checkpoint_every`` iterations
+        (chunks are cut so that these fall on chunk ends) and when ``stop()`` turns True (Ctrl-C), with
+        ``checkpoint_settings`` (a JSON-able dict describing the run) stored inside.
+      resume: a :class:`nst_jax.checkpoint.Checkpoint` to continue from (its solver state, iteration and loss
+        trace); the caller checks that its settings match. The finished run equals an uninterrupted one.
+      stop: polled after each chunk; True ends the run early (``Result.interrupted``).
+    """
     if not isinstance(iters, (int, np.integer)) or iters < 0:
         raise ValueError(f"iterations must be an integer >= 0, got {iters!r}")
     if save_every is not None and save_every < 1:
         raise ValueError(f"save-every must be >= 1, got {save_every}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint-every must be an integer >= 1, got {checkpoint_every!r}")
+    if checkpoint_every is not None and checkpoint is None:
+        raise ValueError("checkpoint_every needs a checkpoint path to write to")
+    if lr is not None and not (math.isfinite(float(lr)) and float(lr) > 0):
+        raise ValueError(f"the step size (--lr) must be a finite number > 0, got {lr}")
+    h, w = problem.content_in.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"the content is {w}x{h} px (WxH) after resizing; the network needs at least {MIN_SIDE} px "
+                         f"per side: use a larger --size or a less elongated image")
+    for j, s_img in enumerate(problem.styles_in):
+        if min(s_img.shape[:2]) < MIN_SIDE:
+            raise ValueError(f"style image {j + 1} is {s_img.shape[1]}x{s_img.shape[0]} px (WxH) after resizing; the "
+                             f"network needs at least {MIN_SIDE} px per side: use a larger --style-scale or --size")
+    if not all(bool(np.all(np.isfinite(np.asarray(t)))) for t in jax.tree_util.tree_leaves(problem.targets)):
+        raise ValueError("the network's features of the content/style images are NaN/inf (its activations overflow "
+                         "float32); check the weights (nst-jax weights info NAME) or use another --weights")
     x0 = initial_image(problem, init, seed) if not isinstance(init, np.ndarray) or init.ndim != 3 or \
         init.shape[:2] != problem.content_in.shape[:2] else np.asarray(init, np.float32)[..., :problem.cfg.channels]
-    step = min(chunk, save_every) if save_every else chunk
+    if resume is not None and tuple(resume.image.shape) != tuple(x0.shape):
+        raise ValueError(f"the checkpoint holds a {list(resume.image.shape)} image but this run makes "
+                         f"{list(x0.shape)}; resume with the same size and colour settings")
+    step = min(v for v in (chunk, save_every, checkpoint_every) if v)
     scfg = S.SolverConfig(name=solver, history=history, lr=lr, chunk=step)
     run = S.Solve(problem.cfg, scfg)
     bar, update = _progress_bar(iters, desc, progress)
@@ -324,8 +377,25 @@ def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageL
             if it % save_every == 0 or it == iters:
                 callback(it, _finish(problem, np.asarray(x)))
 
+    on_chunk = None
+    if checkpoint is not None:
+        from nst_jax import checkpoint as CK
+
+        last = {"done": 0 if resume is None else resume.iteration}
+
+        def on_chunk(done, x, state, values, nfevs):
+            # due when this chunk crossed a multiple of checkpoint_every (chunks need not divide it)
+            due = bool(checkpoint_every) and done // checkpoint_every > last["done"] // checkpoint_every
+            last["done"] = done
+            due = due and done < iters
+            if due or (stop is not None and stop() and done < iters):
+                CK.save_checkpoint(checkpoint, image=np.asarray(x), state=state, iteration=done,
+                                   n_fg=int(np.asarray(nfevs)[-1]), values=values, nfevs=nfevs,
+                                   settings=dict(checkpoint_settings or {}), seed=seed)
+
     try:
-        out = run(problem.params, problem.targets, problem.weights, x0, iters, callback=cb, progress=update)
+        out = run(problem.params, problem.targets, problem.weights, x0, iters, callback=cb, progress=update,
+                  resume=None if resume is None else resume.resume_args(), on_chunk=on_chunk, stop=stop)
     finally:
         if bar is not None:
             bar.close()
@@ -336,6 +406,7 @@ def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageL
         compile_seconds=out.compile_seconds, run_seconds=out.run_seconds,
         terms={k: float(v) for k, v in out.terms.items()}, settings=settings,
         stopped_nonfinite=out.stopped_nonfinite, nonfinite_term=out.nonfinite_term,
+        interrupted=out.interrupted, iters_done=out.iters_done,
     )
 
 

@@ -1,0 +1,380 @@
+"""Speed benchmark: nst-jax against a plain-PyTorch peer on the same images, weights and loss (Gatys et al. 2016).
+
+Measures, in one run (see benchmarks/README.md for what each number means):
+
+  (a) f+g per second: PyTorch (timed closure calls) vs nst-jax ``Solve`` with the fixed-step "lbfgs" solver
+      (nfev / run_seconds, compile excluded and reported separately);
+  (b) time to quality: the target is the clipped-image loss PyTorch's strong-Wolfe L-BFGS reaches within ``--fg``
+      f+g; the wall time each side needs to first reach a loss <= target;
+  (c) sweep: K content/style ratios as one vmapped ``Solve(batched=True)`` vs K sequential single solves.
+
+Usage::
+
+    python benchmarks/bench_torch.py                      # 256 px, vgg16-hed, all solvers
+    python benchmarks/bench_torch.py --quick              # seconds-long smoke run (64 px, tiny19)
+    python benchmarks/bench_torch.py --out benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import nst_jax.image as I  # noqa: E402
+import nst_jax.solve as S  # noqa: E402
+from nst_jax import weights as W  # noqa: E402
+from nst_jax.stylize import DEFAULT_RATIOS  # noqa: E402
+
+try:
+    import torch  # noqa: E402
+
+    import torch_peer as TP  # noqa: E402
+
+    TORCH_ERROR: Optional[str] = None
+except ImportError as exc:  # the JAX side still runs
+    torch, TP, TORCH_ERROR = None, None, str(exc)
+
+TARGETS = {"fg_per_s": 1.0, "time_to_loss": 0.8, "sweep": 1.0}
+
+
+# --------------------------------------------------------------------------------------------------- environment
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def environment() -> Dict[str, str]:
+    import jaxlib
+
+    env = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": str(n_cores()),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "jax devices": ", ".join(str(d) for d in jax.devices()),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch is not None else f"not importable ({TORCH_ERROR})",
+        "torch threads": str(torch.get_num_threads()) if torch is not None else "-",
+        "XLA threads": "all cores (XLA:CPU intra-op thread pool, not configurable per call)",
+    }
+    return env
+
+
+# --------------------------------------------------------------------------------------------------- problem
+
+class Problem:
+    """Images, params, loss structure, targets and weights shared by both sides."""
+
+    def __init__(self, size: int, weights: str, content: str, style: str):
+        self.params, self.info = W.load_weights(weights)
+        self.content = I.load_image(I.sample_path(content), size=size)
+        self.style = I.load_image(I.sample_path(style), size=size)
+        self.cfg = S.LossConfig()  # gatys: relu4_2 content, relu1_1..relu5_1 style, max pooling, G / (H W)
+        self.targets = S.compute_targets(self.params, self.content, [self.style], self.cfg)
+        self.weights = S.make_weights(self.cfg, self.params, content_weight=1.0, style_weight=1e3,
+                                      layer_weights="inv_c2")
+        self.x0 = np.asarray(self.content, np.float32)  # init "content", as nst_jax.stylize
+        self._vg = jax.jit(jax.value_and_grad(S.total_loss), static_argnums=(4,))
+
+    def jax_value_and_grad(self, x_HW3, weights=None):
+        return self._vg(jnp.asarray(x_HW3), self.params, self.targets,
+                        self.weights if weights is None else weights, self.cfg)
+
+
+def check_equivalence(p: Problem, loss) -> Dict[str, float]:
+    """JAX vs PyTorch loss (and gradient) at the content image and at a half-way content/style blend."""
+    out = {}
+    blend = np.clip(0.5 * p.content + 0.5 * I.resize(p.style, p.content.shape[:2]), 0.0, 1.0).astype(np.float32)
+    for label, img in (("content", p.content), ("blend", blend)):
+        v_j, g_j = p.jax_value_and_grad(img)
+        x = TP.to_nchw(img).requires_grad_(True)
+        v_t = loss(x)
+        v_t.backward()
+        g_t = x.grad[0].permute(1, 2, 0).numpy()
+        v_j, g_j = float(v_j), np.asarray(g_j)
+        out[f"{label}: loss jax"] = v_j
+        out[f"{label}: loss torch"] = v_t.item()
+        out[f"{label}: loss rel. diff"] = abs(v_j - v_t.item()) / max(abs(v_j), 1e-30)
+        out[f"{label}: grad rel. diff (L2)"] = float(np.linalg.norm(g_j - g_t) / max(np.linalg.norm(g_j), 1e-30))
+        out[f"{label}: grad rel. diff (max-norm)"] = float(np.max(np.abs(g_j - g_t)) / max(np.max(np.abs(g_j)), 1e-30))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- nst-jax runs
+
+class _Stop(Exception):
+    pass
+
+
+def jax_fg_rate(p: Problem, iters: int, chunk: int) -> Dict[str, float]:
+    """(a) nst-jax f+g/s: Solve("lbfgs") for ``iters`` iterations; compile measured on a first call, excluded."""
+    run = S.Solve(p.cfg, S.SolverConfig(name="lbfgs", history=100, chunk=chunk))
+    warm = run(p.params, p.targets, p.weights, p.x0, 1)
+    out = run(p.params, p.targets, p.weights, p.x0, iters)
+    nfev = int(out.nfevs[-1])
+    # diagnostics: the jitted value_and_grad alone (no solver), to split loss cost from solver overhead
+    v, g = p.jax_value_and_grad(p.x0)
+    jax.block_until_ready(g)
+    reps = max(3, min(10, iters // 10))
+    t = time.perf_counter()
+    for _ in range(reps):
+        v, g = p.jax_value_and_grad(p.x0)
+    jax.block_until_ready(g)
+    raw = reps / (time.perf_counter() - t)
+    return {"compile_s": warm.compile_seconds, "run_s": out.run_seconds, "nfev": nfev,
+            "fg_per_s": nfev / out.run_seconds, "raw_vg_per_s": raw, "final_loss": float(out.values[-1])}
+
+
+def jax_time_to_target(p: Problem, solver: str, target: float, max_fg: int, chunk: int) -> Dict[str, float]:
+    """(b) wall time for a solver to first reach loss <= target, stopping at the target or after ``max_fg`` f+g.
+
+    The solve runs in chunks of ``chunk`` iterations; the host timestamps each chunk boundary (progress callback)
+    and the time of the first iteration at or below the target is interpolated linearly in f+g within its chunk.
+    Compile is done by a first 1-iteration call and excluded.
+    """
+    run = S.Solve(p.cfg, S.SolverConfig(name=solver, history=100, chunk=chunk))
+    compile_s = run(p.params, p.targets, p.weights, p.x0, 1).compile_seconds
+    marks: List[tuple] = []  # (seconds, iterations done, nfev)
+    seen: Dict[str, np.ndarray] = {}
+
+    def progress(done, loss, nfev):
+        marks.append((time.perf_counter() - t0, int(done), int(nfev)))
+
+    def callback(done, x, values):
+        seen["values"] = values
+        if np.nanmin(values) <= target or marks[-1][2] >= max_fg:
+            raise _Stop
+
+    t0 = time.perf_counter()
+    try:
+        run(p.params, p.targets, p.weights, p.x0, 100 * max_fg, progress=progress, callback=callback)
+    except _Stop:
+        pass
+    values = seen["values"]
+    hit = np.nonzero(values <= target)[0]
+    res = {"compile_s": compile_s, "fg_run": marks[-1][2], "best_loss": float(np.nanmin(values)),
+           "seconds": float("nan"), "fg_at_target": float("nan")}
+    if hit.size:
+        it = int(hit[0])
+        # values[0] is the initial image (nfev 1, time ~0); chunk boundaries: (time, iters, nfev)
+        bounds = [(0.0, 0, 1)] + marks
+        for (ta, ia, na), (tb, ib, nb) in zip(bounds[:-1], bounds[1:]):
+            if ia <= it <= ib:
+                frac = (it - ia) / max(ib - ia, 1)
+                res["seconds"] = ta + frac * (tb - ta)
+                res["fg_at_target"] = na + frac * (nb - na)
+                break
+    return res
+
+
+def jax_sweep(p: Problem, k: int, iters: int, chunk: int) -> Dict[str, float]:
+    """(c) K ratios alpha/beta as one vmapped Solve vs K sequential single Solves (same iterations each)."""
+    ratios = list(DEFAULT_RATIOS)[:k] if k <= len(DEFAULT_RATIOS) else list(np.logspace(-4, -1, k))
+    alpha = p.weights["content"]
+    single_w = [dict(p.weights, style=alpha / jnp.float32(r)) for r in ratios]
+    batched_w = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *single_w)
+    x0_K = np.broadcast_to(p.x0, (k,) + p.x0.shape).copy()
+    scfg = S.SolverConfig(name="lbfgs", history=100, chunk=chunk)
+
+    single = S.Solve(p.cfg, scfg)
+    c_single = single(p.params, p.targets, single_w[0], p.x0, 1).compile_seconds
+    t = time.perf_counter()
+    seq_run = 0.0
+    seq_losses = []
+    for w in single_w:
+        o = single(p.params, p.targets, w, p.x0, iters)
+        seq_run += o.run_seconds
+        seq_losses.append(float(o.values[-1]))
+    seq_wall = time.perf_counter() - t
+
+    batched = S.Solve(p.cfg, scfg, batched=True)
+    c_batched = batched(p.params, p.targets, batched_w, x0_K, 1).compile_seconds
+    t = time.perf_counter()
+    o = batched(p.params, p.targets, batched_w, x0_K, iters)
+    bat_wall = time.perf_counter() - t
+    agree = float(np.max(np.abs(o.values[:, -1] - np.asarray(seq_losses)) / np.abs(np.asarray(seq_losses))))
+    return {"k": k, "iters": iters, "sequential_s": seq_wall, "sequential_run_s": seq_run,
+            "batched_s": bat_wall, "batched_run_s": o.run_seconds, "compile_single_s": c_single,
+            "compile_batched_s": c_batched, "final_loss_max_rel_diff": agree}
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=256, help="longest side of content and style (px)")
+    ap.add_argument("--weights", default="vgg16-hed", help="nst_jax.weights source name")
+    ap.add_argument("--content", default="blue_marble", help="bundled sample name")
+    ap.add_argument("--style", default="great_wave", help="bundled sample name")
+    ap.add_argument("--fg", type=int, default=100, help="PyTorch f+g budget that defines the target loss")
+    ap.add_argument("--max-fg", type=int, default=None, help="nst-jax f+g cap in (b) (default 3 x --fg)")
+    ap.add_argument("--rate-iters", type=int, default=None, help="iterations for (a) (default --fg)")
+    ap.add_argument("--sweep-k", type=int, default=4, help="K ratios in (c); 0 skips the sweep")
+    ap.add_argument("--sweep-iters", type=int, default=50, help="iterations per member in (c)")
+    ap.add_argument("--chunk", type=int, default=5, help="iterations per compiled chunk (timestamp resolution)")
+    ap.add_argument("--solvers", default=None,
+                    help="nst-jax solvers for (b), comma-separated (default: all four; --quick: lbfgs)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 64 px, tiny19, few f+g")
+    ap.add_argument("--out", default=None, help="write a markdown report to this file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.size, args.weights, args.fg, args.sweep_iters = 64, "tiny19", 10, 5
+        args.solvers = args.solvers or "lbfgs"
+    args.solvers = args.solvers or ",".join(S.SOLVERS)
+    max_fg = args.max_fg or 3 * args.fg
+    rate_iters = args.rate_iters or args.fg
+    solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    for s in solvers:
+        if s not in S.SOLVERS:
+            ap.error(f"unknown solver {s!r}; choose from {', '.join(S.SOLVERS)}")
+
+    if torch is not None:
+        torch.set_num_threads(n_cores())
+    env = environment()
+    lines: List[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    say(f"# nst-jax vs PyTorch: Gatys et al. 2016, {args.size} px, {args.weights}, "
+        f"{args.content} + {args.style}")
+    say()
+    for k, v in env.items():
+        say(f"- {k}: {v}")
+    if torch is None:
+        say(f"- PyTorch is not importable ({TORCH_ERROR}): running the nst-jax side only.")
+    say()
+
+    p = Problem(args.size, args.weights, args.content, args.style)
+    say(f"- images: content {p.content.shape[:2]}, style {p.style.shape[:2]}; weights {p.info.name}"
+        f"{' (random)' if p.info.is_random else ''}")
+
+    tr = None
+    if torch is not None:
+        net = TP.TorchVGG({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in p.params.items()})
+        loss = TP.TorchGatysLoss(net, p.content, p.style, alpha=1.0, beta=1e3)
+        eq = check_equivalence(p, loss)
+        say()
+        say("## Loss equivalence (JAX vs PyTorch, float32)")
+        say()
+        for k, v in eq.items():
+            say(f"- {k}: {v:.6g}")
+        if eq["content: loss rel. diff"] > 1e-4:
+            say("- WARNING: the two losses differ by more than 1e-4 relative at the content image")
+        tr = TP.run_lbfgs(loss, p.x0, args.fg)
+        say()
+        say("## PyTorch torch.optim.LBFGS (strong Wolfe, history 100, lr 1; objective f(clamp(x, 0, 1)))")
+        say()
+        say(f"- f+g done: {len(tr.losses)}; warm-up f+g (untimed): {tr.warmup_seconds:.3f} s")
+        say(f"- loss: initial {tr.losses[0]:.6g}, best within {args.fg} f+g {np.min(tr.losses):.6g}")
+
+    rate = jax_fg_rate(p, rate_iters, args.chunk)
+    rows = []
+    say()
+    say("## (a) f+g per second")
+    say()
+    if tr is not None:
+        fg_torch = 1.0 / float(np.mean(tr.fg_seconds[1:])) if len(tr.fg_seconds) > 1 else float("nan")
+        fg_torch_wall = len(tr.losses) / float(tr.wall[-1])
+        ratio = rate["fg_per_s"] / fg_torch
+        say(f"- PyTorch closure f+g/s (first excluded): {fg_torch:.3f}; incl. optimiser: {fg_torch_wall:.3f}")
+    say(f"- nst-jax Solve(lbfgs) f+g/s: {rate['fg_per_s']:.3f} ({rate['nfev']} f+g in {rate['run_s']:.2f} s; "
+        f"compile {rate['compile_s']:.2f} s excluded)")
+    say(f"- nst-jax jitted value_and_grad alone: {rate['raw_vg_per_s']:.3f} f+g/s "
+        f"(solver overhead {100 * (1 - rate['fg_per_s'] / rate['raw_vg_per_s']):.1f}% of Solve's time)")
+    if tr is not None:
+        say(f"- ratio nst-jax / PyTorch: {ratio:.2f}x (target >= {TARGETS['fg_per_s']:.1f}x: "
+            f"{verdict(ratio >= TARGETS['fg_per_s'])})")
+        rows.append(("(a) f+g/s", f"{fg_torch:.3f}", f"{rate['fg_per_s']:.3f}", f"{ratio:.2f}x",
+                     f">= {TARGETS['fg_per_s']:.1f}x", verdict(ratio >= TARGETS["fg_per_s"])))
+
+    say()
+    say("## (b) time to quality")
+    say()
+    if tr is not None:
+        target = float(np.min(tr.losses))
+        t_torch = float(tr.wall[int(np.argmin(tr.losses))])
+        say(f"- target loss (PyTorch's best within {args.fg} f+g): {target:.6g}, reached by PyTorch at f+g "
+            f"#{int(np.argmin(tr.losses)) + 1} after {t_torch:.2f} s")
+    else:
+        target, t_torch = float("nan"), float("nan")
+        say("- no PyTorch target: reporting nst-jax loss after the f+g cap only")
+    for s in solvers:
+        r = jax_time_to_target(p, s, target if tr is not None else -np.inf, max_fg, args.chunk)
+        if np.isfinite(r["seconds"]):
+            ratio = r["seconds"] / t_torch
+            say(f"- nst-jax {s}: {r['seconds']:.2f} s at ~{r['fg_at_target']:.0f} f+g (compile {r['compile_s']:.2f} s "
+                f"excluded): {ratio:.2f}x PyTorch (target <= {TARGETS['time_to_loss']}x: "
+                f"{verdict(ratio <= TARGETS['time_to_loss'])})")
+            rows.append((f"(b) time to loss, {s}", f"{t_torch:.2f} s", f"{r['seconds']:.2f} s", f"{ratio:.2f}x",
+                         f"<= {TARGETS['time_to_loss']}x", verdict(ratio <= TARGETS["time_to_loss"])))
+        else:
+            say(f"- nst-jax {s}: target not reached within {r['fg_run']} f+g (best {r['best_loss']:.6g}; "
+                f"compile {r['compile_s']:.2f} s)")
+            if tr is not None:
+                rows.append((f"(b) time to loss, {s}", f"{t_torch:.2f} s", f"not reached in {r['fg_run']} f+g",
+                             "-", f"<= {TARGETS['time_to_loss']}x", "NOT MET"))
+
+    if args.sweep_k > 0:
+        sw = jax_sweep(p, args.sweep_k, args.sweep_iters, args.chunk)
+        ratio = sw["batched_s"] / sw["sequential_s"]
+        say()
+        say(f"## (c) sweep: K={sw['k']} ratios, {sw['iters']} iterations each (nst-jax lbfgs)")
+        say()
+        say(f"- sequential: {sw['sequential_s']:.2f} s (compile {sw['compile_single_s']:.2f} s excluded)")
+        say(f"- one vmapped solve: {sw['batched_s']:.2f} s (compile {sw['compile_batched_s']:.2f} s excluded)")
+        say(f"- vmapped / sequential: {ratio:.2f}x (target <= {TARGETS['sweep']:.1f}x: "
+            f"{verdict(ratio <= TARGETS['sweep'])}); final losses agree to {sw['final_loss_max_rel_diff']:.2g} rel.")
+        rows.append((f"(c) sweep K={sw['k']} (vs sequential nst-jax)", f"{sw['sequential_s']:.2f} s",
+                     f"{sw['batched_s']:.2f} s", f"{ratio:.2f}x", f"<= {TARGETS['sweep']:.1f}x",
+                     verdict(ratio <= TARGETS["sweep"])))
+
+    if rows:
+        say()
+        say("## Summary")
+        say()
+        say("| measure | baseline | nst-jax | ratio | target | verdict |")
+        say("|---|---|---|---|---|---|")
+        for r in rows:
+            say("| " + " | ".join(r) + " |")
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
