@@ -54,8 +54,9 @@ class Result:
     iters_done: int = 0  # solver iterations run in total (including those before a resume)
 
 
-#: Smallest side (px) of the content and of every style image as the network sees them: VGG halves the size 4 times
-#: (2x2 pools) before its deepest style layer relu5_1, so 16 px is the least that leaves it 1x1 feature pixel.
+#: Smallest image side (px) the CLI accepts, before and after resizing: VGG halves the size 4 times (2x2 pools)
+#: before the default deepest style layer relu5_1, so 16 px leaves it 1x1 feature pixel. (The API checks the exact
+#: need of the chosen layers in :func:`prepare`.)
 MIN_SIDE = 16
 
 
@@ -350,14 +351,6 @@ def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageL
         raise ValueError("checkpoint_every needs a checkpoint path to write to")
     if lr is not None and not (math.isfinite(float(lr)) and float(lr) > 0):
         raise ValueError(f"the step size (--lr) must be a finite number > 0, got {lr}")
-    h, w = problem.content_in.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise ValueError(f"the content is {w}x{h} px (WxH) after resizing; the network needs at least {MIN_SIDE} px "
-                         f"per side: use a larger --size or a less elongated image")
-    for j, s_img in enumerate(problem.styles_in):
-        if min(s_img.shape[:2]) < MIN_SIDE:
-            raise ValueError(f"style image {j + 1} is {s_img.shape[1]}x{s_img.shape[0]} px (WxH) after resizing; the "
-                             f"network needs at least {MIN_SIDE} px per side: use a larger --style-scale or --size")
     if not all(bool(np.all(np.isfinite(np.asarray(t)))) for t in jax.tree_util.tree_leaves(problem.targets)):
         raise ValueError("the network's features of the content/style images are NaN/inf (its activations overflow "
                          "float32); check the weights (nst-jax weights info NAME) or use another --weights")

@@ -1,0 +1,213 @@
+"""Checkpoints of a running solve: one ``.npz`` file that lets an interrupted run finish exactly as it would have.
+
+A checkpoint ``OUT.ckpt.npz`` (next to the output ``OUT.png``, see :func:`checkpoint_path`) holds, without pickles
+(``np.load(..., allow_pickle=False)`` reads it)::
+
+    format          str            FORMAT ("nst-jax-checkpoint/1")
+    settings        str            JSON: everything that defines the run (file sha256s, sizes, weights, solver, seed)
+    image           float32 [H, W, C]   the current iterate as the solver sees it (C = 1 for luminance transfer)
+    iteration       int64          solver iterations done
+    n_fg            int64          function+gradient evaluations spent
+    seed            int64          the PRNG seed of the run (``--init noise``)
+    trace_values    float32 [T]    loss after each iteration so far (T = iteration + 1: entry 0 is the initial image)
+    trace_nfevs     int32   [T]    cumulative f+g after each iteration
+    state_names     str [N]        ``jax.tree_util.keystr`` path of each solver-state leaf, in ``tree_leaves`` order
+    state/00000 ..  [...]          the N leaves of the solver state pytree (L-BFGS history, Adam moments, ...)
+
+The write is atomic (hidden temp file in the same folder, fsync, ``os.replace``), so a crash while saving leaves the
+previous checkpoint intact. :func:`compare_settings` refuses to resume under different settings, naming the first
+differing one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import tempfile
+import threading
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "checkpoint_path",
+    "file_sha256",
+    "flatten_state",
+    "save_checkpoint",
+    "load_checkpoint",
+    "compare_settings",
+    "InterruptFlag",
+]
+
+FORMAT = "nst-jax-checkpoint/1"
+SUFFIX = ".ckpt.npz"
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A loaded checkpoint (field meanings in the module docstring)."""
+
+    path: pathlib.Path
+    settings: Dict[str, Any]
+    image: np.ndarray  # [H, W, C] float32
+    iteration: int
+    n_fg: int
+    seed: int
+    trace_values: np.ndarray  # [T] float32
+    trace_nfevs: np.ndarray  # [T] int32
+    state_names: List[str]
+    state_leaves: List[np.ndarray]
+
+    def resume_args(self) -> Dict[str, Any]:
+        """The ``resume`` argument of :meth:`nst_jax.solve.Solve.__call__`."""
+        return {"leaves": self.state_leaves, "iteration": self.iteration, "values": self.trace_values,
+                "nfevs": self.trace_nfevs}
+
+
+def checkpoint_path(output) -> pathlib.Path:
+    """``out/pic.png -> out/pic.ckpt.npz`` (the output's suffix replaced)."""
+    out = pathlib.Path(output)
+    return out.with_name(out.stem + SUFFIX)
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def flatten_state(state) -> Tuple[List[str], List[np.ndarray]]:
+    """A solver-state pytree -> (leaf path names, leaves as host NumPy arrays) in ``tree_leaves`` order."""
+    import jax
+
+    pairs = jax.tree_util.tree_flatten_with_path(state)[0]
+    return [jax.tree_util.keystr(p) for p, _ in pairs], [np.asarray(a) for _, a in pairs]
+
+
+def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nfevs, settings: Mapping[str, Any],
+                    seed: int) -> pathlib.Path:
+    """Write one checkpoint atomically (layout in the module docstring). ``state``: the solver-state pytree."""
+    path = pathlib.Path(path)
+    names, leaves = flatten_state(state)
+    arrays = {
+        "format": np.array(FORMAT),
+        "settings": np.array(json.dumps(settings, sort_keys=True)),
+        "image": np.asarray(image, np.float32),
+        "iteration": np.array(int(iteration), np.int64),
+        "n_fg": np.array(int(n_fg), np.int64),
+        "seed": np.array(int(seed), np.int64),
+        "trace_values": np.asarray(values, np.float32).reshape(-1),
+        "trace_nfevs": np.asarray(nfevs, np.int32).reshape(-1),
+        "state_names": np.array(names, dtype=str) if names else np.zeros((0,), "<U1"),
+    }
+    for j, leaf in enumerate(leaves):
+        arrays[f"state/{j:05d}"] = leaf
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read a checkpoint; ``FileNotFoundError`` if missing, a one-line ``ValueError`` if unreadable or not ours."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found (it is written as OUT{SUFFIX} by --checkpoint-every)")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; pass the .ckpt.npz file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:  # BadZipFile, ValueError, OSError, EOFError, zlib.error ...
+        msg = " ".join(str(e).split())
+        raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}: {msg}); "
+                         "it is damaged: delete it and start again with --overwrite") from None
+    if "format" not in data or str(data["format"]) != FORMAT:
+        raise ValueError(f"{path} is not an nst-jax checkpoint ({FORMAT}); pass the OUT{SUFFIX} file of a run")
+    missing = [k for k in ("settings", "image", "iteration", "n_fg", "seed", "trace_values", "trace_nfevs",
+                           "state_names") if k not in data]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {missing}; it is damaged: delete it and start again")
+    names = [str(n) for n in data["state_names"]]
+    try:
+        leaves = [data[f"state/{j:05d}"] for j in range(len(names))]
+        settings = json.loads(str(data["settings"]))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); delete it and start again") from None
+    it = int(data["iteration"])
+    values, nfevs = np.asarray(data["trace_values"], np.float32), np.asarray(data["trace_nfevs"], np.int32)
+    if values.shape != (it + 1,) or nfevs.shape != (it + 1,) or data["image"].ndim != 3:
+        raise ValueError(f"checkpoint {path} is inconsistent (iteration {it}, trace of {values.shape[0]}); "
+                         "delete it and start again")
+    return Checkpoint(path, settings, np.asarray(data["image"], np.float32), it, int(data["n_fg"]),
+                      int(data["seed"]), values, nfevs, names, leaves)
+
+
+def _show(v) -> str:
+    s = json.dumps(v, sort_keys=True)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def compare_settings(saved: Mapping[str, Any], current: Mapping[str, Any], *, ignore: Sequence[str] = ()) -> None:
+    """Raise a one-line ``ValueError`` naming the first setting (sorted by key) that differs between a checkpoint's
+    ``saved`` settings and the ``current`` run's; keys in ``ignore`` are not compared."""
+    keys = sorted((set(saved) | set(current)) - set(ignore))
+    diff = [k for k in keys if json.dumps(saved.get(k), sort_keys=True) != json.dumps(current.get(k), sort_keys=True)]
+    if diff:
+        k = diff[0]
+        more = f" (and {len(diff) - 1} more: {', '.join(diff[1:])})" if len(diff) > 1 else ""
+        raise ValueError(f"the checkpoint was made with different settings: {k} was {_show(saved.get(k))}, now "
+                         f"{_show(current.get(k))}{more}; resume with the same arguments (or use 'nst-jax resume "
+                         f"CHECKPOINT'), or pass --overwrite to start again")
+
+
+class InterruptFlag:
+    """Context manager: while active, the first SIGINT (Ctrl-C) only sets :attr:`set` (the run stops at the next chunk
+    boundary and saves); a second SIGINT raises ``KeyboardInterrupt`` at once. Outside the main thread it does
+    nothing (signal handlers can only be installed there). Call the instance to read the flag."""
+
+    def __init__(self, message: Optional[str] = None):
+        self.set = False
+        self.message = message
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def _handler(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        if self.message:
+            import sys
+
+            print(self.message, file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "InterruptFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

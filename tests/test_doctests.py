@@ -1,0 +1,59 @@
+"""The docstring examples of the public modules run and print what they claim (``doctest``, ELLIPSIS and
+NORMALIZE_WHITESPACE).
+
+``MIN_EXAMPLES`` pins how many examples a module has at least, so examples cannot silently disappear (or stop being
+collected, e.g. when a function moves to another module and is only re-exported). Modules not listed there may have
+none yet; any examples they gain are run and must pass.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "nst_jax.stylize",
+    "nst_jax.losses",
+    "nst_jax.color",
+    "nst_jax.guidance",
+    "nst_jax.image",
+    "nst_jax.figures",
+    "nst_jax.vgg",
+]
+# module -> minimum number of doctest examples (">>>" lines) expected to run
+MIN_EXAMPLES = {"nst_jax.stylize": 4}
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def _module(name: str):
+    return importlib.import_module(name)  # the module object even if the package re-exports a same-named function
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests_pass(name):
+    mod = _module(name)
+    result = doctest.testmod(mod, optionflags=FLAGS, verbose=False, report=True)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples of {name} failed (see output)"
+    assert result.attempted >= MIN_EXAMPLES.get(name, 0), (
+        f"{name}: {result.attempted} doctest examples ran, expected at least {MIN_EXAMPLES.get(name, 0)}")
+
+
+def test_min_examples_refers_to_tested_modules():
+    assert set(MIN_EXAMPLES) <= set(MODULES)
+
+
+def test_a_wrong_example_is_reported_as_failed():
+    """The runner used above does catch a wrong expected output (guards against a test that cannot fail)."""
+    import types
+
+    mod = types.ModuleType("nst_jax_fake_doctest_module")
+    mod.__doc__ = """
+    >>> 1 + 1
+    3
+    >>> list(range(30))
+    [0, 1, ..., 29]
+    """
+    result = doctest.testmod(mod, optionflags=FLAGS, verbose=False, report=False)
+    assert result.attempted == 2 and result.failed == 1

@@ -1,0 +1,206 @@
+"""Checkpoints and resuming: a run killed (SIGKILL) or interrupted (SIGINT) after a checkpoint finishes, once resumed,
+with exactly the image and loss trace of an uninterrupted run; a checkpoint of other settings is refused.
+
+The two subprocess tests slow each checkpoint save down by 1 s (a wrapper around ``checkpoint.save_checkpoint``) so
+that the signal lands mid-run; everything else is the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from nst_jax import checkpoint as CK
+from nst_jax import cli, image, solve
+from nst_jax.image import sample_path
+
+ITERS = 12
+RUN = ["--weights", "tiny19", "--size", "32", "--iters", str(ITERS), "--no-progress"]
+
+
+def _args(d: pathlib.Path, out: str, *extra):
+    return ["stylize", str(d / "content.jpg"), str(d / "style.jpg"), "-o", str(d / out)] + RUN + list(extra)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume")
+    shutil.copy(sample_path("blue_marble"), d / "content.jpg")
+    shutil.copy(sample_path("great_wave"), d / "style.jpg")
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference(inputs):
+    """The uninterrupted run (no checkpoints, default chunks): (image [32, 32, 3], loss trace)."""
+    assert cli.main(_args(inputs, "ref.png")) == 0
+    trace = json.loads((inputs / "ref.json").read_text())["trace"]
+    assert len(trace) == ITERS + 1
+    return image.load_image(inputs / "ref.png"), trace
+
+
+def _assert_same_as_reference(d: pathlib.Path, name: str, reference):
+    ref_img, ref_trace = reference
+    np.testing.assert_array_equal(image.load_image(d / f"{name}.png"), ref_img)
+    assert json.loads((d / f"{name}.json").read_text())["trace"] == ref_trace  # every loss and f+g count, exactly
+
+
+_SLOW_SAVE = """
+import sys, time
+import nst_jax.checkpoint as CK
+real = CK.save_checkpoint
+def slow(*a, **k):
+    out = real(*a, **k)
+    time.sleep(1.0)
+    return out
+CK.save_checkpoint = slow
+from nst_jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _start_and_signal(argv, ckpt: pathlib.Path, sig) -> subprocess.CompletedProcess:
+    """Start the CLI in a subprocess, send ``sig`` once the first checkpoint exists, return the finished process."""
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE] + argv, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < 240, "no checkpoint within 240 s"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(inputs, reference, capsys):
+    ckpt = inputs / "killed.ckpt.npz"
+    done = _start_and_signal(_args(inputs, "killed.png", "--checkpoint-every", "2"), ckpt, signal.SIGKILL)
+    assert done.returncode == -signal.SIGKILL
+    assert not (inputs / "killed.png").exists()
+    saved = CK.load_checkpoint(ckpt)
+    assert saved.iteration in (2, 4, 6, 8, 10) and saved.trace_values.shape == (saved.iteration + 1,)
+    assert saved.settings["args"]["checkpoint_every"] == 2 and saved.seed == 0
+    assert saved.state_names[0] == ".x" and saved.image.shape == (32, 32, 3)
+    assert not list(inputs.glob(".killed*.tmp"))  # the atomic writer left no temp file
+    # settings come from the checkpoint; the chunks (2 iterations) differ from the reference's (25): must not matter
+    assert cli.main(["resume", str(ckpt), "--no-progress"]) == 0, capsys.readouterr().err
+    _assert_same_as_reference(inputs, "killed", reference)
+    assert not ckpt.exists()  # finished: nothing left to resume
+
+
+def test_sigint_saves_image_and_checkpoint_exits_130_and_resumes(inputs, reference, capsys):
+    ckpt = inputs / "int.ckpt.npz"
+    argv = _args(inputs, "int.png", "--checkpoint-every", "2")
+    done = _start_and_signal(argv, ckpt, signal.SIGINT)
+    assert done.returncode == 130, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "interrupted at iteration" in last and "int.partial.png" in last and "nst-jax resume" in last
+    saved = CK.load_checkpoint(ckpt)
+    assert 2 <= saved.iteration < ITERS
+    # the partial image is the checkpoint's image (8-bit)
+    np.testing.assert_allclose(image.load_image(inputs / "int.partial.png"), saved.image, atol=0.5 / 255 + 1e-6)
+    assert not (inputs / "int.png").exists()
+    assert cli.main(argv + ["--resume"]) == 0, capsys.readouterr().err
+    _assert_same_as_reference(inputs, "int", reference)
+    assert not ckpt.exists() and not (inputs / "int.partial.png").exists()
+
+
+def _interrupted_in_process(d: pathlib.Path, argv, monkeypatch, after_chunks: int = 2) -> pathlib.Path:
+    """Run the CLI in-process and 'press Ctrl-C' after ``after_chunks`` chunks (the flag, not a real signal)."""
+    calls = {"n": 0}
+
+    def flag(self):
+        calls["n"] += 1
+        return calls["n"] >= after_chunks
+
+    monkeypatch.setattr(CK.InterruptFlag, "__call__", flag)
+    assert cli.main(argv) == 130
+    monkeypatch.undo()
+    return d / (pathlib.Path(argv[4]).stem + ".ckpt.npz")
+
+
+def _snapshot(d):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_checkpoint_with_other_settings_is_refused(inputs, reference, tmp_path, monkeypatch, capsys):
+    for name in ("content.jpg", "style.jpg"):
+        shutil.copy(inputs / name, tmp_path / name)
+    argv = _args(tmp_path, "o.png", "--checkpoint-every", "2")
+    ckpt = _interrupted_in_process(tmp_path, argv, monkeypatch)
+    assert CK.load_checkpoint(ckpt).iteration == 4
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    for extra, word in ((["--style-weight", "10"], "style_weight"), (["--seed", "3"], "seed"),
+                        (["--history", "7"], "history"), (["--weights", "tiny16"], "weights")):
+        assert cli.main(argv + ["--resume"] + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"settings: {word} was" in err and "--overwrite" in err, err
+    # an input that changed on disk (same path) is caught by its sha256
+    (tmp_path / "style.jpg").write_bytes((inputs / "content.jpg").read_bytes())
+    assert cli.main(argv + ["--resume"]) == 2
+    assert "settings: style was" in capsys.readouterr().err
+    (tmp_path / "style.jpg").write_bytes((inputs / "style.jpg").read_bytes())
+    assert _snapshot(tmp_path) == before
+    # a damaged checkpoint: one line, no traceback
+    ckpt.write_bytes(ckpt.read_bytes()[:500])
+    assert cli.main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unreadable" in err and "--overwrite" in err
+    # --overwrite starts again (and the result is the uninterrupted one)
+    assert cli.main(argv + ["--overwrite"]) == 0
+    np.testing.assert_array_equal(image.load_image(tmp_path / "o.png"), reference[0])
+
+
+def test_more_iterations_on_resume_and_not_fewer(inputs, reference, tmp_path, monkeypatch, capsys):
+    """Resume with --iters changed: more continues (first 12 iterations as the reference), fewer than done is
+    refused."""
+    for name in ("content.jpg", "style.jpg"):
+        shutil.copy(inputs / name, tmp_path / name)
+    argv = _args(tmp_path, "m.png", "--checkpoint-every", "2")
+    ckpt = _interrupted_in_process(tmp_path, argv, monkeypatch, after_chunks=3)
+    assert CK.load_checkpoint(ckpt).iteration == 6
+    assert cli.main(["resume", str(ckpt), "--iters", "4"]) == 2
+    assert "--iters 6 or more" in capsys.readouterr().err
+    assert cli.main(["resume", str(ckpt), "--iters", "14", "--no-progress"]) == 0
+    trace = json.loads((tmp_path / "m.json").read_text())["trace"]
+    assert len(trace) == 15 and trace[:ITERS + 1] == reference[1]
+
+
+def test_checkpoint_file_round_trip(tmp_path):
+    """save/load keep every solver-state leaf (values, dtypes, order, names) and the metadata; no pickles."""
+    state = solve.LBFGSState(*(np.arange(6, dtype=np.float32).reshape(2, 3) + k for k in range(3)),
+                             np.ones((4, 2, 3), np.float32), np.zeros((4, 2, 3), np.float32),
+                             np.array([1.0, 2.0, 0, 0], np.float32), np.array(2, np.int32), np.array(2, np.int32),
+                             np.array(5, np.int32), np.array(6, np.int32))
+    p = CK.save_checkpoint(tmp_path / "a.ckpt.npz", image=np.full((2, 3, 1), 0.5), state=state, iteration=5,
+                           n_fg=6, values=np.arange(6.0), nfevs=np.arange(1, 7), settings={"a": [1, "b"]}, seed=7)
+    ck = CK.load_checkpoint(p)
+    assert ck.state_names == [f".{f}" for f in solve.LBFGSState._fields]
+    leaves = jax.tree_util.tree_leaves(state)
+    assert len(ck.state_leaves) == len(leaves)
+    for a, b in zip(ck.state_leaves, leaves):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert (ck.iteration, ck.n_fg, ck.seed, ck.settings) == (5, 6, 7, {"a": [1, "b"]})
+    with np.load(p, allow_pickle=False) as z:
+        assert str(z["format"]) == CK.FORMAT
+    assert CK.checkpoint_path("x/out.png") == pathlib.Path("x/out.ckpt.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="not an nst-jax checkpoint"):
+        CK.load_checkpoint(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        CK.load_checkpoint(tmp_path / "none.ckpt.npz")
+    with pytest.raises(ValueError, match=r"seed was 1, now 2 \(and 1 more: size\)"):
+        CK.compare_settings({"seed": 1, "size": 32, "x": 0}, {"seed": 2, "size": 64, "x": 0})
+    CK.compare_settings({"seed": 1, "iters": 3}, {"seed": 1, "iters": 9}, ignore=["iters"])
