@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny19, 32 px, few f+g")
     ap.add_argument("--out", default=None, help="also write the markdown report to this file")
     ap.add_argument("--weights", default=None, help="nst_jax.weights source (default vgg19-like 'auto'; quick: tiny19)")
-    ap.add_argument("--sizes", default=None, help="comma-separated square sizes for the f+g speed (default 128,256,512)")
+    ap.add_argument("--sizes", default=None, help="f+g speed sizes, comma-separated (default 128,256,512)")
     ap.add_argument("--reps", type=int, default=None, help="timed f+g calls per size (default 10; quick: 3)")
     ap.add_argument("--memory-size", type=int, default=None,
                     help="size of the measured peak-memory solves (default 512 on accelerators, 256 on CPU)")

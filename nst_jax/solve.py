@@ -410,7 +410,8 @@ class _JaxoptLBFGSB:
 
     @staticmethod
     def nfev(st):
-        return st[1].num_fun_eval.astype(jnp.int32)
+        # + 1: the f+g at x0 that set the scale (jaxopt counts its own evaluations only)
+        return st[1].num_fun_eval.astype(jnp.int32) + 1
 
 
 class _OptaxState(NamedTuple):
@@ -582,6 +583,10 @@ class Solve:
         """``n`` compiled steps dispatched from Python; results are read only when the chunk ends."""
         bad = jnp.zeros(self._member_shape(state), bool)
         vs, ns = [], []
+        if n == 0:
+            return ChunkOut(state, jnp.full(self._member_shape(state) + (self.solver_cfg.chunk,), jnp.nan),
+                            jnp.zeros(self._member_shape(state) + (self.solver_cfg.chunk,), jnp.int32),
+                            jnp.zeros(self._member_shape(state), jnp.int32), bad)
         for _ in range(n):
             state, bad, v, nfev = step(state, bad, params, targets, weights)
             vs.append(v)
@@ -676,6 +681,12 @@ class Solve:
         else:
             bad0 = jnp.zeros(self._member_shape(state), bool)
             step = self._compiled("step", self._step, (state, bad0, params, targets, weights), (lc, sc))
+            if len(jax.devices()) > 1:
+                # outputs may come back sharded differently from how the executable takes its inputs
+                compiled, (in_sh, _) = step, step.input_shardings
+
+                def step(*args):
+                    return compiled(*jax.device_put(args, in_sh))
 
             def chunk(state, params, targets, weights, n):
                 return self._host_chunk(step, state, params, targets, weights, int(n))

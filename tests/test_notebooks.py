@@ -95,7 +95,8 @@ def test_sweep_notebook_has_six_ratios_and_a_timing_comparison():
 SMALL_CHECK = """
 from nst_jax.stylize import Result as _R, SweepResult as _SR
 _vals = list(globals().values())
-_vals += [x for v in list(_vals) if isinstance(v, (list, tuple, dict)) for x in (v.values() if isinstance(v, dict) else v)]
+_vals += [x for v in list(_vals) if isinstance(v, (list, tuple, dict))
+          for x in (v.values() if isinstance(v, dict) else v)]
 _shapes = [tuple(np.shape(v.images)[1:3]) if isinstance(v, _SR) else tuple(np.shape(v.image)[:2])
            for v in _vals if isinstance(v, (_R, _SR))]
 assert _shapes and max(max(s) for s in _shapes) <= 64, _shapes
