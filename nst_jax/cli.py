@@ -507,13 +507,40 @@ def _stylize(args) -> int:
     if args.save_every:
         def callback(it, img):
             I.save_image(out.with_name(f"{out.stem}_{it:05d}{out.suffix}"), img, inputs=inputs)
-    problem = prepare(args.content, styles, **_problem_kwargs(args, spatial))
+    scales = None if args.scales is None else [int(v) for v in _floats(args.scales, "scales")]
+    if (scales or args.auto_scales) and (args.checkpoint_every or resuming):
+        raise ValueError("--checkpoint-every/--resume work with single-scale runs; drop --scales/--auto-scales")
+    if args.mix_with:
+        from nst_jax import pyramid
+
+        if len(styles) != 1 or spatial:
+            raise ValueError("--mix-with takes exactly one positional style (the coarse scale) and no masks")
+        mixed = pyramid.mix_styles(styles[0], args.mix_with, size=args.size, match_colors_to=args.content,
+                                   weights=args.weights, iters=args.iters, progress=not args.no_progress)
+        styles = [mixed.image]
+    if scales or args.auto_scales:
+        from nst_jax import pyramid
+
+        ips = None if args.iters_per_scale is None else [int(v) for v in _floats(args.iters_per_scale,
+                                                                                 "iters-per-scale")]
+        kw = _problem_kwargs(args, spatial)
+        size = kw.pop("size")
+        sk = _solver_kwargs(args)
+        sk.pop("iters")
+        r = pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
+                                    size=size if args.auto_scales else None, auto_scales=args.auto_scales,
+                                    save_every=args.save_every, callback=callback, **kw, **sk)
+        r.interrupted, r.iters_done = False, sum(lv.iters_done for lv in r.levels)
+    else:
+        r = None
+    problem = None if r is not None else prepare(args.content, styles, **_problem_kwargs(args, spatial))
     with CK.InterruptFlag("nst-jax: interrupted; saving a checkpoint after the current chunk "
                           "(press Ctrl-C again to quit without saving)") as flag:
-        r = solve_problem(problem, save_every=args.save_every, callback=callback, checkpoint=ckpt,
-                          checkpoint_every=args.checkpoint_every, checkpoint_settings=settings, resume=saved,
-                          stop=flag, **_solver_kwargs(args))
-    meta = dict(r.settings, content=str(args.content), style=[str(s) for s in styles], n_fg=r.n_fg,
+        if r is None:
+            r = solve_problem(problem, save_every=args.save_every, callback=callback, checkpoint=ckpt,
+                              checkpoint_every=args.checkpoint_every, checkpoint_settings=settings, resume=saved,
+                              stop=flag, **_solver_kwargs(args))
+    meta = dict(r.settings, content=str(args.content), style=[str(s) for s in args.style or styles], n_fg=r.n_fg,
                 final_loss=r.terms["total"], software="nst-jax")
     partial = out.with_name(out.stem + ".partial" + out.suffix)
     if r.interrupted:
@@ -596,6 +623,13 @@ def _add_stylize_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output image (.png or .jpg); a .json loss trace goes beside")
     p.add_argument("--save-every", type=int, default=None, help="also save the image every N iterations")
     p.add_argument("--plot", action="store_true", help="write OUT_loss.png (needs matplotlib)")
+    sc = p.add_argument_group("scale control (Gatys et al. 2017, Sec. 6)")
+    sc.add_argument("--scales", default=None, help="coarse-to-fine longest sides, e.g. 512,1024")
+    sc.add_argument("--iters-per-scale", default=None, help="iterations per level, e.g. 500,200 (default 500,200)")
+    sc.add_argument("--auto-scales", action="store_true",
+                    help="levels by factors of 2 from 256 px up to --size (one compile per level size)")
+    sc.add_argument("--mix-with", default=None, metavar="FINE_STYLE",
+                    help="first mix the style (coarse scale) with FINE_STYLE's fine scale, then use the mix")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="save OUT.ckpt.npz (image, solver state, loss trace, settings) every N iterations; Ctrl-C "
                         "always saves one")

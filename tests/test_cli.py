@@ -133,3 +133,17 @@ def test_mix_styles_and_scale_figure(tmp_path):
     assert main(["figure", "scale", "-o", str(fig), "--size", "32", "--iters", "2", "--weights", "tiny19",
                  "--no-progress"]) == 0
     assert Image.open(fig).size[0] > 5 * 32
+
+
+def test_stylize_coarse_to_fine_and_mix_with(tmp_path):
+    out = tmp_path / "pyr.png"
+    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(out), "--scales", "32,48",
+                 "--iters-per-scale", "3,2", *TINY]) == 0
+    assert Image.open(out).size == (48, 48)
+    trace = json.loads(out.with_suffix(".json").read_text())
+    assert trace["n_fg"] == 4 + 3 and [t["level"] for t in trace["trace"]].count(1) == 3
+    out2 = tmp_path / "mixw.png"
+    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(out2), "--mix-with",
+                 str(S("starry_night")), "--size", "32", "--iters", "2", *TINY]) == 0
+    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(tmp_path / "x.png"),
+                 "--scales", "32,48", "--checkpoint-every", "2", *TINY]) == 2
