@@ -5,13 +5,15 @@ Each command group lives in one ``_add_<group>_parser(subparsers)`` function tha
 our code at the edge (``ValueError``, ``OSError`` incl. ``FileNotFoundError``) print one line
 ``nst-jax: error: ...`` and exit with status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
 
-Commands so far::
+Commands::
 
-    nst-jax weights list
-    nst-jax weights fetch NAME
-    nst-jax weights info NAME
-    nst-jax weights convert FILE [-o OUT]
-    nst-jax weights normalize NAME [--images DIR] [--size PX] [--pooling avg|max] [-o OUT]
+    nst-jax stylize CONTENT STYLE [STYLE ...] -o OUT.png [...]      (Gatys 2016 + the 2017 controls)
+    nst-jax resume OUT.ckpt.npz
+    nst-jax sweep CONTENT STYLE --ratios 1e-4,1e-3,1e-2,1e-1 -o DIR
+    nst-jax match-color SOURCE TARGET -o OUT --mode pca
+    nst-jax mix-styles COARSE FINE -o NEW_STYLE.png
+    nst-jax figure sweep|color|spatial|scale -o FIG.png
+    nst-jax weights list | fetch NAME | info NAME | convert FILE [-o OUT] | normalize NAME [--images DIR]
 """
 
 from __future__ import annotations
