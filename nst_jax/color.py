@@ -115,6 +115,14 @@ def rgb_to_yiq(image_HW3) -> jax.Array:
     """RGB ``[H, W, 3]`` -> YIQ ``[H, W, 3]`` with the NTSC matrix :data:`RGB_TO_YIQ` (no clipping, no offset).
 
     Y = 0.299 R + 0.587 G + 0.114 B is in [0, 1] for RGB in [0, 1]; I and Q are signed (about +-0.6 / +-0.52).
+    
+    Example:
+      >>> import numpy as np
+      >>> x = np.random.default_rng(0).random((4, 4, 3), dtype=np.float32)
+      >>> bool(np.allclose(yiq_to_rgb(rgb_to_yiq(x)), x, atol=1e-5))
+      True
+      >>> round(float(luminance(np.ones((1, 1, 3), np.float32))[0, 0]), 6)   # Y of white
+      1.0
     """
     return _apply_matrix(_RGB_TO_YIQ_64, _as_image("image_HW3", image_HW3))
 
@@ -272,6 +280,14 @@ def match_color(source_HW3, target_HW3, mode: str = "pca", eps=1e-5) -> tuple[ja
     :func:`color_affine` (``mode`` in :data:`MATCH_MODES`, static under jit; ``eps * I`` added to each covariance).
     No clipping is done here: the recoloured image can leave [0, 1]; :func:`prepare_color` clips afterwards when asked.
     With ``eps > 0`` the recoloured covariance is ``cov_t + eps (I - A A^T)``, i.e. exact up to O(eps).
+    
+    Example:
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(1)
+      >>> src, tgt = rng.random((16, 16, 3), dtype=np.float32), rng.random((16, 16, 3), dtype=np.float32) ** 2
+      >>> out = match_color(src, tgt, "pca")[0]     # same RGB mean and covariance as tgt
+      >>> all(bool(np.allclose(a, b, atol=1e-4)) for a, b in zip(color_stats(out), color_stats(tgt)))
+      True
     """
     _check_choice("colour match mode", mode, MATCH_MODES)
     src = _as_image("source_HW3", source_HW3)

@@ -14,7 +14,12 @@ __all__ = ["labelled_grid", "format_ratio", "plot_losses"]
 
 
 def format_ratio(r: float) -> str:
-    """``1e-3`` -> ``"α/β = 1e-03"``: how the 2016 paper labels its α/β figure."""
+    """``1e-3`` -> ``"α/β = 1e-03"``: how the 2016 paper labels its α/β figure.
+
+    Example:
+      >>> format_ratio(1e-3)
+      'α/β = 1e-03'
+    """
     return f"α/β = {r:.0e}"
 
 
@@ -31,6 +36,11 @@ def labelled_grid(images: Sequence[np.ndarray], labels: Sequence[str], *, column
 
     Each image is scaled to fit a ``tile`` x ``tile`` box (default: the largest side among the images), centred on
     white; returns the grid as float32 [H_g, W_g, 3] in [0, 1].
+    
+    Example:
+      >>> import numpy as np
+      >>> labelled_grid([np.zeros((32, 32, 3))] * 2, ["a", "b"]).shape   # 2 tiles of 32 + 3 pads of 6
+      (58, 82, 3)
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -70,14 +80,12 @@ def plot_losses(trace: Sequence[Dict[str, float]], path, *, title: str = "loss",
     ``tv`` are drawn too).
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: leaves the user's (e.g. notebook) backend alone
     except ImportError:
         raise ValueError("plotting needs matplotlib: pip install 'nst-jax[plot]'") from None
     fg = np.array([t["fg"] for t in trace], float)
-    fig, axes = plt.subplots(1, 2 if seconds else 1, figsize=(10 if seconds else 5.5, 4), squeeze=False)
+    fig = Figure(figsize=(10 if seconds else 5.5, 4))
+    axes = fig.subplots(1, 2 if seconds else 1, squeeze=False)
     keys = [k for k in ("loss", "content", "style", "tv") if k in trace[0]]
     for k in keys:
         y = np.array([t[k] for t in trace], float)
@@ -95,7 +103,6 @@ def plot_losses(trace: Sequence[Dict[str, float]], path, *, title: str = "loss",
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

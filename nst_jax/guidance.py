@@ -276,6 +276,12 @@ def pair_regions(
 
     Raises ``ValueError`` when a content region is missing for its style, when a style names a region the content
     does not have (a typo, most likely), or when the choice of style is ambiguous.
+    
+    Example:
+      >>> pair_regions(["sky", "land"], [["land", "sky"]])          # one style with both regions: (style, channel)
+      ((0, 1), (0, 0))
+      >>> pair_regions(["sky", "land"], [["sky"], ["land"]])        # sky from style 0, land from style 1
+      ((0, 0), (1, 0))
     """
     content_names = [str(n) for n in content_names]
     styles = [[str(n) for n in names] for names in style_names_per_style]
@@ -389,6 +395,12 @@ def propagate_guides(
     Returns:
       ``{layer: guides_hwR}`` float32 with [h, w] equal to the feature map size of :func:`nst_jax.vgg.features` at that
       layer (convs keep the size, pools floor-halve it), R (+1) channels.
+    
+    Example:
+      >>> import jax.numpy as jnp
+      >>> g = propagate_guides(jnp.ones((32, 32, 2)), "tiny19", ["relu1_1", "relu3_1"])
+      >>> {k: v.shape for k, v in g.items()}
+      {'relu1_1': (32, 32, 2), 'relu3_1': (8, 8, 2)}
     """
     if mode not in PROPAGATION_MODES:
         raise ValueError(f"propagation mode must be one of {PROPAGATION_MODES}, got {mode!r}")

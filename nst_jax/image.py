@@ -107,6 +107,10 @@ def fit_shape(shape_HW, size: int | None = None, area: int | None = None) -> tup
     * both ``None``: ``shape_HW`` unchanged. Giving both is an error.
 
     Rounding is half-up (``floor(x + 0.5)``, not Python's banker's rounding) and every side is at least 1.
+    
+    Example:
+      >>> fit_shape((600, 749), size=32)            # (H, W): the longest side becomes 32
+      (26, 32)
     """
     if len(tuple(shape_HW)) != 2:
         raise ValueError(f"shape_HW must be (H, W), got {tuple(shape_HW)!r}")
@@ -258,6 +262,10 @@ def load_image(path, *, size: int | None = None, area: int | None = None, mode: 
 
     Raises ``FileNotFoundError`` for a missing path and a one-line ``ValueError`` for a directory, a
     corrupt/truncated/non-image file or a zero-size image.
+    
+    Example:
+      >>> load_image(sample_path("great_wave"), size=64).shape
+      (35, 64, 3)
     """
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")

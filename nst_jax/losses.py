@@ -43,6 +43,12 @@ def gram(feats_HWC: jax.Array, norm: str = "hw") -> jax.Array:
     """Gram matrix ``G = F^T F / N`` of a [H, W, C] feature map, [C, C].
 
     ``norm="hw"``: N = H*W (gatys); ``norm="chw"``: divide by C*H*W (jcjohnson/neural-style); ``norm="none"``: raw sum.
+    
+    Example:
+      >>> import jax.numpy as jnp
+      >>> G = gram(jnp.ones((2, 3, 4)))        # feats_HWC with H=2, W=3, C=4; G = F^T F / (H W)
+      >>> G.shape, float(G[0, 0])
+      ((4, 4), 1.0)
     """
     h, w, c = feats_HWC.shape
     f_NC = feats_HWC.reshape(h * w, c)
@@ -57,7 +63,13 @@ def gram(feats_HWC: jax.Array, norm: str = "hw") -> jax.Array:
 
 
 def content_loss(feats_HWC: jax.Array, target_HWC: jax.Array) -> jax.Array:
-    """``mean((F - P)^2)`` over all positions and channels (2016 paper, Eq. 1, averaged)."""
+    """``mean((F - P)^2)`` over all positions and channels (2016 paper, Eq. 1, averaged).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(content_loss(jnp.zeros((2, 2, 3)), jnp.full((2, 2, 3), 2.0)))   # mean((F - P)^2)
+      4.0
+    """
     return jnp.mean(jnp.square(feats_HWC - target_HWC))
 
 
@@ -106,6 +118,11 @@ def tv_loss(image_HWC: jax.Array) -> jax.Array:
     """Total variation: sum of squared differences of vertical and horizontal neighbours, over channels.
 
     Computed on the image in [0, 1]; as a sum (not a mean) it grows with the image area, like neural-style's.
+    
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(tv_loss(jnp.array([[[0.0], [1.0]], [[0.0], [1.0]]])))   # two horizontal steps of 1
+      2.0
     """
     dy = image_HWC[1:, :, :] - image_HWC[:-1, :, :]
     dx = image_HWC[:, 1:, :] - image_HWC[:, :-1, :]

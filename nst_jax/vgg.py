@@ -124,7 +124,12 @@ def layer_sequence(spec: str | VGGSpec) -> List[Tuple[str, str]]:
 
 
 def layer_names(spec: str | VGGSpec) -> List[str]:
-    """Every layer name of the network in forward order."""
+    """Every layer name of the network in forward order.
+
+    Example:
+      >>> layer_names("vgg19")[:5]
+      ['conv1_1', 'relu1_1', 'conv1_2', 'relu1_2', 'pool1']
+    """
     return [name for name, _ in layer_sequence(spec)]
 
 
@@ -222,6 +227,12 @@ def features(
     Returns:
       ``{name: feats_HWC}`` for each requested layer, [H_l, W_l, C_l], in the input's dtype (float32 when a
       reduced ``dtype`` is used for the activations).
+    
+    Example:
+      >>> params = init_params(0, "tiny19")
+      >>> feats = features(params, jnp.zeros((32, 32, 3)), ["relu1_1", "relu4_2"])
+      >>> [feats[k].shape[:2] for k in ("relu1_1", "relu4_2")]
+      [(32, 32), (4, 4)]
     """
     layers = list(dict.fromkeys(layers))
     spec = spec_from_params(params)

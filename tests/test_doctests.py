@@ -23,7 +23,8 @@ MODULES = [
     "nst_jax.vgg",
 ]
 # module -> minimum number of doctest examples (">>>" lines) expected to run
-MIN_EXAMPLES = {"nst_jax.stylize": 4}
+MIN_EXAMPLES = {"nst_jax.stylize": 4, "nst_jax.losses": 3, "nst_jax.color": 4, "nst_jax.image": 2,
+                "nst_jax.guidance": 3, "nst_jax.figures": 3, "nst_jax.vgg": 3}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
