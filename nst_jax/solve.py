@@ -345,9 +345,10 @@ class _FixedStepLBFGS:
         sy = _vdot(s, y)
         ok = sy > 1e-10
         m = self.cfg.history
-        s_hist = jnp.where(ok, st.s_hist.at[st.head].set(s), st.s_hist)
-        y_hist = jnp.where(ok, st.y_hist.at[st.head].set(y), st.y_hist)
-        rho = jnp.where(ok, st.rho.at[st.head].set(1.0 / jnp.where(ok, sy, 1.0)), st.rho)
+        # write one slot (in place, the state is donated); a skipped pair rewrites the slot with its old contents
+        s_hist = st.s_hist.at[st.head].set(jnp.where(ok, s, st.s_hist[st.head]))
+        y_hist = st.y_hist.at[st.head].set(jnp.where(ok, y, st.y_hist[st.head]))
+        rho = st.rho.at[st.head].set(jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), st.rho[st.head]))
         head = jnp.where(ok, (st.head + 1) % m, st.head)
         count = jnp.where(ok, jnp.minimum(st.count + 1, m), st.count)
         return LBFGSState(x, f, g, s_hist, y_hist, rho, head, count, st.it + 1, st.nfev + 1)
@@ -680,7 +681,10 @@ class Solve:
             chunk = self._compiled("chunk", self._chunk, (state, params, targets, weights, n0), (lc, sc))
         else:
             bad0 = jnp.zeros(self._member_shape(state), bool)
-            step = self._compiled("step", self._step, (state, bad0, params, targets, weights), (lc, sc))
+            # the step does not depend on the chunk length: key it without, so runs that differ only in how
+            # often they report (save-every, checkpoint-every) share one executable
+            sc_step = dataclasses.replace(sc, chunk=1, loop="host")
+            step = self._compiled("step", self._step, (state, bad0, params, targets, weights), (lc, sc_step))
             if len(jax.devices()) > 1:
                 # outputs may come back sharded differently from how the executable takes its inputs
                 compiled, (in_sh, _) = step, step.input_shardings
