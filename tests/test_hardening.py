@@ -1,6 +1,6 @@
 """Bad inputs at the edges: every one gets a one-line error naming the problem and the fix, exit status 2, no
 traceback, and no file in the working folder is created, changed or removed. Plus a seeded fuzz of image and weight
-files, the NaN stop, and exotic-but-valid images through the CLI. (docs/errors.md lists the same table.)"""
+files, the NaN stop, and exotic-but-valid images through the CLI. (the README's Errors section lists the same table.)"""
 
 from __future__ import annotations
 
