@@ -81,21 +81,7 @@ RESULT_HEADER = ("benchmark", "setting", "value", "unit", "detail")
 
 # --------------------------------------------------------------------------------------------------- environment
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def n_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+from bench_torch import cpu_model, n_cores  # noqa: E402  (one definition of the machine facts)
 
 
 def device_kind() -> str:

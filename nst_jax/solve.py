@@ -324,7 +324,23 @@ def _two_loop(g, s_hist, y_hist, rho, head, count):
     return jax.lax.fori_loop(0, m, fwd, r)
 
 
-class _FixedStepLBFGS:
+class _StateFields:
+    """Accessors for solvers whose state names its iterate, loss and f+g count ``x``, ``value``, ``nfev``."""
+
+    @staticmethod
+    def x(st):
+        return st.x
+
+    @staticmethod
+    def value(st):
+        return st.value
+
+    @staticmethod
+    def nfev(st):
+        return st.nfev
+
+
+class _FixedStepLBFGS(_StateFields):
     def __init__(self, vg: Callable, cfg: SolverConfig):
         self.vg, self.cfg = vg, cfg
 
@@ -352,18 +368,6 @@ class _FixedStepLBFGS:
         head = jnp.where(ok, (st.head + 1) % m, st.head)
         count = jnp.where(ok, jnp.minimum(st.count + 1, m), st.count)
         return LBFGSState(x, f, g, s_hist, y_hist, rho, head, count, st.it + 1, st.nfev + 1)
-
-    @staticmethod
-    def x(st):
-        return st.x
-
-    @staticmethod
-    def value(st):
-        return st.value
-
-    @staticmethod
-    def nfev(st):
-        return st.nfev
 
 
 class _JaxoptLBFGSB:
@@ -423,7 +427,7 @@ class _OptaxState(NamedTuple):
     nfev: jax.Array
 
 
-class _Optax:
+class _Optax(_StateFields):
     """optax.lbfgs (zoom line search) or optax.adam, projected onto [0, 1] after each update."""
 
     def __init__(self, vg: Callable, cfg: SolverConfig):
@@ -452,18 +456,6 @@ class _Optax:
         x = jnp.clip(optax.apply_updates(st.x, upd), 0.0, 1.0)
         f, g = self.vg(x, *args)
         return _OptaxState(x, opt, f, g, st.nfev + 1 + extra)
-
-    @staticmethod
-    def x(st):
-        return st.x
-
-    @staticmethod
-    def value(st):
-        return st.value
-
-    @staticmethod
-    def nfev(st):
-        return st.nfev
 
 
 def _make_solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
