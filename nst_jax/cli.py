@@ -176,6 +176,12 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                     help="grey mask of a content region (white = inside); repeat per region")
     sc.add_argument("--style-mask", action="append", default=[], metavar="REGION=FILE",
                     help="mask of that region in its style image (default: the whole style image)")
+    sc.add_argument("--content-labels", default=None, metavar="FILE",
+                    help="colour-coded label image of the content regions (instead of --content-mask; needs --legend)")
+    sc.add_argument("--style-labels", action="append", default=[], metavar="FILE",
+                    help="colour-coded label image of a style image (one per style, in order)")
+    sc.add_argument("--legend", default=None, metavar="REGION=COLOUR;...",
+                    help="region colours of the label images, e.g. 'sky=#87ceeb;ground=#228b22'")
     sc.add_argument("--spatial", default="gram", help="guided loss: gram (default), sums, sums+gram, stacked")
     sc.add_argument("--propagation", default="simple", help="guide propagation: simple (default), inside, all")
     sc.add_argument("--erode", type=int, default=0, help="extra erosion (>0) / dilation (<0) in feature pixels")
@@ -212,6 +218,21 @@ def _styles_and_spatial(args):
     s_masks = _pairs(args.style_mask, "--style-mask")
     if named and args.style:
         raise ValueError("give style images either positionally or as --style REGION=FILE, not both")
+    if args.content_labels:
+        if c_masks or s_masks or named:
+            raise ValueError("--content-labels replaces --content-mask/--style-mask/--style REGION=FILE; use one way")
+        if not args.legend:
+            raise ValueError("--content-labels needs --legend 'REGION=COLOUR;...' (e.g. 'sky=#87ceeb;ground=#228b22')")
+        if args.style_labels and len(args.style_labels) != len(args.style):
+            raise ValueError(f"{len(args.style_labels)} --style-labels for {len(args.style)} style images; "
+                             "give one per style")
+        return list(args.style), dict(
+            mode=args.spatial, content_labels=args.content_labels, legend=args.legend,
+            style_labels=list(args.style_labels) or None, style_masks=None if args.style_labels else
+            [None] * len(args.style), propagation=args.propagation, erode=args.erode,
+            global_channel=args.global_channel)
+    if args.style_labels or args.legend:
+        raise ValueError("--style-labels and --legend need --content-labels FILE")
     if not c_masks:
         if named or s_masks:
             raise ValueError("--style REGION=FILE and --style-mask need --content-mask REGION=FILE for each region")

@@ -586,11 +586,25 @@ def _guides_at(masks: Mapping[str, object], shape_HW: Tuple[int, int], what: str
     return tuple(names), np.stack(chans, axis=-1).astype(np.float32)
 
 
+def _labels_at(path, legend, shape_HW, original_HW=None):
+    """:func:`guides_from_label_image` at the working size; silent when the label image has the image's size on disk
+    (resizing to the working size is then expected), warning/refusing otherwise as for masks."""
+    with Image.open(path) as im:
+        w, h = im.size
+    if original_HW is not None and (h, w) == tuple(original_HW):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return guides_from_label_image(path, legend, shape_HW)
+    return guides_from_label_image(path, legend, shape_HW)
+
+
 def spatial_targets(params, content_HW3, styles: Sequence, spatial: Mapping[str, object], cfg) -> Tuple[dict, int]:
     """Targets of a spatially controlled transfer (Gatys et al. 2017, Sec. 4), computed once on the host.
 
     ``spatial`` keys: ``mode`` (one of :data:`SPATIAL_MODES`), ``content_masks`` ``{region: mask}``, ``style_masks``
     (one ``{region: mask}`` or None per style image; None lends the whole style image to the regions assigned to it),
+    or instead colour-coded label images: ``content_labels`` (a path), ``style_labels`` (a path or None per style)
+    with ``legend`` (``{region: colour}`` or ``"sky=#87ceeb;ground=#228b22"``, see :func:`guides_from_label_image`),
     ``region_to_style`` (``{region: style index}``, optional), ``propagation``
     (:data:`PROPAGATIONS`), ``erode``, ``threshold``, ``global_channel``, ``guide_scale`` (stacked mode; default the
     mean style activation per layer).
@@ -612,16 +626,31 @@ def spatial_targets(params, content_HW3, styles: Sequence, spatial: Mapping[str,
     threshold = float(spatial.get("threshold", 0.5))
     global_channel = bool(spatial.get("global_channel", False))
     layers = tuple(cfg.style_layers)
-    c_names, c_guides = _guides_at(spatial.get("content_masks") or {}, content_HW3.shape[:2], "content",
-                                   spatial.get("content_original_HW"))
+    legend = spatial.get("legend")
+    if spatial.get("content_labels") is not None:
+        if spatial.get("content_masks"):
+            raise ValueError("give the content regions either as masks or as a label image, not both")
+        if not legend:
+            raise ValueError("a label image needs a legend: region=colour pairs such as 'sky=#87ceeb;ground=#228b22'")
+        c_names, c_guides = _labels_at(spatial["content_labels"], legend, content_HW3.shape[:2],
+                                       spatial.get("content_original_HW"))
+    else:
+        c_names, c_guides = _guides_at(spatial.get("content_masks") or {}, content_HW3.shape[:2], "content",
+                                       spatial.get("content_original_HW"))
     style_masks = spatial.get("style_masks")
     r2s = spatial.get("region_to_style")
-    if style_masks is None and len(styles) == 1:
-        style_masks = [None]
+    style_labels = spatial.get("style_labels") or [None] * len(styles)
+    if len(style_labels) != len(styles):
+        raise ValueError(f"{len(style_labels)} style label images for {len(styles)} style images; give one per style")
+    if style_masks is None and (len(styles) == 1 or any(lab is not None for lab in style_labels)):
+        style_masks = [None] * len(styles)
     if style_masks is not None and len(style_masks) == len(styles):
         # A style without masks lends its whole image to the regions assigned to it.
         filled = []
         for j, (m, img) in enumerate(zip(style_masks, styles)):
+            if style_labels[j] is not None:
+                filled.append({})  # regions come from its label image
+                continue
             if m is None:
                 mine = [n for n in c_names if (r2s or {}).get(n, 0 if len(styles) == 1 else -1) == j]
                 if not mine:
@@ -634,8 +663,9 @@ def spatial_targets(params, content_HW3, styles: Sequence, spatial: Mapping[str,
         raise ValueError(f"give style masks for each of the {len(styles)} style image(s) "
                          f"(got {0 if style_masks is None else len(style_masks)})")
     originals = spatial.get("style_original_HW") or [None] * len(styles)
-    s_named = [_guides_at(m, s.shape[:2], f"style {j}", o)
-               for j, (m, s, o) in enumerate(zip(style_masks, styles, originals))]
+    s_named = [_labels_at(lab, legend, s.shape[:2], o) if lab is not None else
+               _guides_at(m, s.shape[:2], f"style {j}", o)
+               for j, (m, s, o, lab) in enumerate(zip(style_masks, styles, originals, style_labels))]
     pairs = pair_regions(c_names, [n for n, _ in s_named], r2s)
 
     targets = S.compute_targets(params, content_HW3, [], cfg)

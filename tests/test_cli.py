@@ -147,3 +147,18 @@ def test_stylize_coarse_to_fine_and_mix_with(tmp_path):
                  str(S("starry_night")), "--size", "32", "--iters", "2", *TINY]) == 0
     assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(tmp_path / "x.png"),
                  "--scales", "32,48", "--checkpoint-every", "2", *TINY]) == 2
+
+
+def test_spatial_cli_label_image(tmp_path, capsys):
+    sky = I.load_mask(S("tetons_snake_river_sky")) > 0.5
+    lab = np.zeros(sky.shape + (3,), np.uint8)
+    lab[sky] = (135, 206, 235)
+    lab[~sky] = (34, 139, 34)
+    Image.fromarray(lab).save(tmp_path / "labels.png")
+    out = tmp_path / "lab.png"
+    args = ["stylize", str(S("tetons_snake_river")), str(S("starry_night")), "--content-labels",
+            str(tmp_path / "labels.png"), "-o", str(out), "--size", "32", "--iters", "2", *TINY]
+    assert main(args + ["--legend", "sky=#87ceeb;ground=#228b22"]) == 0 and out.exists()
+    capsys.readouterr()
+    assert main(args + ["--overwrite"]) == 2
+    assert "--legend" in capsys.readouterr().err

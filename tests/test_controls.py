@@ -66,3 +66,23 @@ def test_match_style_colours_change_what_the_network_sees(tiny_params):
     with pytest.raises(ValueError, match="colour mode"):
         stylize(S("blue_marble"), S("starry_night"), weights=tiny_params, size=SIZE, iters=1, progress=False,
                 color="sepia")
+
+
+def test_label_image_equals_masks(tiny_params, tmp_path):
+    """A colour-coded label image with a legend gives the same transfer as one mask per region."""
+    from PIL import Image
+
+    sky = I.load_mask(S("tetons_snake_river_sky")) > 0.5
+    lab = np.zeros(sky.shape + (3,), np.uint8)
+    lab[sky] = (135, 206, 235)
+    lab[~sky] = (34, 139, 34)
+    Image.fromarray(lab).save(tmp_path / "labels.png")
+    kw = dict(weights=tiny_params, size=SIZE, iters=2, progress=False, history=4)
+    by_masks = stylize(S("tetons_snake_river"), [S("starry_night"), S("great_wave")], spatial=dict(
+        _spatial("gram"), content_masks={"sky": S("tetons_snake_river_sky"), "ground": S("tetons_snake_river_nosky")}),
+        **kw)
+    by_labels = stylize(S("tetons_snake_river"), [S("starry_night"), S("great_wave")], spatial=dict(
+        mode="gram", content_labels=str(tmp_path / "labels.png"), legend="sky=#87ceeb;ground=#228b22",
+        style_masks=[None, None], region_to_style={"sky": 0, "ground": 1}), **kw)
+    np.testing.assert_allclose(by_labels.loss_trace[0]["loss"], by_masks.loss_trace[0]["loss"], rtol=0.05)
+    assert np.isfinite(by_labels.image).all()
