@@ -249,18 +249,18 @@ def test_fuzzed_images_and_weights_fail_cleanly(tmp_path):
 # ---------------------------------------------------------------------------------------------- NaN stop
 
 def test_nonfinite_loss_stops_keeps_last_finite_image_and_names_the_term(folder, tmp_path, capsys, monkeypatch):
-    """Make iteration 4 produce a NaN image (patched L-BFGS step); the CLI must write the iteration-3 image, say which
+    """Make iteration 4 try a NaN image (patched L-BFGS trial point); the CLI must write the iteration-3 image, say which
     term blew up and at which iteration, and exit 3. ``--history 3`` keeps the patched program out of the caches the
     other tests use (it only differs from the real one from iteration 4 on, so the reference run below may share it).
     """
     monkeypatch.setattr(solve.Solve, "_cache", {})
-    real_step = solve._FixedStepLBFGS.step
+    real_propose = solve._FixedStepLBFGS.propose
 
-    def poisoned(self, st, *args):
-        new = real_step(self, st, *args)
-        return new._replace(x=jnp.where(new.it >= 4, jnp.nan, new.x))
+    def poisoned(self, st):
+        x = real_propose(self, st)
+        return jnp.where(st.it >= 3, jnp.nan, x)  # st.it = iterations done before this one
 
-    monkeypatch.setattr(solve._FixedStepLBFGS, "step", poisoned)
+    monkeypatch.setattr(solve._FixedStepLBFGS, "propose", poisoned)
     argv = ["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "--history", "3"] + BASE[:4]
     rc = cli.main(argv + ["-o", str(tmp_path / "nan.png"), "--iters", "8", "--no-progress"])
     captured = capsys.readouterr()

@@ -182,7 +182,8 @@ def test_checkpoint_file_round_trip(tmp_path):
     state = solve.LBFGSState(*(np.arange(6, dtype=np.float32).reshape(2, 3) + k for k in range(3)),
                              np.ones((4, 2, 3), np.float32), np.zeros((4, 2, 3), np.float32),
                              np.array([1.0, 2.0, 0, 0], np.float32), np.array(2, np.int32), np.array(2, np.int32),
-                             np.array(5, np.int32), np.array(6, np.int32))
+                             np.array(5, np.int32), np.array(6, np.int32), np.array(0.5, np.float32),
+                             np.array(3.0, np.float32))
     p = CK.save_checkpoint(tmp_path / "a.ckpt.npz", image=np.full((2, 3, 1), 0.5), state=state, iteration=5,
                            n_fg=6, values=np.arange(6.0), nfevs=np.arange(1, 7), settings={"a": [1, "b"]}, seed=7)
     ck = CK.load_checkpoint(p)
