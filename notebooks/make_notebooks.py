@@ -97,7 +97,7 @@ QUICKSTART: List[Cell] = [
           "relu5_1). nst-jax compiles the whole solve once with JAX."),
     setup('''from nst_jax.figures import labelled_grid
 from nst_jax.image import load_image, sample_path, save_image
-from nst_jax.stylize import stylize
+from nst_jax.transfer import stylize
 from nst_jax.weights import load_weights'''),
     PARAMS_MD,
     params(384, 300, '''CONTENT = sample_path("blue_marble")   # any image path or [H, W, 3] array in [0, 1]
@@ -134,11 +134,11 @@ print("wrote", path)'''),
 SWEEP: List[Cell] = [
     badge("alpha_beta_sweep", "The content/style trade-off: an α/β sweep in one solve",
           "Figure 4 of Gatys et al. 2016 shows the same content and style for several ratios α/β of content weight to "
-          "style weight. `nst_jax.stylize.sweep` runs all K ratios as **one** vmapped, compiled L-BFGS solve (member "
+          "style weight. `nst_jax.transfer.sweep` runs all K ratios as **one** vmapped, compiled L-BFGS solve (member "
           "k: content weight α, style weight α / ratio_k); here it is compared with K separate `stylize` runs."),
     setup('''from nst_jax.figures import format_ratio, labelled_grid
 from nst_jax.image import load_image, sample_path
-from nst_jax.stylize import stylize, sweep
+from nst_jax.transfer import stylize, sweep
 from nst_jax.weights import load_weights'''),
     PARAMS_MD,
     params(384, 300, '''RATIOS = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # alpha/beta per member: small = more style
@@ -187,7 +187,7 @@ SPATIAL: List[Cell] = [
           "statistics of region r of a style image. Here: the sky and the land of a greyscale photo of the Tetons."),
     setup('''from nst_jax.figures import labelled_grid
 from nst_jax.image import load_image, load_mask, sample_path
-from nst_jax.stylize import stylize
+from nst_jax.transfer import stylize
 from nst_jax.weights import load_weights'''),
     PARAMS_MD,
     params(384, 300, '''MODE = "gram"           # guided loss: "gram" (guided Gram matrices), "sums", "sums+gram", "stacked"
@@ -236,7 +236,7 @@ COLOR: List[Cell] = [
     setup('''from nst_jax.color import COLOR_MODES, match_color
 from nst_jax.figures import labelled_grid
 from nst_jax.image import load_image, sample_path
-from nst_jax.stylize import stylize
+from nst_jax.transfer import stylize
 from nst_jax.weights import load_weights'''),
     PARAMS_MD,
     params(384, 300, '''MATCH_MODE = "pca"       # colour-histogram matching transform: "pca", "chol" or "sym" (matrix square root)
@@ -274,7 +274,7 @@ SCALE: List[Cell] = [
     setup('''from nst_jax.figures import labelled_grid
 from nst_jax.image import load_image, sample_path
 from nst_jax.pyramid import mix_styles, scale_schedule, stylize_pyramid
-from nst_jax.stylize import stylize
+from nst_jax.transfer import stylize
 from nst_jax.weights import load_weights'''),
     PARAMS_MD,
     params(256, 300, '''SCALES = [SIZE, 2 * SIZE]  # longest side of each level, coarse to fine (the output is 2 * SIZE)

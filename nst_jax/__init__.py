@@ -13,16 +13,17 @@ Public API (everything below is importable from ``nst_jax``):
 * images: :func:`load_image`, :func:`save_image`, :func:`sample_path`;
 * the compiled solve: :class:`LossConfig`, :class:`SolverConfig`, :class:`Solve`, :func:`compute_targets`,
   :func:`make_weights`, :func:`loss_terms`;
-* modules: ``vgg``, ``weights``, ``losses``, ``guidance``, ``color``, ``solve``, ``image``, ``figures``, ``pyramid``.
+* modules: ``vgg``, ``weights``, ``losses``, ``guidance``, ``color``, ``solve``, ``transfer`` (``stylize``/``sweep``
+  and their parts: ``prepare``, ``Problem``, ``solve_problem``), ``image``, ``figures``, ``pyramid``.
 """
 
-from nst_jax import color, figures, guidance, image, losses, solve, vgg, weights
+from nst_jax import color, figures, guidance, image, losses, solve, transfer, vgg, weights
 from nst_jax.color import match_color, match_luminance, original_colors, rgb_to_yiq, yiq_to_rgb
 from nst_jax.guidance import load_guides, propagate_guides
 from nst_jax.image import load_image, sample_path, save_image
 from nst_jax.losses import content_loss, gram, guided_gram, guided_sum, stacked_gram, style_loss, tv_loss
 from nst_jax.solve import LossConfig, Solve, SolverConfig, compute_targets, loss_terms, make_weights
-from nst_jax.stylize import Result, SweepResult, stylize, sweep
+from nst_jax.transfer import Result, SweepResult, stylize, sweep
 from nst_jax.vgg import deprocess, features, init_params, layer_names, preprocess
 from nst_jax.weights import WeightsInfo, load_weights
 
@@ -37,5 +38,5 @@ __all__ = [
     "propagate_guides", "load_guides",
     "load_image", "save_image", "sample_path",
     "LossConfig", "SolverConfig", "Solve", "compute_targets", "make_weights", "loss_terms",
-    "vgg", "weights", "losses", "guidance", "color", "solve", "image", "figures",
+    "vgg", "weights", "losses", "guidance", "color", "solve", "transfer", "image", "figures",
 ]

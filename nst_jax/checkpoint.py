@@ -71,7 +71,12 @@ class Checkpoint:
 
 
 def checkpoint_path(output) -> pathlib.Path:
-    """``out/pic.png -> out/pic.ckpt.npz`` (the output's suffix replaced)."""
+    """``out/pic.png -> out/pic.ckpt.npz`` (the output's suffix replaced).
+
+    Example:
+      >>> checkpoint_path("out/pic.png").as_posix()
+      'out/pic.ckpt.npz'
+    """
     out = pathlib.Path(output)
     return out.with_name(out.stem + SUFFIX)
 
@@ -95,7 +100,23 @@ def flatten_state(state) -> Tuple[List[str], List[np.ndarray]]:
 
 def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nfevs, settings: Mapping[str, Any],
                     seed: int) -> pathlib.Path:
-    """Write one checkpoint atomically (layout in the module docstring). ``state``: the solver-state pytree."""
+    """Write one checkpoint atomically (layout in the module docstring). ``state``: the solver-state pytree.
+
+    Example (a round trip through :func:`load_checkpoint`):
+      >>> import tempfile
+      >>> state = {"s": np.zeros((2, 4, 4, 3), np.float32), "k": np.int32(2)}   # any pytree of arrays
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = save_checkpoint(checkpoint_path(f"{tmp}/out.png"), image=np.full((4, 4, 3), 0.5), state=state,
+      ...                            iteration=2, n_fg=3, values=[3.0, 2.0, 1.0], nfevs=[1, 2, 3],
+      ...                            settings={"size": 4}, seed=0)
+      ...     ck = load_checkpoint(path)
+      >>> path.name, ck.iteration, ck.n_fg, ck.settings, ck.image.shape
+      ('out.ckpt.npz', 2, 3, {'size': 4}, (4, 4, 3))
+      >>> ck.state_names, [leaf.shape for leaf in ck.state_leaves]   # leaves in tree_leaves order
+      (["['k']", "['s']"], [(), (2, 4, 4, 3)])
+      >>> ck.resume_args()["values"].tolist()
+      [3.0, 2.0, 1.0]
+    """
     path = pathlib.Path(path)
     names, leaves = flatten_state(state)
     arrays = {
@@ -128,7 +149,17 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint; ``FileNotFoundError`` if missing, a one-line ``ValueError`` if unreadable or not ours."""
+    """Read a checkpoint; ``FileNotFoundError`` if missing, a one-line ``ValueError`` if unreadable or not ours.
+
+    Example (see :func:`save_checkpoint` for a round trip):
+      >>> import tempfile
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     np.savez(f"{tmp}/other.npz", x=np.zeros(3))
+      ...     load_checkpoint(f"{tmp}/other.npz")
+      Traceback (most recent call last):
+      ...
+      ValueError: .../other.npz is not an nst-jax checkpoint (nst-jax-checkpoint/1); pass the OUT.ckpt.npz file of a run
+    """
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found (it is written as OUT{SUFFIX} by --checkpoint-every)")

@@ -392,7 +392,7 @@ def _check_inputs(args, styles, c_masks, s_masks, init_file: bool) -> None:
     import math
 
     from nst_jax import image as I
-    from nst_jax.stylize import MIN_SIDE
+    from nst_jax.transfer import MIN_SIDE
 
     if isinstance(args.size, bool) or args.size < MIN_SIDE:
         raise ValueError(f"--size must be at least {MIN_SIDE} px (the network halves the image 4 times), got "
@@ -480,7 +480,7 @@ def _stylize(args) -> int:
 
     from nst_jax import checkpoint as CK
     from nst_jax import image as I
-    from nst_jax.stylize import INITS, prepare, solve_problem
+    from nst_jax.transfer import INITS, prepare, solve_problem
 
     styles, spatial = _styles_and_spatial(args)
     if not styles:
@@ -602,7 +602,7 @@ def _sweep(args) -> int:
 
     from nst_jax import image as I
     from nst_jax.figures import format_ratio, labelled_grid
-    from nst_jax.stylize import sweep
+    from nst_jax.transfer import sweep
 
     ratios = _floats(args.ratios, "ratios")
     outdir = pathlib.Path(args.output)

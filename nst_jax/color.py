@@ -128,7 +128,14 @@ def rgb_to_yiq(image_HW3) -> jax.Array:
 
 
 def yiq_to_rgb(image_HW3) -> jax.Array:
-    """YIQ ``[H, W, 3]`` -> RGB ``[H, W, 3]`` with the exact inverse :data:`YIQ_TO_RGB` (no clipping)."""
+    """YIQ ``[H, W, 3]`` -> RGB ``[H, W, 3]`` with the exact inverse :data:`YIQ_TO_RGB` (no clipping).
+
+    Example:
+      >>> import numpy as np
+      >>> grey = np.array([[[0.5, 0.0, 0.0]]], np.float32)       # Y = 0.5 with no chroma (I = Q = 0)
+      >>> [round(float(v), 4) for v in yiq_to_rgb(grey)[0, 0]]   # is mid grey
+      [0.5, 0.5, 0.5]
+    """
     return _apply_matrix(_YIQ_TO_RGB_64, _as_image("image_HW3", image_HW3))
 
 
@@ -157,6 +164,18 @@ def match_luminance(style_Y, content_Y, mode: str = "meanstd", eps=1e-5) -> jax.
     * ``"none"``: identity.
 
     mu and sigma are the mean and population standard deviation over all pixels. Returns ``[H_s, W_s]``; no clipping.
+
+    Example:
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> style_Y = rng.random((8, 8), dtype=np.float32)
+      >>> content_Y = 0.5 + 0.2 * rng.random((6, 6), dtype=np.float32)
+      >>> out = match_luminance(style_Y, content_Y)                # "meanstd": the content's mean and std
+      >>> [bool(np.isclose(a, b, atol=1e-5)) for a, b in [(out.mean(), content_Y.mean()), (out.std(), content_Y.std())]]
+      [True, True]
+      >>> flat = match_luminance(np.full((4, 4), 0.7, np.float32), content_Y)   # constant style: finite, = mu_c
+      >>> bool(np.allclose(flat, content_Y.mean(), atol=1e-6))
+      True
     """
     _check_choice("luminance match mode", mode, LUM_MATCH_MODES)
     ls = _as_plane("style_Y", style_Y)
@@ -196,7 +215,18 @@ def recombine_luminance(result_Y, content_HW3) -> jax.Array:
 
 def original_colors(result_HW3, content_HW3) -> jax.Array:
     """Post-hoc colour preservation (neural-style's ``-original_colors 1``): keep the luminance of ``result_HW3``,
-    take I and Q from ``content_HW3`` (both ``[H, W, 3]``). No clipping inside."""
+    take I and Q from ``content_HW3`` (both ``[H, W, 3]``). No clipping inside.
+
+    Example:
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> result, content = rng.random((4, 4, 3), dtype=np.float32), rng.random((4, 4, 3), dtype=np.float32)
+      >>> out = original_colors(result, content)
+      >>> bool(np.allclose(luminance(out), luminance(result), atol=1e-5))            # the result's Y
+      True
+      >>> bool(np.allclose(rgb_to_yiq(out)[..., 1:], rgb_to_yiq(content)[..., 1:], atol=1e-5))  # content's I, Q
+      True
+    """
     return recombine_luminance(luminance(result_HW3), content_HW3)
 
 

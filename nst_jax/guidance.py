@@ -134,6 +134,14 @@ def load_guides(
 
     Returns:
       ``names`` in the mapping's order and ``guides_HWR`` float32 [H, W, R] in [0, 1].
+
+    Example:
+      >>> from nst_jax.image import sample_path
+      >>> names, g = load_guides({"sky": sample_path("tetons_snake_river_sky.png"),
+      ...                         "nosky": sample_path("tetons_snake_river_nosky.png")}, (600, 749))
+      >>> names, g.shape, g.dtype
+      (('sky', 'nosky'), (600, 749, 2), dtype('float32'))
+      >>> SKYFRAC
     """
     if not masks:
         raise ValueError("no guide masks given; pass {region_name: mask_path, ...}")

@@ -343,6 +343,15 @@ def save_image(
     untouched. Refuses with a one-line ``ValueError`` if ``path`` is the same file as any of ``inputs``
     (also via another relative path, a symlink or a hard link), if its folder does not exist, if the suffix
     is not ``.png``/``.jpg``/``.jpeg``, or if ``path`` exists and ``overwrite=False``. Returns ``path``.
+
+    Example:
+      >>> import tempfile
+      >>> img = np.linspace(0.0, 1.0, 48, dtype=np.float32).reshape(4, 4, 3)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = save_image(f"{tmp}/out.png", img, metadata={"seed": 0, "note": "test"})
+      ...     back, meta = load_image(path), read_png_metadata(path)
+      >>> path.name, bool(np.array_equal(np.round(back * 255), np.round(img * 255))), meta   # 8-bit exact
+      ('out.png', True, {'seed': '0', 'note': 'test'})
     """
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
@@ -421,6 +430,12 @@ def sample_path(name: str) -> pathlib.Path:
     """Path of a bundled sample image by file name (``"great_wave.jpg"``) or stem (``"great_wave"``).
 
     See :data:`SAMPLES` for the defaults and ``nst_jax/samples/PROVENANCE.md`` for where each file comes from.
+
+    Example:
+      >>> sample_path("great_wave").name                       # by stem ...
+      'great_wave.jpg'
+      >>> sample_path("great_wave.jpg") == sample_path("great_wave")   # ... or by file name
+      True
     """
     names = available_samples()
     if isinstance(name, str) and name in names:

@@ -107,6 +107,14 @@ def style_loss(
       feats: ``{layer: feats_HWC}`` of the generated image.
       target_grams: ``{layer: gram_CxC}`` targets (already blended over style images).
       layer_weights_L: [L] weights in the order of ``layers``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> feats = {"relu1_1": jnp.ones((4, 4, 2))}                  # its Gram is all ones, [2, 2]
+      >>> float(style_loss(feats, {"relu1_1": jnp.zeros((2, 2))}, ["relu1_1"], jnp.array([0.5])))  # 0.5 * mean(1^2)
+      0.5
+      >>> float(style_loss(feats, {"relu1_1": gram(feats["relu1_1"])}, ["relu1_1"], jnp.array([0.5])))  # on target
+      0.0
     """
     total = jnp.zeros((), jnp.float32)
     for j, name in enumerate(layers):
@@ -176,6 +184,16 @@ def guided_gram(feats_HWC: jax.Array, guides_HWR_normalized: jax.Array, norm: st
 
     ``F o T~^r`` multiplies every channel of F by the (normalised) guide at each position; N as in :func:`gram`
     (``"hw"``: H*W, ``"chw"``: C*H*W, ``"none"``: 1). An all-ones guide gives the plain Gram.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> f = jnp.arange(24.0).reshape(2, 3, 4)                     # feats_HWC, C = 4
+      >>> g = guided_gram(f, jnp.ones((2, 3, 1)))                   # one all-ones guide: the plain Gram
+      >>> g.shape, bool(jnp.allclose(g[0], gram(f)))
+      ((1, 4, 4), True)
+      >>> t, valid = normalize_guides(jnp.zeros((2, 3, 1)).at[:, :1].set(1.0))   # region = first column
+      >>> bool(jnp.allclose(guided_gram(f, t)[0], gram(f[:, :1])))  # = the Gram of the region's own features
+      True
     """
     h, w, c = feats_HWC.shape
     if guides_HWR_normalized.shape[:2] != (h, w):
@@ -242,6 +260,16 @@ def guided_sum(feats_HWC: jax.Array, guides_HWR_normalized: jax.Array) -> jax.Ar
     """Guided sums ``M^r = (1/N) sum_p T~^r(p) f_p``, [R, C], N = H*W (a guided mean activation per channel).
 
     With a binary region of area fraction a this is ``sqrt(a)`` times the mean feature over the region.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> f = jnp.arange(24.0).reshape(2, 3, 4)
+      >>> m = guided_sum(f, jnp.ones((2, 3, 1)))                    # all-ones guide: the mean feature
+      >>> m.shape, bool(jnp.allclose(m[0], f.mean(axis=(0, 1))))
+      ((1, 4), True)
+      >>> t, _ = normalize_guides(jnp.zeros((2, 3, 1)).at[:, :1].set(1.0))   # first column, a = 1/3
+      >>> bool(jnp.allclose(guided_sum(f, t)[0], (1 / 3) ** 0.5 * f[:, :1].mean(axis=(0, 1))))
+      True
     """
     h, w, c = feats_HWC.shape
     if guides_HWR_normalized.shape[:2] != (h, w):
@@ -283,6 +311,15 @@ def stacked_gram(
     overlaps, constant for fixed guides). With s = 1 the guide block has unit scale while VGG activations are O(10..100),
     so the cross terms weigh little; pass e.g. ``guide_scale = jnp.mean(jnp.abs(feats))`` (of the style image, as a
     traced argument) to put both on the same scale. Use it with :func:`gram_loss` against the style's stacked Gram.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> f = jnp.arange(24.0).reshape(2, 3, 4)
+      >>> g = stacked_gram(f, jnp.ones((2, 3, 1)), guide_scale=2.0)   # [F, 2 T] -> [C + R, C + R]
+      >>> g.shape, bool(jnp.allclose(g[:4, :4], gram(f))), float(g[4, 4])   # plain Gram block; s^2 T^T T / N
+      ((5, 5), True, 4.0)
+      >>> bool(jnp.allclose(g[:4, 4], 2.0 * f.mean(axis=(0, 1))))   # cross block: s * mean feature
+      True
     """
     h, w, _ = feats_HWC.shape
     if guides_HWR.shape[:2] != (h, w):

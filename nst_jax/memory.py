@@ -127,6 +127,14 @@ def estimate_peak_bytes(
       history: L-BFGS memory m (ignored for adam).
       batch: K members of a vmapped sweep (everything but the params scales with K).
       remat / compute_dtype: as ``LossConfig`` (bf16 halves the activations; the optimiser stays float32).
+
+    Example:
+      >>> full = estimate_peak_bytes((512, 512))                    # VGG19, L-BFGS history 100
+      >>> format_bytes(full)
+      FULL
+      >>> [round(estimate_peak_bytes((512, 512), **kw) / full, 2)
+      ...  for kw in ({"history": 20}, {"remat": True}, {"compute_dtype": "bfloat16"}, {"batch": 2})]
+      RATIOS
     """
     spec = vgg.get_spec(arch)
     if solver not in _SOLVERS:
@@ -181,7 +189,12 @@ def _layer_hw(spec, shape_HW, name: str) -> tuple[int, int]:
 
 
 def format_bytes(n: float) -> str:
-    """``1536 -> "1.5 KiB"``, ``3.2e9 -> "3.0 GiB"`` (binary units, one decimal; bytes as an integer)."""
+    """``1536 -> "1.5 KiB"``, ``3.2e9 -> "3.0 GiB"`` (binary units, one decimal; bytes as an integer).
+
+    Example:
+      >>> format_bytes(512), format_bytes(1536), format_bytes(3.2e9), format_bytes(2 ** 50)
+      ('512 B', '1.5 KiB', '3.0 GiB', '1024.0 TiB')
+    """
     n = float(n)
     if not math.isfinite(n) or n < 0:
         raise ValueError(f"byte count must be a finite number >= 0, got {n}")
@@ -213,7 +226,15 @@ def available_bytes(device=None) -> Optional[int]:
 
 def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:
     """Raise ``ValueError`` if ``estimate`` exceeds ``limit_bytes`` (default :func:`available_bytes`); no-op when
-    the limit is unknown."""
+    the limit is unknown.
+
+    Example:
+      >>> check_fits(3 * 2 ** 30, limit_bytes=4 * 2 ** 30)          # fits: nothing happens
+      >>> check_fits(6 * 2 ** 30, limit_bytes=4 * 2 ** 30)
+      Traceback (most recent call last):
+      ...
+      ValueError: this solve needs ~6.00 GB but only 4.00 GB are available; try --remat, ...
+    """
     if limit_bytes is None:
         limit_bytes = available_bytes()
     if limit_bytes is None:

@@ -13,14 +13,13 @@
 * :func:`mixed_targets_transfer` -- the one-pass variant: a single transfer whose Gram targets come from the fine
   style on shallow layers (up to ``split_layer``) and from the coarse style on the deeper layers.
 
-Every level is an ordinary :func:`nst_jax.stylize.solve_problem`, so each image size compiles once and the compiled
+Every level is an ordinary :func:`nst_jax.transfer.solve_problem`, so each image size compiles once and the compiled
 programs are shared through the ``Solve`` cache (a second run at the same sizes compiles nothing).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -31,8 +30,7 @@ from nst_jax import image as I
 from nst_jax import solve as S
 from nst_jax import vgg
 
-# the module, not the function ``nst_jax.stylize`` that the package namespace exports under the same name
-ST = importlib.import_module("nst_jax.stylize")
+from nst_jax import transfer as ST
 
 __all__ = [
     "PAPER_AREAS",
@@ -94,7 +92,15 @@ def scale_schedule(
     * neither, ``size`` given: two levels, longest sides ``round(size / factor)`` and ``size``.
     * neither, no ``size``: the paper's default, two levels by pixel area, ~512^2 then ~1024^2 (:data:`PAPER_AREAS`).
 
-    Every returned shape is exactly what :func:`nst_jax.stylize.prepare` produces for ``size=max(H, W)``.
+    Every returned shape is exactly what :func:`nst_jax.transfer.prepare` produces for ``size=max(H, W)``.
+
+    Example:
+      >>> scale_schedule((600, 800), size=1024)                     # two levels: size / 2, then size
+      [(384, 512), (768, 1024)]
+      >>> scale_schedule((600, 800), size=1024, auto_scales=True, min_size=128)   # 128, 256, 512, 1024
+      [(96, 128), (192, 256), (384, 512), (768, 1024)]
+      >>> scale_schedule((600, 800))                                # the paper's ~512^2 then ~1024^2 pixels
+      PAPER
     """
     shape = I.fit_shape(content_shape_HW)  # validates (H, W)
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):
@@ -131,7 +137,12 @@ def scale_schedule(
 
 
 def default_iters(n_levels: int) -> List[int]:
-    """500 iterations at the first level and 200 at every later one (the paper's two-level budget: 500, 200)."""
+    """500 iterations at the first level and 200 at every later one (the paper's two-level budget: 500, 200).
+
+    Example:
+      >>> default_iters(3)
+      [500, 200, 200]
+    """
     return [500] + [200] * (n_levels - 1)
 
 
@@ -196,7 +207,7 @@ def stylize_pyramid(
         the previous level's optimised image resized (Lanczos) to their size.
       weights: weight source name or params tree (loaded once, shared by all levels).
       callback: ``callback(iteration, image_HW3)`` every ``save_every`` iterations, iterations counted across levels.
-      **problem_kwargs: as :func:`nst_jax.stylize.prepare` (style_scale, preset, weights of the terms, layers,
+      **problem_kwargs: as :func:`nst_jax.transfer.prepare` (style_scale, preset, weights of the terms, layers,
         pooling, colour control, spatial control, remat, compute dtype), applied identically at every level.
 
     Returns:
@@ -294,7 +305,14 @@ def _check_layer(name: str, order: Dict[str, int], what: str) -> None:
 
 def default_fine_layers(shape_HW) -> Tuple[str, ...]:
     """The fine-scale layers of :func:`mix_styles` by pixel area: relu1_1..relu2_1 at ~512^2 (areas below
-    512 x 1024, the geometric mean of the paper's two sizes), relu1_1..relu4_1 at ~1024^2 (paper Fig. 5)."""
+    512 x 1024, the geometric mean of the paper's two sizes), relu1_1..relu4_1 at ~1024^2 (paper Fig. 5).
+
+    Example:
+      >>> default_fine_layers((512, 512))
+      ('relu1_1', 'relu2_1')
+      >>> default_fine_layers((768, 1024))                          # 768 * 1024 >= 512 * 1024
+      ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1')
+    """
     h, w = shape_HW
     return _FINE_LAYERS_SMALL if h * w < _FINE_AREA_SPLIT else _FINE_LAYERS_LARGE
 
@@ -358,7 +376,7 @@ def mix_styles(
         mean and covariance (``nst_jax.color.match_color``, ``match_mode``), as the paper does before mixing.
 
     Returns:
-      :class:`nst_jax.stylize.Result` (``terms["content"]`` is 0; ``settings["mix"]`` records the layers).
+      :class:`nst_jax.transfer.Result` (``terms["content"]`` is 0; ``settings["mix"]`` records the layers).
     """
     from nst_jax import color as C
 
@@ -427,7 +445,7 @@ def mixed_targets_transfer(
     ``split_layer`` (fine texture), ``coarse`` on the deeper ones (large-scale structure).
 
     Both styles go through the same preparation (size, ``style_scale``, colour control) as in
-    :func:`nst_jax.stylize.prepare`; the stacked ``[2, C, C]`` Gram targets are then cut to ``[1, C, C]`` per layer
+    :func:`nst_jax.transfer.prepare`; the stacked ``[2, C, C]`` Gram targets are then cut to ``[1, C, C]`` per layer
     (the chosen style's Gram) with blend weight 1. ``**problem_kwargs``: as ``prepare`` (not ``style_blend`` or
     ``spatial``).
     """

@@ -13,10 +13,10 @@ compile for all K; with several devices the K axis is sharded across them.
 Solvers (``SolverConfig.name``), every one counting function+gradient (f+g) evaluations:
 
 * ``"lbfgs"`` (default) -- projected L-BFGS with one f+g per iteration: a trial step along the two-loop direction
-  (circular history, first step scaled by ``min(1, 1/|g|_1)``), clipped to the box [0, 1], accepted when it passes an
-  Armijo test and otherwise rejected with the step halved -- a monotone guard written with ``jnp.where`` instead of a
-  line search's ``lax.cond``, so it vmaps at full efficiency and its f+g count is exact. Rejected trials still
-  contribute their curvature pair. Measured against PyTorch's strong-Wolfe L-BFGS in benchmarks/RESULTS.md.
+  (circular history; the first, gradient step moves no pixel by more than 0.1), clipped to the box [0, 1], accepted
+  when it passes an Armijo test and otherwise rejected with the step halved -- a monotone guard written with
+  ``jnp.where`` instead of a line search's ``lax.cond``, so it vmaps at full efficiency and its f+g count is exact.
+  Measured against PyTorch's strong-Wolfe L-BFGS in benchmarks/RESULTS.md.
 * ``"jaxopt"`` -- ``jaxopt.LBFGSB`` (L-BFGS-B with its line search) with the box [0, 1] as a true bound constraint.
 * ``"optax-lbfgs"`` -- ``optax.lbfgs`` (zoom line search); the iterate is projected onto [0, 1] after each update and
   value and gradient are evaluated afresh at the projected point (counted).
@@ -367,18 +367,20 @@ class _FixedStepLBFGS(_StateFields):
     """Projected L-BFGS with one f+g per iteration and a monotone (Armijo) guard that needs no ``lax.cond``.
 
     Each iteration evaluates one trial point ``x_t = clip(x + t d, 0, 1)`` with ``d`` the two-loop direction and
-    ``t = step`` (times ``min(1, 1/|g|_1)`` while the history is empty, as ``torch.optim.LBFGS`` scales its first
-    step). The trial is accepted when ``f(x_t) <= f(x) + 1e-4 g.(x_t - x)``; then ``step`` doubles (up to 1).
-    Otherwise ``x`` stays and ``step`` halves. Either way the pair ``(x_t - x, g_t - g)`` enters the history when
-    its curvature ``s.y > 1e-10``: a rejected trial still teaches the model the local curvature. Every branch is a
-    ``jnp.where``, so under ``vmap`` each member pays exactly one f+g per iteration and the reported count is exact.
+    ``t = step``. While the history is empty ``d = -g`` and ``t = step * FIRST_STEP / max|g|``: the first move changes
+    no pixel by more than ``FIRST_STEP`` (a scale-free choice; the loss scale varies by orders of magnitude between
+    presets and layer weightings). The trial is accepted when ``f(x_t) <= f(x) + 1e-4 g.(x_t - x)``; then ``step``
+    doubles (up to 1) and the pair ``(x_t - x, g_t - g)`` enters the history if its curvature ``s.y > 1e-10``.
+    Otherwise ``x`` and the history stay and ``step`` halves. Every branch is a ``jnp.where``, so under ``vmap`` each
+    member pays exactly one f+g per iteration and the reported count is exact.
 
-    Without the guard (plain fixed step, jcjohnson/neural-style), a first step sized from a tiny gradient-descent
-    pair can overshoot and spend tens of evaluations recovering (measured: VGG16 at 256 px, the loss rose 30% and
-    stayed above its iteration-2 value for 40 f+g).
+    Measured (VGG16 at 256 px, ``benchmarks/RESULTS.md``): the plain fixed step (jcjohnson/neural-style) overshoots
+    after its first pair and spends ~40 f+g recovering; keeping rejected trials' pairs, or torch's first step
+    ``min(1, 1/|g|_1)``, each cost 7-10% more f+g to a given loss than this variant.
     """
 
     ARMIJO = 1e-4
+    FIRST_STEP = 0.1  # largest pixel change of the first (gradient) step, images in [0, 1]
 
     def __init__(self, vg: Callable, cfg: SolverConfig):
         self.vg, self.cfg = vg, cfg
@@ -393,7 +395,7 @@ class _FixedStepLBFGS(_StateFields):
     def propose(self, st: LBFGSState) -> jax.Array:
         """The trial point of the next iteration, [H, W, C] in [0, 1]."""
         d = -_two_loop(st.grad, st.s_hist, st.y_hist, st.rho, st.head, st.count)
-        first = jnp.minimum(1.0, 1.0 / jnp.maximum(jnp.sum(jnp.abs(st.grad)), 1e-12))
+        first = self.FIRST_STEP / jnp.maximum(jnp.max(jnp.abs(st.grad)), 1e-30)
         t = jnp.where(st.count == 0, first, 1.0) * self.cfg.step * st.step
         return jnp.clip(st.x + t * d, 0.0, 1.0)
 
@@ -402,8 +404,8 @@ class _FixedStepLBFGS(_StateFields):
         ft, gt = self.vg(xt, *args)
         s, y = xt - st.x, gt - st.grad
         sy = _vdot(s, y)
-        ok = (sy > 1e-10) & active  # False for NaN too
-        accept = (ft <= st.value + self.ARMIJO * _vdot(st.grad, s)) & active
+        accept = (ft <= st.value + self.ARMIJO * _vdot(st.grad, s)) & active  # False for NaN too
+        ok = (sy > 1e-10) & accept
         m = self.cfg.history
         # write one slot (in place, the state is donated); a skipped pair rewrites the slot with its old contents
         s_hist = st.s_hist.at[st.head].set(jnp.where(ok, s, st.s_hist[st.head]))
@@ -422,7 +424,7 @@ class _FixedStepLBFGS(_StateFields):
 
     @staticmethod
     def revert(old: LBFGSState, new: LBFGSState, keep_old: jax.Array) -> LBFGSState:
-        # the histories need no select: an inactive or failed step (non-finite s.y) never writes them
+        # the histories need no select: an inactive or failed step (rejected, non-finite) never writes them
         pick = lambda a, b: jnp.where(keep_old, a, b)  # noqa: E731
         return new._replace(**{f: pick(getattr(old, f), getattr(new, f))
                                for f in LBFGSState._fields if f not in ("s_hist", "y_hist")})

@@ -156,6 +156,13 @@ def init_params(seed: "int | jax.Array" = 0, spec: str | VGGSpec = "vgg19") -> D
 
     ``seed`` is an int or a ``jax.random.PRNGKey`` (its key data seed NumPy's generator, so no per-shape XLA
     compiles are spent on random numbers). Used by the ``random`` weight source and by tests.
+
+    Example:
+      >>> params = init_params(0, "tiny19")
+      >>> params["conv1_1"]["kernel"].shape, params["conv5_4"]["bias"].shape   # [3, 3, C_in, C_out], [C_out]
+      ((3, 3, 3, 4), (8,))
+      >>> bool(jnp.array_equal(init_params(0, "tiny19")["conv3_2"]["kernel"], params["conv3_2"]["kernel"]))  # seeded
+      True
     """
     if not isinstance(seed, (int, np.integer)):
         data = np.asarray(jax.random.key_data(seed) if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) else seed)
@@ -171,13 +178,25 @@ def init_params(seed: "int | jax.Array" = 0, spec: str | VGGSpec = "vgg19") -> D
 
 
 def preprocess(image_HW3: jax.Array) -> jax.Array:
-    """RGB in [0, 1] -> Caffe input: BGR, x255, minus the ImageNet mean (103.939, 116.779, 123.68). [..., H, W, 3]."""
+    """RGB in [0, 1] -> Caffe input: BGR, x255, minus the ImageNet mean (103.939, 116.779, 123.68). [..., H, W, 3].
+
+    Example:
+      >>> red = jnp.array([[[1.0, 0.0, 0.0]]])           # one RGB pixel -> (B, G, R) * 255 - mean
+      >>> [round(float(v), 3) for v in preprocess(red)[0, 0]]
+      [-103.939, -116.779, 131.32]
+    """
     bgr = image_HW3[..., ::-1] * 255.0
     return bgr - jnp.asarray(CAFFE_MEAN_BGR, dtype=bgr.dtype)
 
 
 def deprocess(x_HW3: jax.Array) -> jax.Array:
-    """Inverse of :func:`preprocess` (no clipping)."""
+    """Inverse of :func:`preprocess` (no clipping).
+
+    Example:
+      >>> x = jnp.linspace(0.0, 1.0, 12).reshape(2, 2, 3)
+      >>> bool(jnp.allclose(deprocess(preprocess(x)), x, atol=1e-5))
+      True
+    """
     bgr = (x_HW3 + jnp.asarray(CAFFE_MEAN_BGR, dtype=x_HW3.dtype)) / 255.0
     return bgr[..., ::-1]
 

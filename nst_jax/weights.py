@@ -183,6 +183,11 @@ class WeightsInfo:
     ``name`` is the source that produced it ("vgg19", "vgg16-hed", "random", "file" ...), ``arch`` a key of
     ``vgg.ARCHITECTURES``, ``path`` the cache or input file (None for random weights), ``sha256`` that file's checksum,
     ``reason`` why ``auto`` picked this source.
+
+    Example:
+      >>> info = WeightsInfo(name="random", arch="tiny16", description="seeded random weights", is_random=True)
+      >>> info.layers[:3], len(info.layers)                         # 13 convs + 13 ReLUs + 5 pools
+      (['conv1_1', 'relu1_1', 'conv1_2'], 31)
     """
 
     name: str
@@ -275,12 +280,30 @@ def _to_jax(params: Mapping[str, Mapping[str, object]]) -> Dict[str, Dict[str, j
 
 
 def param_count(params: Mapping[str, Mapping[str, object]]) -> int:
-    """Number of scalars in a params tree."""
+    """Number of scalars in a params tree.
+
+    Example:
+      >>> param_count(vgg.init_params(0, "tiny19"))
+      7676
+      >>> shapes = vgg.expected_shapes("vgg19")                     # VGG19's convs, counted without allocating them
+      >>> param_count({k: {n: np.broadcast_to(np.float32(0), s) for n, s in v.items()} for k, v in shapes.items()})
+      20024384
+    """
     return int(sum(np.size(a) for v in params.values() for a in v.values()))
 
 
 def params_to_npz(params: Mapping[str, Mapping[str, object]], path: str | os.PathLike) -> str:
-    """Write a params tree as a flat float32 ``.npz`` (keys ``conv1_1/kernel``), atomically. Returns its sha256."""
+    """Write a params tree as a flat float32 ``.npz`` (keys ``conv1_1/kernel``), atomically. Returns its sha256.
+
+    Example:
+      >>> import tempfile
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     sha = params_to_npz(vgg.init_params(0, "tiny16"), f"{tmp}/tiny16.npz")
+      ...     with np.load(f"{tmp}/tiny16.npz") as z:
+      ...         keys, dtype = sorted(z.files), z["conv1_1/kernel"].dtype
+      >>> len(sha), len(keys), keys[:2], dtype
+      (64, 26, ['conv1_1/bias', 'conv1_1/kernel'], dtype('float32'))
+    """
     path = Path(path)
     flat = {f"{k}/{n}": np.asarray(a, dtype=np.float32) for k, v in params.items() for n, a in v.items()}
     _atomic_write(path, lambda f: np.savez(f, **flat))
@@ -288,7 +311,19 @@ def params_to_npz(params: Mapping[str, Mapping[str, object]], path: str | os.Pat
 
 
 def params_from_npz(path: str | os.PathLike) -> Params:
-    """Read a flat ``.npz`` written by :func:`params_to_npz` (no pickles) into a nested float32 numpy tree."""
+    """Read a flat ``.npz`` written by :func:`params_to_npz` (no pickles) into a nested float32 numpy tree.
+
+    Example:
+      >>> import tempfile
+      >>> params = vgg.init_params(0, "tiny16")
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     _ = params_to_npz(params, f"{tmp}/tiny16.npz")
+      ...     back = params_from_npz(f"{tmp}/tiny16.npz")
+      >>> type(back["conv1_1"]["kernel"]).__name__, back["conv1_1"]["kernel"].shape
+      ('ndarray', (3, 3, 3, 4))
+      >>> all(np.array_equal(back[k][n], params[k][n]) for k in params for n in params[k])   # a lossless round trip
+      True
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
@@ -319,7 +354,12 @@ def _mismatch_score(params: Mapping[str, Mapping[str, object]], arch: str) -> in
 
 
 def infer_arch(params: Mapping[str, Mapping[str, object]]) -> str:
-    """The registered architecture whose expected keys and shapes the params match best (exactly, when valid)."""
+    """The registered architecture whose expected keys and shapes the params match best (exactly, when valid).
+
+    Example:
+      >>> infer_arch(vgg.init_params(0, "tiny16")), infer_arch(vgg.init_params(0, "tiny19"))
+      ('tiny16', 'tiny19')
+    """
     return min(vgg.ARCHITECTURES, key=lambda a: _mismatch_score(params, a))
 
 
@@ -330,6 +370,16 @@ def validate_params(
 
     Raises ``ValueError("<origin>: missing weight 'conv5_4/kernel' ...")`` naming the file and the first bad key for
     a missing, extra, mis-shaped or non-finite entry. ``arch=None`` infers the architecture (:func:`infer_arch`).
+
+    Example:
+      >>> params = vgg.init_params(0, "tiny16")
+      >>> validate_params(params, None, "tiny.npz")["conv5_3"]["kernel"].dtype
+      dtype('float32')
+      >>> del params["conv5_3"]["bias"]
+      >>> validate_params(params, "tiny16", "tiny.npz")
+      Traceback (most recent call last):
+      ...
+      ValueError: tiny.npz: missing weight 'conv5_3/bias' (expected shape (8,) for tiny16)
     """
     if not isinstance(params, Mapping) or not params:
         raise ValueError(f"{origin}: holds no conv weights")
@@ -693,6 +743,15 @@ def normalize_params(
 
     Returns:
       ``(params_normalized, scales)`` with ``scales[conv_name]`` the float32 [C_out] factors ``s_l``.
+
+    Example:
+      >>> img = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+      >>> norm, scales = normalize_params(vgg.init_params(0, "tiny19"), [img])
+      >>> scales["conv3_1"].shape
+      (8,)
+      >>> m = np.asarray(vgg.features(norm, img, ["relu3_1"], pooling="avg")["relu3_1"]).mean(axis=(0, 1))
+      >>> bool(np.all(np.isclose(m, 1.0, atol=1e-4) | (m == 0)))   # mean activation 1 per filter (0: dead)
+      True
     """
     if not images_HW3_list:
         raise ValueError("normalize_params needs at least one calibration image")
@@ -837,6 +896,15 @@ def load_weights(name_or_path: str | os.PathLike = "auto", *, cache_dir: str | o
     Named pretrained sources are converted once and then read from the cache (``cache_dir`` overrides
     :func:`cache_dir`). Raises ``ValueError`` for an unknown name or an invalid file, ``FileNotFoundError`` for a
     missing path and :class:`SourceUnavailable` when a download fails.
+
+    Example:
+      >>> params, info = load_weights("tiny19")                     # seeded random: no download, no cache file
+      >>> info.name, info.arch, info.is_random, info.path
+      ('tiny19', 'tiny19', True, None)
+      >>> params["conv5_4"]["kernel"].shape, params["conv5_4"]["kernel"].dtype
+      ((3, 3, 8, 8), dtype('float32'))
+      >>> load_weights("random:tiny16:3")[1].metadata               # random[:ARCH][:SEED]
+      {'seed': 3}
     """
     cdir = _cache_dir(cache_dir)
     name = os.fspath(name_or_path)
@@ -920,7 +988,19 @@ def normalize(name_or_path: str, *, images_dir: str | os.PathLike | None = None,
 
 
 def list_sources(*, cache_dir: str | os.PathLike | None = None) -> List[Dict[str, object]]:
-    """Every named source: name, kind, arch, description, licence, and whether/where it is cached."""
+    """Every named source: name, kind, arch, description, licence, and whether/where it is cached.
+
+    Example:
+      >>> import tempfile
+      >>> with tempfile.TemporaryDirectory() as tmp:                # an empty cache folder
+      ...     rows = list_sources(cache_dir=tmp)
+      >>> [r["name"] for r in rows]
+      ['auto', 'vgg19', 'vgg16-hed', 'vgg19-normalized', 'vgg16-hed-normalized', 'random', 'tiny19', 'tiny16']
+      >>> {r["name"]: r["arch"] for r in rows if r["kind"] == "normalized"}   # the base source's architecture
+      {'vgg19-normalized': 'vgg19', 'vgg16-hed-normalized': 'vgg16'}
+      >>> any(r["cached"] for r in rows), [r["name"] for r in rows if r["cache_path"] is None]
+      (False, ['auto', 'random', 'tiny19', 'tiny16'])
+    """
     cdir = _cache_dir(cache_dir)
     rows = []
     for name in SOURCES:

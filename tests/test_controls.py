@@ -6,7 +6,7 @@ import pytest
 from nst_jax import color as C
 from nst_jax import image as I
 from nst_jax.guidance import SPATIAL_MODES
-from nst_jax.stylize import stylize, sweep
+from nst_jax.transfer import stylize, sweep
 
 S = I.sample_path
 SIZE = 32

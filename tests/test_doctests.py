@@ -14,7 +14,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "nst_jax.stylize",
+    "nst_jax.transfer",
     "nst_jax.losses",
     "nst_jax.color",
     "nst_jax.guidance",
@@ -23,7 +23,7 @@ MODULES = [
     "nst_jax.vgg",
 ]
 # module -> minimum number of doctest examples (">>>" lines) expected to run
-MIN_EXAMPLES = {"nst_jax.stylize": 4, "nst_jax.losses": 3, "nst_jax.color": 4, "nst_jax.image": 2,
+MIN_EXAMPLES = {"nst_jax.transfer": 4, "nst_jax.losses": 3, "nst_jax.color": 4, "nst_jax.image": 2,
                 "nst_jax.guidance": 3, "nst_jax.figures": 3, "nst_jax.vgg": 3}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +12,7 @@ from nst_jax import pyramid as P
 from nst_jax import solve as S
 from nst_jax import vgg
 
-ST = importlib.import_module("nst_jax.stylize")  # the module (the package exports a function of that name)
+from nst_jax import transfer as ST
 
 SOLVE = dict(history=5, chunk=4, progress=False)
 

@@ -13,7 +13,7 @@ import pytest
 
 import nst_jax
 from nst_jax import solve as S
-from nst_jax.stylize import stylize, sweep
+from nst_jax.transfer import stylize, sweep
 
 SIZE = 24
 
@@ -112,7 +112,7 @@ def test_sweep_member_equals_single_solve(tiny_params, images):
 SHARDED = textwrap.dedent("""
     import json, sys, numpy as np, jax
     from nst_jax import vgg
-    from nst_jax.stylize import sweep
+    from nst_jax.transfer import sweep
     p = vgg.init_params(0, "tiny19")
     rng = np.random.default_rng(0)
     c = rng.uniform(size=(20, 20, 3)).astype(np.float32)
@@ -198,15 +198,15 @@ def _reference_guarded_lbfgs(fg, x0, iters, m, lr):
         r = q * ((S_[-1] @ Y_[-1]) / (Y_[-1] @ Y_[-1]) if S_ else 1.0)
         for (s, y), a in zip(zip(S_, Y_), reversed(alphas)):
             r += s * (a - (y @ r) / (s @ y))
-        t = (min(1.0, 1.0 / np.abs(g).sum()) if not S_ else 1.0) * lr * step
+        t = (0.1 / np.abs(g).max() if not S_ else 1.0) * lr * step
         xt = np.clip(x - t * r, 0.0, 1.0)
         ft, gt = fg(xt)
         s, y = xt - x, gt - g
-        if s @ y > 1e-10:
-            S_, Y_ = (S_ + [s])[-m:], (Y_ + [y])[-m:]
         ok = ft <= f + 1e-4 * (g @ s)
         accepted.append(ok)
         if ok:
+            if s @ y > 1e-10:
+                S_, Y_ = (S_ + [s])[-m:], (Y_ + [y])[-m:]
             x, f, g, step = xt, ft, gt, min(2.0 * step, 1.0)
         else:
             step *= 0.5

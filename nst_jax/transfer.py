@@ -39,6 +39,15 @@ class Result:
       compile_seconds / run_seconds: time spent compiling (0 when cached) and running.
       terms: final ``content``, ``style``, ``tv`` and ``total`` loss values.
       settings: everything needed to reproduce the run (written into the PNG and the JSON trace).
+
+    Example:
+      >>> import nst_jax
+      >>> r = nst_jax.stylize(nst_jax.sample_path("blue_marble"), nst_jax.sample_path("great_wave"),
+      ...                     weights="tiny19", size=32, iters=3, progress=False)
+      >>> [e["iter"] for e in r.loss_trace], sorted(r.terms)       # iteration 0 is the initial image
+      ([0, 1, 2, 3], ['content', 'style', 'total', 'tv'])
+      >>> r.image.dtype, r.settings["weights"], r.settings["weights_random"], r.iters_done
+      (dtype('float32'), 'tiny19', True, 3)
     """
 
     image: np.ndarray
@@ -62,7 +71,17 @@ MIN_SIDE = 16
 
 @dataclasses.dataclass
 class SweepResult:
-    """K results of one vmapped solve, in the order of ``ratios``."""
+    """K results of one vmapped solve, in the order of ``ratios``.
+
+    Example:
+      >>> import nst_jax
+      >>> sw = nst_jax.sweep(nst_jax.sample_path("blue_marble"), nst_jax.sample_path("great_wave"),
+      ...                    ratios=[1e-3, 1e-1], weights="tiny19", size=32, iters=2, progress=False)
+      >>> sw.ratios, [r.settings["style_weight"] for r in sw.results]   # beta = alpha / ratio, alpha = 1 (gatys)
+      ([0.001, 0.1], [1000.0, 10.0])
+      >>> sw.images.shape, [len(r.loss_trace) for r in sw.results]
+      ((2, 32, 32, 3), [3, 3])
+    """
 
     ratios: List[float]
     results: List[Result]
@@ -128,7 +147,19 @@ def _resolve_params(weights):
 
 @dataclasses.dataclass
 class Problem:
-    """A prepared problem: params, loss structure, targets, weights and the images they came from."""
+    """A prepared problem: params, loss structure, targets, weights and the images they came from.
+
+    Example:
+      >>> from nst_jax.image import sample_path
+      >>> p = prepare(sample_path("blue_marble"), sample_path("great_wave"), weights="tiny19", size=32,
+      ...             color="luminance")
+      >>> p.cfg.channels, p.content.shape, p.content_in.shape   # luminance transfer: a 1-channel variable
+      (1, (32, 32, 3), (32, 32, 3))
+      >>> bool(np.allclose(p.content_in[..., 0], p.content_in[..., 2]))   # the network sees grey (R = G = B = Y)
+      True
+      >>> {k: p.targets["grams"][k].shape for k in ("relu1_1", "relu5_1")}   # [S, C, C] per style layer
+      {'relu1_1': (1, 4, 4), 'relu5_1': (1, 8, 8)}
+    """
 
     params: Any
     cfg: S.LossConfig
@@ -164,7 +195,18 @@ def prepare(
     compute_dtype: Optional[str] = None,
     spatial: Optional[Mapping[str, Any]] = None,
 ) -> Problem:
-    """Load images and weights, apply colour control, build the loss structure, targets and traced weights."""
+    """Load images and weights, apply colour control, build the loss structure, targets and traced weights.
+
+    Arguments: see :func:`stylize` (its ``**problem_kwargs``); returns a :class:`Problem` for :func:`solve_problem`.
+
+    Example:
+      >>> from nst_jax.image import sample_path
+      >>> p = prepare(sample_path("blue_marble"), sample_path("great_wave"), weights="tiny19", size=32)
+      >>> p.content.shape, p.styles_in[0].shape        # the style's longest side follows the content's (style_scale)
+      ((32, 32, 3), (18, 32, 3))
+      >>> p.settings["content_weight"], p.settings["style_weight"], p.settings["style_layers"][-1]   # gatys preset
+      (1.0, 1000.0, 'relu5_1')
+    """
     from nst_jax import color as C
 
     pre = S.preset(preset)
@@ -340,6 +382,14 @@ def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageL
       resume: a :class:`nst_jax.checkpoint.Checkpoint` to continue from (its solver state, iteration and loss
         trace); the caller checks that its settings match. The finished run equals an uninterrupted one.
       stop: polled after each chunk; True ends the run early (``Result.interrupted``).
+
+    Example:
+      >>> from nst_jax.image import sample_path
+      >>> p = prepare(sample_path("blue_marble"), sample_path("great_wave"), weights="tiny19", size=32)
+      >>> a = solve_problem(p, iters=3, progress=False)
+      >>> b = solve_problem(p, iters=3, progress=False)    # same shapes: the compiled program is reused
+      >>> b.compile_seconds, bool(np.array_equal(a.image, b.image)), a.loss_trace[-1]["loss"] < a.loss_trace[0]["loss"]
+      (0.0, True, True)
     """
     if not isinstance(iters, (int, np.integer)) or iters < 0:
         raise ValueError(f"iterations must be an integer >= 0, got {iters!r}")
