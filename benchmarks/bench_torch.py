@@ -2,7 +2,7 @@
 
 Measures, in one run (see benchmarks/README.md for what each number means):
 
-  (a) f+g per second: PyTorch (timed closure calls) vs nst-jax ``Solve`` with the fixed-step "lbfgs" solver
+  (a) f+g per second: PyTorch (timed closure calls) vs nst-jax ``Solve`` with the default "lbfgs" solver
       (nfev / run_seconds, compile excluded and reported separately);
   (b) time to quality: the target is the clipped-image loss PyTorch's strong-Wolfe L-BFGS reaches within ``--fg``
       f+g; the wall time each side needs to first reach a loss <= target;

@@ -168,11 +168,13 @@ def _median_ms(fn, reps: int) -> float:
 
 
 def fg_speed(params, arch: str, sizes: Sequence[int], reps: int, bf16: bool, peak: Optional[float], peak_label: str,
-             content: str, style: str) -> List[Tuple[str, ...]]:
-    """Rows: ms per f+g, TFLOP/s and % of peak of the jitted value_and_grad at each square size."""
+             content: str, style: str, remat: bool = False) -> List[Tuple[str, ...]]:
+    """Rows: ms per f+g, TFLOP/s and % of peak of the jitted value_and_grad at each square size (``remat``: VGG
+    blocks rematerialised in the backward pass; the FLOPs counted stay those of one f+g without recomputation)."""
     rows = []
     spec = vgg.spec_from_params(params)
-    cfg = S.LossConfig(compute_dtype="bfloat16" if bf16 else None)  # the gatys preset's layers and Gram norm
+    # the gatys preset's layers and Gram norm
+    cfg = S.LossConfig(compute_dtype="bfloat16" if bf16 else None, remat=remat)
     weights = S.make_weights(cfg, params)  # alpha 1, beta 1e3, layer weights 1 / C_l^2
     for size in sizes:
         c = I.resize(I.load_image(sample_path(content)), (size, size))  # square, so the FLOPs are size^2-exact
@@ -186,7 +188,7 @@ def fg_speed(params, arch: str, sizes: Sequence[int], reps: int, bf16: bool, pea
         ms = _median_ms(lambda: vg(x, params, targets, weights, cfg), reps)
         flops = FG_FACTOR * forward_flops(spec, (size, size), cfg.style_layers, cfg.content_layers)
         tflops = flops / (ms * 1e-3) / 1e12
-        setting = f"{arch}, {size}x{size}{', bf16' if bf16 else ''}"
+        setting = f"{arch}, {size}x{size}{', bf16' if bf16 else ''}{', remat' if remat else ''}"
         rows.append(("f+g time", setting, f"{ms:.3f}", "ms",
                      f"{1e3 / ms:.1f} f+g/s; {flops / 1e9:.4g} GFLOP per f+g; first call (compile) {compile_s:.2f} s"))
         rows.append(("f+g throughput", setting, f"{tflops:.4g}", "TFLOP/s", f"{FG_FACTOR:g} x analytic forward FLOPs"))
@@ -307,6 +309,8 @@ def main(argv=None) -> int:
                     help="size of the measured peak-memory solves (default 512 on accelerators, 256 on CPU)")
     ap.add_argument("--history", type=int, default=100, help="L-BFGS history for the memory benchmark")
     ap.add_argument("--bf16", action="store_true", help="f+g speed in bfloat16 compute")
+    ap.add_argument("--remat-sizes", default=None,
+                    help="also time f+g with remat at these sizes, comma-separated (default: none; e.g. 512,1024)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s of the device (overrides the table)")
     ap.add_argument("--content", default="blue_marble", help="bundled sample name")
     ap.add_argument("--style", default="great_wave", help="bundled sample name")
@@ -334,6 +338,9 @@ def main(argv=None) -> int:
 
     if "speed" not in skip:
         rows += fg_speed(params, arch, sizes, reps, args.bf16, peak, peak_label, args.content, args.style)
+        if args.remat_sizes:
+            rows += fg_speed(params, arch, [int(s) for s in args.remat_sizes.split(",")], reps, args.bf16, peak,
+                             peak_label, args.content, args.style, remat=True)
         if not peak:
             notes.append(f"% of peak not reported: {peak_label}")
         if accel and 512 not in sizes:

@@ -14,10 +14,10 @@ Public API (everything below is importable from ``nst_jax``):
 * the compiled solve: :class:`LossConfig`, :class:`SolverConfig`, :class:`Solve`, :func:`compute_targets`,
   :func:`make_weights`, :func:`loss_terms`;
 * modules: ``vgg``, ``weights``, ``losses``, ``guidance``, ``color``, ``solve``, ``transfer`` (``stylize``/``sweep``
-  and their parts: ``prepare``, ``Problem``, ``solve_problem``), ``image``, ``figures``, ``pyramid``.
+  and their parts: ``prepare``, ``Problem``, ``solve_problem``), ``image``, ``figures``, ``pyramid``, ``memory``, ``checkpoint``.
 """
 
-from nst_jax import color, figures, guidance, image, losses, solve, transfer, vgg, weights
+from nst_jax import checkpoint, color, figures, guidance, image, losses, memory, pyramid, solve, transfer, vgg, weights
 from nst_jax.color import match_color, match_luminance, original_colors, rgb_to_yiq, yiq_to_rgb
 from nst_jax.guidance import load_guides, propagate_guides
 from nst_jax.image import load_image, sample_path, save_image
@@ -38,5 +38,6 @@ __all__ = [
     "propagate_guides", "load_guides",
     "load_image", "save_image", "sample_path",
     "LossConfig", "SolverConfig", "Solve", "compute_targets", "make_weights", "loss_terms",
-    "vgg", "weights", "losses", "guidance", "color", "solve", "transfer", "image", "figures",
+    "vgg", "weights", "losses", "guidance", "color", "solve", "transfer", "image", "figures", "pyramid", "memory",
+    "checkpoint",
 ]

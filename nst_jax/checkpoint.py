@@ -33,6 +33,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nst_jax.image import _current_umask as _umask
+
 __all__ = [
     "FORMAT",
     "Checkpoint",
@@ -134,6 +136,7 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
         arrays[f"state/{j:05d}"] = leaf
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; checkpoints follow the umask like images
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()

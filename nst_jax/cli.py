@@ -298,7 +298,21 @@ def _check_output(path, inputs, overwrite: bool, what: str = "output"):
     return out
 
 
+def _strict_json(obj):
+    """``obj`` with non-finite floats (a trace after a NaN stop) replaced by None, so the file is strict JSON."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
+
+
 def _write_json(path, obj) -> None:
+    """Write ``obj`` atomically as strict JSON (NaN/inf become null)."""
     import json
     import os
     import tempfile
@@ -307,7 +321,7 @@ def _write_json(path, obj) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
+            json.dump(_strict_json(obj), f, indent=1, allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

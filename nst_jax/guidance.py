@@ -141,7 +141,8 @@ def load_guides(
       ...                         "nosky": sample_path("tetons_snake_river_nosky.png")}, (600, 749))
       >>> names, g.shape, g.dtype
       (('sky', 'nosky'), (600, 749, 2), dtype('float32'))
-      >>> SKYFRAC
+      >>> np.unique(g).tolist(), bool(np.all(g.sum(-1) == 1.0)), round(float(g[..., 0].mean()), 3)  # 31 % is sky
+      ([0.0, 1.0], True, 0.315)
     """
     if not masks:
         raise ValueError("no guide masks given; pass {region_name: mask_path, ...}")

@@ -15,8 +15,10 @@ backward pass is about to consume what it saved)::
 (K: members of a vmapped sweep.) With ``remat`` only the block boundaries (pool outputs) stay plus one block's
 activations at a time (the largest). The constants were calibrated on CPU against XLA's own buffer assignment
 (``Compiled.memory_analysis()`` of the chunk program: arguments + outputs - donated aliases + temporaries, tiny19
-and vgg16 at 64-128 px) and against :func:`measure_peak_bytes` (resident-set growth of a fresh process; estimate /
-measured = 0.95-0.98 for tiny19 at 128/256 px, 0.94-0.97 for vgg16 at 128/256 px, history 20).
+and vgg16 at 64-128 px) and against :func:`measure_peak_bytes` (resident-set growth of a fresh process). ``ACT_FACTOR``
+is 1.0 since the network's ReLU and max pool keep 1-byte masks/indices for their backward passes
+(:func:`nst_jax.vgg.relu`, :func:`nst_jax.vgg.max_pool`; XLA's temporaries for vgg16 at 512 px, history 20: 894 MiB
+with ``jax.nn.relu`` and ``reduce_window``, 615 MiB with them; measured peak 850 MiB, estimate 828 MiB).
 
 Caveat: XLA:CPU realises neither saving -- the buffer assignment is the same with ``remat=True`` and *larger* with
 bfloat16 (it converts bf16 convolutions to float32) -- so the ``remat``/``compute_dtype`` terms model accelerators.
@@ -45,7 +47,7 @@ __all__ = [
     "estimate_for_config",
 ]
 
-ACT_FACTOR = 1.5
+ACT_FACTOR = 1.0
 IMAGE_COPIES = 12
 GRAM_COPIES = 2
 RUNTIME_OVERHEAD = 3 * 2 ** 20  # executable buffers, thread pools and small host allocations of one solve
@@ -131,10 +133,10 @@ def estimate_peak_bytes(
     Example:
       >>> full = estimate_peak_bytes((512, 512))                    # VGG19, L-BFGS history 100
       >>> format_bytes(full)
-      FULL
-      >>> [round(estimate_peak_bytes((512, 512), **kw) / full, 2)
+      '1.4 GiB'
+      >>> [round(estimate_peak_bytes((512, 512), **kw) / full, 2)   # history 20, remat, bf16, a sweep of 2
       ...  for kw in ({"history": 20}, {"remat": True}, {"compute_dtype": "bfloat16"}, {"batch": 2})]
-      RATIOS
+      [0.65, 0.87, 0.76, 1.9]
     """
     spec = vgg.get_spec(arch)
     if solver not in _SOLVERS:
@@ -192,15 +194,16 @@ def format_bytes(n: float) -> str:
     """``1536 -> "1.5 KiB"``, ``3.2e9 -> "3.0 GiB"`` (binary units, one decimal; bytes as an integer).
 
     Example:
-      >>> format_bytes(512), format_bytes(1536), format_bytes(3.2e9), format_bytes(2 ** 50)
-      ('512 B', '1.5 KiB', '3.0 GiB', '1024.0 TiB')
+      >>> format_bytes(512), format_bytes(1536), format_bytes(3.2e9), format_bytes(2 ** 50), format_bytes(2 ** 20 - 1)
+      ('512 B', '1.5 KiB', '3.0 GiB', '1024.0 TiB', '1.0 MiB')
     """
     n = float(n)
     if not math.isfinite(n) or n < 0:
         raise ValueError(f"byte count must be a finite number >= 0, got {n}")
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        shown = int(n) if unit == "B" else round(n, 1)
+        if shown < 1024 or unit == "TiB":
+            return f"{shown} B" if unit == "B" else f"{shown:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
 
@@ -233,7 +236,7 @@ def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:
       >>> check_fits(6 * 2 ** 30, limit_bytes=4 * 2 ** 30)
       Traceback (most recent call last):
       ...
-      ValueError: this solve needs ~6.00 GB but only 4.00 GB are available; try --remat, ...
+      ValueError: this solve needs ~6.00 GiB but only 4.00 GiB are available; try --remat, ...
     """
     if limit_bytes is None:
         limit_bytes = available_bytes()
@@ -241,7 +244,7 @@ def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:
         return
     if estimate > limit_bytes:
         gb = 1024 ** 3
-        raise ValueError(f"this solve needs ~{estimate / gb:.2f} GB but only {limit_bytes / gb:.2f} GB are available; "
+        raise ValueError(f"this solve needs ~{estimate / gb:.2f} GiB but only {limit_bytes / gb:.2f} GiB are available; "
                          "try --remat, --bf16, --history 20 or a smaller --size")
 
 

@@ -100,7 +100,7 @@ def scale_schedule(
       >>> scale_schedule((600, 800), size=1024, auto_scales=True, min_size=128)   # 128, 256, 512, 1024
       [(96, 128), (192, 256), (384, 512), (768, 1024)]
       >>> scale_schedule((600, 800))                                # the paper's ~512^2 then ~1024^2 pixels
-      PAPER
+      [(443, 591), (887, 1182)]
     """
     shape = I.fit_shape(content_shape_HW)  # validates (H, W)
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):

@@ -23,7 +23,7 @@ Solvers (``SolverConfig.name``), every one counting function+gradient (f+g) eval
 * ``"adam"`` -- ``optax.adam`` with projection onto [0, 1] (one f+g per iteration).
 
 Under ``vmap`` a line search's ``lax.cond`` runs both branches, so the f+g counts reported by the line-search
-solvers are logical evaluations; the fixed-step solver's count is exact in all cases.
+solvers are logical evaluations; the one-trial-per-iteration ``lbfgs`` count is exact in all cases.
 """
 
 from __future__ import annotations
@@ -490,10 +490,13 @@ class _OptaxState(NamedTuple):
 class _Optax(_StateFields):
     """optax.lbfgs (zoom line search) or optax.adam, projected onto [0, 1] after each update."""
 
-    def __init__(self, vg: Callable, cfg: SolverConfig):
+    def __init__(self, vg: Callable, cfg: SolverConfig, f: Optional[Callable] = None):
         import optax
 
         self.vg, self.cfg = vg, cfg
+        # the zoom line search differentiates its value function itself: give it the loss alone (taking the value
+        # out of ``vg`` would make each line-search f+g run a second, discarded backward pass)
+        self.f = f if f is not None else (lambda x, *args: vg(x, *args)[0])
         if cfg.name == "adam":
             self.opt = optax.adam(cfg.step)
         else:
@@ -510,7 +513,7 @@ class _Optax(_StateFields):
             upd, opt = self.opt.update(st.grad, st.opt, st.x)
             extra = jnp.asarray(0)
         else:
-            fn = lambda x: self.vg(x, *args)[0]  # noqa: E731
+            fn = lambda x: self.f(x, *args)  # noqa: E731
             upd, opt = self.opt.update(st.grad, st.opt, st.x, value=st.value, grad=st.grad, value_fn=fn)
             extra = jnp.asarray(optax.tree_utils.tree_get(opt, "num_linesearch_steps"), jnp.int32)
         x = jnp.clip(optax.apply_updates(st.x, upd), 0.0, 1.0)
@@ -561,12 +564,15 @@ def _unrolled_over_members(vg: Callable) -> Callable:
 
 
 def _make_solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
-    vg = jax.value_and_grad(lambda x, params, targets, weights: total_loss(x, params, targets, weights, loss_cfg))
+    def f(x, params, targets, weights):
+        return total_loss(x, params, targets, weights, loss_cfg)
+
+    vg = jax.value_and_grad(f)
     members = solver_cfg.members
     if members == "auto":
         members = "unroll" if jax.default_backend() == "cpu" else "vmap"
     if solver_cfg.name == "optax-lbfgs":
-        return _Optax(vg, solver_cfg)  # its line search differentiates the value function: keep plain vmap
+        return _Optax(vg, solver_cfg, f)  # its line search differentiates the value function: keep plain vmap
     if members == "unroll":
         vg = _unrolled_over_members(vg)
     if solver_cfg.name == "lbfgs":

@@ -21,7 +21,8 @@ from nst_jax import image as I
 from nst_jax import solve as S
 from nst_jax import vgg
 
-__all__ = ["Result", "SweepResult", "stylize", "sweep", "prepare", "Problem", "DEFAULT_RATIOS"]
+__all__ = ["Result", "SweepResult", "stylize", "sweep", "prepare", "Problem", "solve_problem", "initial_image",
+           "DEFAULT_RATIOS"]
 
 ImageLike = Union[str, "os.PathLike", np.ndarray, jax.Array]
 DEFAULT_RATIOS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -151,13 +152,12 @@ class Problem:
 
     Example:
       >>> from nst_jax.image import sample_path
-      >>> p = prepare(sample_path("blue_marble"), sample_path("great_wave"), weights="tiny19", size=32,
-      ...             color="luminance")
-      >>> p.cfg.channels, p.content.shape, p.content_in.shape   # luminance transfer: a 1-channel variable
-      (1, (32, 32, 3), (32, 32, 3))
-      >>> bool(np.allclose(p.content_in[..., 0], p.content_in[..., 2]))   # the network sees grey (R = G = B = Y)
-      True
-      >>> {k: p.targets["grams"][k].shape for k in ("relu1_1", "relu5_1")}   # [S, C, C] per style layer
+      >>> p = prepare(sample_path("blue_marble"), sample_path("great_wave"), weights="tiny19", size=32)
+      >>> p.cfg.content_layers, p.cfg.style_layers[-1], p.cfg.channels
+      (('relu4_2',), 'relu5_1', 3)
+      >>> p.targets["content"]["relu4_2"].shape                   # content features: 32 px after 3 poolings
+      (4, 4, 8)
+      >>> {k: p.targets["grams"][k].shape for k in ("relu1_1", "relu5_1")}   # [S, C, C] Gram targets
       {'relu1_1': (1, 4, 4), 'relu5_1': (1, 8, 8)}
     """
 
@@ -166,7 +166,7 @@ class Problem:
     targets: Dict[str, Any]
     weights: Dict[str, jax.Array]
     content: np.ndarray  # [H, W, 3] as the user gave it (resized)
-    content_in: np.ndarray  # [H, W, C] what the network sees for content (after colour control)
+    content_in: np.ndarray  # [H, W, 3] what the network sees for content (after colour control; grey for luminance)
     styles_in: List[np.ndarray]
     settings: Dict[str, Any]
     weights_info: Any = None
@@ -349,7 +349,7 @@ def stylize(
         ``style_blend``).
       iters: solver iterations (for ``lbfgs``/``adam`` one f+g each; line-search solvers use more, see ``n_fg``).
       init: ``"content"``, ``"noise"``, ``"style"`` or an image.
-      solver: ``"lbfgs"`` (fixed-step projected L-BFGS, the default, chosen by measured time-to-quality),
+      solver: ``"lbfgs"`` (projected L-BFGS, one f+g per iteration with a monotone guard; the default, chosen by measured time-to-quality),
         ``"jaxopt"`` (jaxopt L-BFGS-B), ``"optax-lbfgs"``, ``"adam"``.
       callback: ``callback(iteration, image_HW3)`` every ``save_every`` iterations (intermediate saves).
       **problem_kwargs: see :func:`prepare` (weights, size, preset, content/style/tv weights, layers, pooling,

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import vgg
+from nst_jax.image import _current_umask
 
 __all__ = [
     "Source",
@@ -232,12 +233,6 @@ def _file_digest(path: Path, algo: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 _UMASK = _current_umask()

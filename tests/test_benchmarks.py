@@ -120,8 +120,9 @@ def _table(lines, heading):
 def test_quick_run_writes_a_well_formed_report(tmp_path, request):
     out = tmp_path / "report.md"
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(request.config.cache.mkdir("nst-jax-bench-xla-cache")))
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    argv = ["--quick", "--remat-sizes", "32", "--out", str(out)]
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), *argv], capture_output=True, text=True,
+                       timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()
     assert r.stdout == text
@@ -145,6 +146,7 @@ def test_quick_run_writes_a_well_formed_report(tmp_path, request):
     assert {"f+g time", "f+g throughput"} <= kinds
     fg = next(row for row in rows if row[0] == "f+g time")
     assert fg[1] == "tiny19, 32x32" and 0 < float(fg[2]) < 10_000
+    assert any(row[0] == "f+g time" and row[1] == "tiny19, 32x32, remat" for row in rows)
     assert {"peak memory (estimate)", "peak memory (measured)"} <= kinds
     assert sum(row[0] == "peak memory (measured)" for row in rows) == 2  # remat off and on
     assert any(k.startswith("(c) sweep") for k in kinds)  # bench_torch's sweep row (needs no PyTorch)

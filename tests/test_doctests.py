@@ -21,10 +21,15 @@ MODULES = [
     "nst_jax.image",
     "nst_jax.figures",
     "nst_jax.vgg",
+    "nst_jax.weights",
+    "nst_jax.pyramid",
+    "nst_jax.memory",
+    "nst_jax.checkpoint",
 ]
 # module -> minimum number of doctest examples (">>>" lines) expected to run
-MIN_EXAMPLES = {"nst_jax.transfer": 4, "nst_jax.losses": 3, "nst_jax.color": 4, "nst_jax.image": 2,
-                "nst_jax.guidance": 3, "nst_jax.figures": 3, "nst_jax.vgg": 3}
+MIN_EXAMPLES = {"nst_jax.transfer": 28, "nst_jax.losses": 28, "nst_jax.color": 26, "nst_jax.image": 8,
+                "nst_jax.guidance": 9, "nst_jax.figures": 3, "nst_jax.vgg": 11, "nst_jax.weights": 32,
+                "nst_jax.pyramid": 6, "nst_jax.memory": 6, "nst_jax.checkpoint": 9}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

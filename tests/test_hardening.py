@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pathlib
 import shutil
 
@@ -268,6 +269,11 @@ def test_nonfinite_loss_stops_keeps_last_finite_image_and_names_the_term(folder,
     warn = [ln for ln in captured.err.splitlines() if "warning" in ln]
     assert len(warn) == 1 and "NaN/inf at iteration 4" in warn[0] and "iteration 3" in warn[0] and "--lr" in warn[0]
     assert any(f"the {t} loss" in warn[0] for t in ("content", "style", "tv", "total"))
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in the JSON trace: not strict JSON")
+
+    json.loads((tmp_path / "nan.json").read_text(), parse_constant=no_constants)
     monkeypatch.undo()
     rc = cli.main(argv + ["-o", str(tmp_path / "ref.png"), "--iters", "3", "--no-progress"])
     assert rc == 0
