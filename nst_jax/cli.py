@@ -459,6 +459,10 @@ def _check_inputs(args, styles, c_masks, s_masks, init_file: bool) -> None:
         M.check_fits(est, limit)
     except ValueError as e:
         raise ValueError(f"{W}x{H} px: {e}" + ("" if limit is None else " (or raise --memory-limit)")) from None
+    if not getattr(args, "no_progress", True):
+        avail = limit if limit is not None else M.available_bytes()
+        of = "" if avail is None else f" of {M.format_bytes(avail)} {'allowed' if limit is not None else 'free'}"
+        print(f"nst-jax: {W}x{H} px: estimated peak memory {M.format_bytes(est)}{of}", file=sys.stderr)
 
 
 def _run_settings(args, styles, c_masks, s_masks, init_file: bool) -> dict:

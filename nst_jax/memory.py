@@ -18,7 +18,7 @@ activations at a time (the largest). The constants were calibrated on CPU agains
 and vgg16 at 64-128 px) and against :func:`measure_peak_bytes` (resident-set growth of a fresh process). ``ACT_FACTOR``
 is 1.0 since the network's ReLU and max pool keep 1-byte masks/indices for their backward passes
 (:func:`nst_jax.vgg.relu`, :func:`nst_jax.vgg.max_pool`; XLA's temporaries for vgg16 at 512 px, history 20: 894 MiB
-with ``jax.nn.relu`` and ``reduce_window``, 615 MiB with them; measured peak 850 MiB, estimate 828 MiB).
+with ``jax.nn.relu`` and ``reduce_window``, 635 MiB with them; measured peak 850 MiB, estimate 828 MiB).
 
 Caveat: XLA:CPU realises neither saving -- the buffer assignment is the same with ``remat=True`` and *larger* with
 bfloat16 (it converts bf16 convolutions to float32) -- so the ``remat``/``compute_dtype`` terms model accelerators.

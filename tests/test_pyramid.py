@@ -135,9 +135,11 @@ def test_pyramid_keeps_luminance_control_at_every_level(tiny_params, images):
                           style_layers=["relu1_1", "relu2_1"], **SOLVE)
     assert [x.shape[-1] for x in r.inits] == [1, 1]  # the variable is luminance at both levels
     assert all(lv.settings["color"] == "luminance" for lv in r.levels) and r.settings["color"] == "luminance"
-    # level 2 starts from level 1's optimised luminance (= the Y of its recombined output), resized
+    # level 2 starts from level 1's optimised luminance (= the Y of its recombined output, except where that RGB
+    # output was clipped to [0, 1]: a few out-of-gamut pixels), resized
     y1 = np.asarray(C.luminance(r.levels[0].image))
-    np.testing.assert_allclose(r.inits[1][..., 0], I.resize(y1, (48, 40)), atol=2e-3)
+    diff = np.abs(r.inits[1][..., 0] - I.resize(y1, (48, 40)))
+    assert np.mean(diff > 2e-3) < 0.01 and diff.max() < 0.01, (np.mean(diff > 2e-3), diff.max())
     # the output keeps the content's chrominance (I, Q of YIQ) at full size
     iq_out = np.asarray(C.rgb_to_yiq(r.image))[..., 1:]
     iq_content = np.asarray(C.rgb_to_yiq(I.resize(images["content"], (48, 40))))[..., 1:]

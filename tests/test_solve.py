@@ -209,13 +209,14 @@ def _reference_guarded_lbfgs(fg, x0, iters, m, lr):
                 S_, Y_ = (S_ + [s])[-m:], (Y_ + [y])[-m:]
             x, f, g, step = xt, ft, gt, min(2.0 * step, 1.0)
         else:
-            step *= 0.5
+            curv = ft - f - g @ s
+            step *= float(np.clip(-(g @ s) / (2 * curv), 0.1, 0.5)) if curv > 0 else 0.5
         values.append(f)
     return x, np.asarray(values), accepted
 
 
 def test_guarded_lbfgs_equals_numpy_reference_and_is_monotone():
-    """On a box-constrained quadratic with a step 3x too long (so trials get rejected and the step halves), the
+    """On a box-constrained quadratic with a step 3x too long (so trials get rejected and the step shrinks), the
     compiled solver's accepted iterates and losses equal a NumPy float64 reference, and the loss never rises."""
     n = 40
     rng = np.random.default_rng(3)
@@ -239,12 +240,12 @@ def test_guarded_lbfgs_equals_numpy_reference_and_is_monotone():
     np.testing.assert_allclose(values, v_ref, rtol=2e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(st.x), x_ref, atol=1e-4)
     assert np.all(np.diff(values) <= 0), values
-    assert int(st.nfev) == 13 and float(st.step) in (0.25, 0.5, 1.0)
+    assert int(st.nfev) == 13 and 0 < float(st.step) <= 1.0
 
 
-def test_rejected_trial_keeps_iterate_and_halves_step(tiny_params, images, problem):
+def test_rejected_trial_keeps_iterate_and_shrinks_step(tiny_params, images, problem):
     """A huge step multiplier makes the first trials overshoot: the reported loss and image stay at x0, the step
-    halves per rejection, and each rejection still costs (and counts) one f+g."""
+    shrinks per rejection, and each rejection still costs (and counts) one f+g."""
     cfg, t, w = problem
     out = S.Solve(cfg, S.SolverConfig(history=5, chunk=3, lr=1e9))(tiny_params, t, w, images[0], 3)
     assert list(out.nfevs) == [1, 2, 3, 4]
