@@ -320,6 +320,9 @@ def _write_json(path, obj) -> None:
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
     try:
+        from nst_jax.image import _current_umask
+
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; traces follow the umask like images
         with os.fdopen(fd, "w") as f:
             json.dump(_strict_json(obj), f, indent=1, allow_nan=False)
         os.replace(tmp, path)
