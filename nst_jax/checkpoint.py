@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nst_jax.image import _current_umask as _umask
+from nst_jax.image import _atomic_write
 
 __all__ = [
     "FORMAT",
@@ -134,20 +134,7 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
     }
     for j, leaf in enumerate(leaves):
         arrays[f"state/{j:05d}"] = leaf
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; checkpoints follow the umask like images
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 

@@ -314,22 +314,11 @@ def _strict_json(obj):
 def _write_json(path, obj) -> None:
     """Write ``obj`` atomically as strict JSON (NaN/inf become null)."""
     import json
-    import os
-    import tempfile
 
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
-    try:
-        from nst_jax.image import _current_umask
+    from nst_jax.image import _atomic_write
 
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; traces follow the umask like images
-        with os.fdopen(fd, "w") as f:
-            json.dump(_strict_json(obj), f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(_strict_json(obj), indent=1, allow_nan=False)
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _say_random(result_settings) -> None:

@@ -30,7 +30,7 @@ import math
 import os
 import pathlib
 import tempfile
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
@@ -312,6 +312,27 @@ def _current_umask() -> int:
     return mask
 
 
+def _atomic_write(path, write, mode: Optional[int] = None) -> None:
+    """Write ``path`` through a temp file in its folder (``write(binary_file)``), fsync, then ``os.replace`` it into
+    place: readers never see a partial file. ``mode``: the file's permissions (default: what the umask gives a new
+    file; ``mkstemp`` alone would make it 0600)."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask() if mode is None else mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def _to_uint8(image_HW3) -> np.ndarray:
     arr = np.asarray(image_HW3)
     if arr.ndim != 3 or arr.shape[-1] != 3:
@@ -386,21 +407,8 @@ def save_image(
         if texts:
             save_kwargs["comment"] = json.dumps(texts)
 
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_current_umask()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(pixels).save(fh, format=fmt, **save_kwargs)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    mode = path.stat().st_mode & 0o777 if path.exists() else None
+    _atomic_write(path, lambda fh: Image.fromarray(pixels).save(fh, format=fmt, **save_kwargs), mode)
     return path
 
 

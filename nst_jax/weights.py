@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import vgg
-from nst_jax.image import _current_umask
+from nst_jax.image import _atomic_write as _image_atomic_write
 
 __all__ = [
     "Source",
@@ -235,26 +235,12 @@ def _file_digest(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-_UMASK = _current_umask()
 
 
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write ``path`` through a temp file in the same folder and ``os.replace`` it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; cache files follow the umask like any other
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _image_atomic_write(path, write)
 
 
 def _say(msg: str, verbose: bool = True) -> None:
