@@ -39,6 +39,21 @@ __all__ = [
 ]
 
 
+@jax.custom_jvp
+def _gram_sum(f_NC: jax.Array) -> jax.Array:
+    """``F^T F`` of [N, C] features, [C, C]. Its JVP is ``S + S^T`` with ``S = F^T dF``, so reverse mode needs one
+    [N, C] product ``F (dG + dG^T)`` instead of the two that differentiating the einsum gives (half the memory XLA
+    holds for it, since it computes these products as early as it can)."""
+    return jnp.einsum("nc,nd->cd", f_NC, f_NC, precision=jax.lax.Precision.HIGHEST)
+
+
+@_gram_sum.defjvp
+def _gram_sum_jvp(primals, tangents):
+    (f_NC,), (t_NC,) = primals, tangents
+    s_CxC = jnp.einsum("nc,nd->cd", f_NC, t_NC, precision=jax.lax.Precision.HIGHEST)
+    return _gram_sum(f_NC), s_CxC + s_CxC.T
+
+
 def gram(feats_HWC: jax.Array, norm: str = "hw") -> jax.Array:
     """Gram matrix ``G = F^T F / N`` of a [H, W, C] feature map, [C, C].
 
@@ -52,7 +67,7 @@ def gram(feats_HWC: jax.Array, norm: str = "hw") -> jax.Array:
     """
     h, w, c = feats_HWC.shape
     f_NC = feats_HWC.reshape(h * w, c)
-    g = jnp.einsum("nc,nd->cd", f_NC, f_NC, precision=jax.lax.Precision.HIGHEST)
+    g = _gram_sum(f_NC)
     if norm == "hw":
         return g / (h * w)
     if norm == "chw":
@@ -202,8 +217,8 @@ def guided_gram(feats_HWC: jax.Array, guides_HWR_normalized: jax.Array, norm: st
             "this layer (nst_jax.guidance.propagate_guides)"
         )
     f_NC = feats_HWC.reshape(h * w, c)
-    t2_NR = jnp.square(guides_HWR_normalized.reshape(h * w, -1))
-    g = jnp.einsum("nr,nc,nd->rcd", t2_NR, f_NC, f_NC, precision=jax.lax.Precision.HIGHEST)
+    t_NR = guides_HWR_normalized.reshape(h * w, -1)
+    g = jax.vmap(lambda t_N: _gram_sum(t_N[:, None] * f_NC), in_axes=1)(t_NR)  # sum_n t_nr^2 f_nc f_nd
     if norm == "hw":
         return g / (h * w)
     if norm == "chw":

@@ -1,7 +1,6 @@
 """Analytic peak-memory estimate of one solve, and a check that it fits before compiling anything.
 
-The estimate adds the buffers live at the peak of one compiled solver iteration (the forward pass has run and the
-backward pass is about to consume what it saved)::
+The estimate adds the buffers live at the peak of one compiled solver iteration::
 
     peak ~= RUNTIME_OVERHEAD                        executables, thread pools, small host allocations (constant)
           + params                                  all conv kernels + biases (float32), plus a transformed copy of
@@ -9,19 +8,26 @@ backward pass is about to consume what it saved)::
           + targets                                 content features (H_l W_l C_l) + GRAM_COPIES x the Grams (S C_l^2)
           + K x solver state                        L-BFGS: 2 m H W C (history s, y); adam: 2 H W C
           + K x IMAGE_COPIES H W C                  x, grad, direction, two-loop vectors, new iterate (float32)
-          + K x ACT_FACTOR sum_l H_l W_l C_l        conv/relu/pool outputs up to the deepest used layer, saved for the
-                                                    backward pass, in the compute dtype (bf16: 2 bytes)
+          + K x (PEAK_LAYERS x max_l H_l W_l C_l    float activations live at once: at the widest layer (conv1_2 of
+                 + sum_taps H_l W_l C_l)            VGG) its input and output, plus every layer the loss reads, whose
+                                                    feature map (or, after XLA's rewrite, the same-sized product
+                                                    F (dG + dG^T) of the Gram's gradient) waits for the backward pass
+          + K x residuals                           what the backward pass keeps from the forward pass: 1 bit per ReLU
+                                                    output and 1 byte per max-pool output (with remat: the float block
+                                                    inputs instead)
 
-(K: members of a vmapped sweep.) With ``remat`` only the block boundaries (pool outputs) stay plus one block's
-activations at a time (the largest). The constants were calibrated on CPU against XLA's own buffer assignment
-(``Compiled.memory_analysis()`` of the chunk program: arguments + outputs - donated aliases + temporaries, tiny19
-and vgg16 at 64-128 px) and against :func:`measure_peak_bytes` (resident-set growth of a fresh process). ``ACT_FACTOR``
-is 1.0 since the network's ReLU and max pool keep 1-byte masks/indices for their backward passes
-(:func:`nst_jax.vgg.relu`, :func:`nst_jax.vgg.max_pool`; XLA's temporaries for vgg16 at 512 px, history 20: 894 MiB
-with ``jax.nn.relu`` and ``reduce_window``, 635 MiB with them; measured peak 850 MiB, estimate 828 MiB).
+(K: members of a vmapped sweep; activations in the compute dtype, bf16: 2 bytes.) The network's backward pass needs
+no float activation (input gradients of a conv need only its kernel): :func:`nst_jax.vgg.relu` keeps a bit-packed
+mask, :func:`nst_jax.vgg.max_pool` a 1-byte code of each window's maximum, and the Gram's custom JVP one [N, C]
+product per style layer (:func:`nst_jax.losses.gram`); both residuals are built by reductions, which XLA
+materialises instead of fusing the comparisons into the backward pass (XLA:CPU drops ``optimization_barrier``, so
+barriers cannot do this there). Calibrated on CPU against XLA's own buffer assignment (``Compiled.memory_analysis()``:
+vgg16 at 512 px, value and gradient: 616 MiB of temporaries before these changes, 256 MiB after) and against
+:func:`measure_peak_bytes` (resident-set growth of a fresh process).
 
-Caveat: XLA:CPU realises neither saving -- the buffer assignment is the same with ``remat=True`` and *larger* with
-bfloat16 (it converts bf16 convolutions to float32) -- so the ``remat``/``compute_dtype`` terms model accelerators.
+With these residuals ``remat`` has nothing left to save for VGG: the float block inputs it keeps are larger than the
+masks it drops, and XLA:CPU ignores it anyway (identical buffer assignment); the term models accelerators.
+bfloat16 activations likewise only save memory on accelerators (XLA:CPU computes bf16 convolutions in float32).
 Sizes follow ``nst_jax.vgg``: 3x3 SAME convs keep H, W; 2x2 stride-2 VALID pools floor them.
 """
 
@@ -34,7 +40,7 @@ from typing import Optional, Sequence
 from nst_jax import vgg
 
 __all__ = [
-    "ACT_FACTOR",
+    "PEAK_LAYERS",
     "IMAGE_COPIES",
     "GRAM_COPIES",
     "RUNTIME_OVERHEAD",
@@ -47,7 +53,7 @@ __all__ = [
     "estimate_for_config",
 ]
 
-ACT_FACTOR = 1.0
+PEAK_LAYERS = 2
 IMAGE_COPIES = 12
 GRAM_COPIES = 2
 RUNTIME_OVERHEAD = 3 * 2 ** 20  # executable buffers, thread pools and small host allocations of one solve
@@ -87,6 +93,33 @@ def activation_elements(spec, shape_HW, layers: Sequence[str]) -> tuple[int, int
             block = 0
     biggest = max(biggest, block)
     return total, bounds, biggest
+
+
+def _layer_stats(spec, shape_HW, layers: Sequence[str]) -> tuple[int, int, int, int]:
+    """``(widest, taps, relu, pool)`` element counts up to the deepest of ``layers``: the largest single layer
+    output, the sum over ``layers`` themselves, over every ReLU output and over every pool output."""
+    spec = vgg.get_spec(spec)
+    chans = vgg.layer_channels(spec)
+    last = max(_conv_or_layer_index(spec, n) for n in layers)
+    h, w = int(shape_HW[0]), int(shape_HW[1])
+    widest = taps = relu = pool = 0
+    wanted = set(layers)
+    for j, (name, kind) in enumerate(vgg.layer_sequence(spec)[: last + 1]):
+        if kind == "pool":
+            h, w = h // 2, w // 2
+        n = h * w * chans[name]
+        widest = max(widest, n)
+        taps += n if name in wanted else 0
+        relu += n if kind == "relu" else 0
+        pool += n if kind == "pool" else 0
+    return widest, taps, relu, pool
+
+
+def _conv_or_layer_index(spec, name: str) -> int:
+    for j, (lay, _) in enumerate(vgg.layer_sequence(spec)):
+        if lay == name:
+            return j
+    raise ValueError(f"unknown layer(s) [{name!r}] for {spec.name}; use names such as relu4_2")
 
 
 def _param_elements(spec, upto: Optional[int] = None) -> int:
@@ -133,10 +166,10 @@ def estimate_peak_bytes(
     Example:
       >>> full = estimate_peak_bytes((512, 512))                    # VGG19, L-BFGS history 100
       >>> format_bytes(full)
-      '1.4 GiB'
+      '1.0 GiB'
       >>> [round(estimate_peak_bytes((512, 512), **kw) / full, 2)   # history 20, remat, bf16, a sweep of 2
       ...  for kw in ({"history": 20}, {"remat": True}, {"compute_dtype": "bfloat16"}, {"batch": 2})]
-      [0.65, 0.87, 0.76, 1.9]
+      [0.54, 1.01, 0.85, 1.87]
     """
     spec = vgg.get_spec(arch)
     if solver not in _SOLVERS:
@@ -154,12 +187,10 @@ def estimate_peak_bytes(
     n_img = h * w * channels
 
     chans = vgg.layer_channels(spec)
-    total, bounds, biggest = activation_elements(spec, (h, w), layers)
-    if remat:  # block boundaries + the loss's taps (block outputs) + one block rebuilt at a time
-        taps = sum(math.prod(_layer_hw(spec, (h, w), n)) * chans[n] for n in layers)
-        acts = (bounds + taps + ACT_FACTOR * biggest) * act_bytes
-    else:
-        acts = ACT_FACTOR * total * act_bytes
+    _, bounds, _ = activation_elements(spec, (h, w), layers)
+    widest, taps, relu, pool = _layer_stats(spec, (h, w), layers)
+    residuals = bounds * act_bytes if remat else relu // 8 + pool
+    acts = (PEAK_LAYERS * widest + taps) * act_bytes + residuals
 
     content_el = 0
     for name in content_layers:

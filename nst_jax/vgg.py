@@ -209,31 +209,77 @@ def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     return y + bias.astype(y.dtype)
 
 
+@jax.custom_jvp
 def relu(x: jax.Array) -> jax.Array:
-    """``max(x, 0)`` (``jax.nn.relu``: gradient 0 at 0). Its JVP selects on ``x > 0``, so reverse mode keeps a
-    1-byte mask per element, not the float input.
+    """``max(x, 0)`` (gradient 0 at 0, as ``jax.nn.relu``). Its JVP selects on the mask ``x > 0`` packed into bits
+    (8 channels per byte) by a reduction, so reverse mode keeps 1 bit per element: XLA materialises a reduction's
+    result, whereas a plain comparison gets fused into the backward pass, keeping the float input alive until then
+    (XLA:CPU drops ``lax.optimization_barrier``, so a barrier cannot prevent that).
 
     Example:
       >>> x = jnp.array([-1.0, 0.0, 2.0])
       >>> relu(x).tolist(), jax.grad(lambda x: relu(x).sum())(x).tolist()
       ([0.0, 0.0, 2.0], [0.0, 0.0, 1.0])
     """
-    return jax.nn.relu(x)
+    return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+
+def _pack_bits(mask: jax.Array) -> jax.Array:
+    """bool [..., C] -> uint8 [..., ceil(C / 8)], bit k of byte j = mask[..., 8 j + k]."""
+    c = mask.shape[-1]
+    pad = -c % 8
+    m = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, pad)]).astype(jnp.uint8)
+    m = m.reshape(mask.shape[:-1] + ((c + pad) // 8, 8))
+    return jnp.sum(m << jnp.arange(8, dtype=jnp.uint8), axis=-1, dtype=jnp.uint8)
+
+
+def _unpack_bits(packed: jax.Array, c: int) -> jax.Array:
+    """Inverse of :func:`_pack_bits`: uint8 [..., ceil(C / 8)] -> bool [..., C]."""
+    bits = (packed[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & jnp.uint8(1)
+    return bits.reshape(packed.shape[:-1] + (-1,))[..., :c] > 0
+
+
+@relu.defjvp
+def _relu_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    mask = _unpack_bits(_pack_bits(x > 0), x.shape[-1])
+    return relu(x), jnp.where(mask, t, jnp.zeros((), t.dtype))
 
 
 def _windows(x_HWC: jax.Array) -> jax.Array:
-    """The four members of each 2x2 stride-2 window, [H // 2, W // 2, 4, C] (odd last row/column dropped)."""
+    """The 2x2 stride-2 windows as [H // 2, 2, W // 2, 2, C] (a reshape: no copy; odd last row/column dropped)."""
     h, w = x_HWC.shape[0] // 2, x_HWC.shape[1] // 2
-    return jnp.stack([x_HWC[i:2 * h:2, j:2 * w:2] for i in (0, 1) for j in (0, 1)], axis=2)
+    return x_HWC[: 2 * h, : 2 * w].reshape(h, 2, w, 2, x_HWC.shape[2])
+
+
+def _first_max_code(win: jax.Array) -> jax.Array:
+    """Which member of each window is its first maximum (row-major k = 2a + b; ties go to the first, as
+    ``lax.reduce_window``'s gradient does), as bit k of a uint8 [H // 2, W // 2, C].
+
+    Built by a reduction, which XLA materialises (1 byte per output) instead of fusing the comparisons into the
+    backward pass and keeping the float input alive until then."""
+    m = jnp.max(win, axis=(1, 3), keepdims=True)
+    hit = win == m  # [H/2, 2, W/2, 2, C]
+    seen = jnp.zeros_like(hit[:, :1, :, :1])
+    first = []
+    for a in (0, 1):
+        for b in (0, 1):
+            h = hit[:, a:a + 1, :, b:b + 1] & ~seen
+            seen = seen | h
+            first.append(h)
+    first = jnp.concatenate([jnp.concatenate(first[0:2], axis=3), jnp.concatenate(first[2:4], axis=3)], axis=1)
+    shifts = jnp.array([[0, 1], [2, 3]], jnp.uint8)[None, :, None, :, None]
+    return jnp.sum(first.astype(jnp.uint8) << shifts, axis=(1, 3), dtype=jnp.uint8)
 
 
 @jax.custom_jvp
 def max_pool(x_HWC: jax.Array) -> jax.Array:
     """2x2 stride-2 VALID max pooling, [H, W, C] -> [H // 2, W // 2, C].
 
-    Differentiated through a 1-byte argmax index per output (the tangent of each output is the tangent of its
-    window's first maximum), so reverse mode keeps that index instead of the float input that the gradient of
-    ``lax.reduce_window`` max pooling keeps (16x less memory for this layer's residual); forward mode works too.
+    Differentiated through a 1-byte code per output marking its window's first maximum (the tangent of each output
+    is the tangent of that member), so reverse mode keeps the code instead of the float input that the gradient of
+    ``lax.reduce_window`` max pooling keeps (16x less memory for this layer's residual), and the cotangent is
+    scattered back by one select over the reshaped windows (no per-window-member copies); forward mode works too.
 
     Example:
       >>> x = jnp.arange(16.0).reshape(4, 4, 1)
@@ -242,18 +288,19 @@ def max_pool(x_HWC: jax.Array) -> jax.Array:
       >>> jax.grad(lambda x: max_pool(x).sum())(x)[..., 0].astype(int).tolist()
       [[0, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 1]]
     """
-    return jnp.max(_windows(x_HWC), axis=2)
+    return jnp.max(_windows(x_HWC), axis=(1, 3))
 
 
 @max_pool.defjvp
 def _max_pool_jvp(primals, tangents):
     (x_HWC,), (t_HWC,) = primals, tangents
     win = _windows(x_HWC)
-    idx = jnp.argmax(win, axis=2).astype(jnp.int8)
+    code = _first_max_code(win)
+    shifts = jnp.array([[0, 1], [2, 3]], jnp.uint8)[None, :, None, :, None]
+    chosen = ((code[:, None, :, None, :] >> shifts) & jnp.uint8(1)) > 0  # [H/2, 2, W/2, 2, C]
     t_win = _windows(t_HWC)
-    zero = jnp.zeros((), t_win.dtype)
-    t_out = sum(jnp.where(idx == k, t_win[:, :, k], zero) for k in range(4))
-    return jnp.max(win, axis=2), t_out
+    t_out = jnp.sum(jnp.where(chosen, t_win, jnp.zeros((), t_win.dtype)), axis=(1, 3))
+    return jnp.max(win, axis=(1, 3)), t_out
 
 
 def _pool(x_HWC: jax.Array, pooling: str) -> jax.Array:

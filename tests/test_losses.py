@@ -11,6 +11,22 @@ from nst_jax import solve as S
 from nst_jax import vgg
 
 
+def test_gram_custom_jvp_matches_the_einsum_derivatives():
+    """The Gram's JVP (S + S^T, S = F^T dF) and its transpose (one product F (dG + dG^T)) equal the derivatives of
+    the plain einsum, forward and reverse, for the plain and the guided Gram."""
+    f = jax.random.normal(jax.random.PRNGKey(0), (5, 4, 3))
+    t = jax.random.uniform(jax.random.PRNGKey(1), (5, 4, 2))
+    hi = jax.lax.Precision.HIGHEST
+    ref = lambda a: jnp.einsum("nc,nd->cd", a.reshape(20, 3), a.reshape(20, 3), precision=hi) / 20  # noqa: E731
+    ref_g = lambda a: jnp.einsum("nr,nc,nd->rcd", jnp.square(t.reshape(20, 2)), a.reshape(20, 3),  # noqa: E731
+                                 a.reshape(20, 3), precision=hi) / 20
+    guided = lambda a: L.guided_gram(a, t)  # noqa: E731
+    for mine, theirs in ((L.gram, ref), (guided, ref_g)):
+        np.testing.assert_allclose(mine(f), theirs(f), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(jax.jacfwd(mine)(f), jax.jacfwd(theirs)(f), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(jax.jacrev(mine)(f), jax.jacrev(theirs)(f), rtol=1e-6, atol=1e-6)
+
+
 def test_gram_matches_einsum():
     f = np.random.default_rng(0).normal(size=(5, 7, 4)).astype(np.float32)
     F = f.reshape(35, 4).astype(np.float64)

@@ -100,10 +100,12 @@ def test_layer_names_literature():
     assert vgg.layer_channels("vgg19")["relu4_2"] == 512
 
 
-@pytest.mark.parametrize("shape", [(6, 8, 3), (7, 9, 2), (2, 2, 1)])
+@pytest.mark.parametrize("shape", [(6, 8, 3), (7, 9, 2), (2, 2, 1), (4, 6, 13), (3, 5, 16)])
 def test_memory_lean_relu_and_max_pool_equal_the_reference_ops(shape):
-    """The max pool differentiated through a 1-byte argmax gives exactly the values, gradients and Jacobians of
-    ``lax.reduce_window`` max pooling (random inputs: no ties), odd sizes included; ``relu`` is ``jax.nn.relu``."""
+    """The max pool differentiated through a 1-byte code of each window's maximum gives exactly the values,
+    gradients and Jacobians of ``lax.reduce_window`` max pooling (random inputs: no ties), odd sizes included;
+    ``relu`` with its bit-packed mask is ``jax.nn.relu`` in value, gradient and Jacobian (channel counts that are
+    and are not multiples of 8)."""
     x = jax.random.normal(jax.random.PRNGKey(sum(shape)), shape)
     ref_pool = lambda a: jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (2, 2, 1), (2, 2, 1), "VALID")  # noqa
     c = jax.random.normal(jax.random.PRNGKey(1), ref_pool(x).shape)
@@ -115,6 +117,26 @@ def test_memory_lean_relu_and_max_pool_equal_the_reference_ops(shape):
                                   jax.grad(lambda a: (jax.nn.relu(a) * c.sum()).sum())(x))
     # forward mode too (the receptive-field tests take Jacobians with jacfwd)
     np.testing.assert_array_equal(jax.jacfwd(vgg.max_pool)(x), jax.jacfwd(ref_pool)(x))
+    np.testing.assert_array_equal(jax.jacfwd(vgg.relu)(x), jax.jacfwd(jax.nn.relu)(x))
+    np.testing.assert_array_equal(jax.jacrev(vgg.relu)(x), jax.jacrev(jax.nn.relu)(x))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 7, 8, 9, 64])
+def test_relu_mask_bit_packing_round_trips(channels):
+    """Bit k of byte j holds channel 8 j + k; unpacking restores the mask exactly (padding bits dropped)."""
+    mask = np.random.default_rng(channels).random((3, 5, channels)) > 0.5
+    packed = vgg._pack_bits(jnp.asarray(mask))
+    assert packed.dtype == jnp.uint8 and packed.shape == (3, 5, -(-channels // 8))
+    ref = np.packbits(np.pad(mask, [(0, 0), (0, 0), (0, -channels % 8)]), axis=-1, bitorder="little")
+    np.testing.assert_array_equal(packed, ref)
+    np.testing.assert_array_equal(vgg._unpack_bits(packed, channels), mask)
+
+
+def test_max_pool_code_marks_the_first_maximum_of_each_window():
+    """Bit k (k = 2 a + b, row-major in the window) is set for the first maximum only, ties included."""
+    x = jnp.array([[1.0, 3.0, 2.0, 2.0], [3.0, 0.0, 2.0, 2.0]])[..., None]  # windows: max 3 twice; all equal
+    code = vgg._first_max_code(vgg._windows(x))
+    assert code[..., 0].tolist() == [[2, 1]]
 
 
 def test_max_pool_gradient_goes_to_one_member_of_a_tied_window():
