@@ -658,7 +658,7 @@ def _add_stylize_parser(subparsers) -> None:
     p.add_argument("--plot", action="store_true", help="write OUT_loss.png (needs matplotlib)")
     sc = p.add_argument_group("scale control (Gatys et al. 2017, Sec. 6)")
     sc.add_argument("--scales", default=None, help="coarse-to-fine longest sides, e.g. 512,1024")
-    sc.add_argument("--iters-per-scale", default=None, help="iterations per level, e.g. 500,200 (default 500,200)")
+    sc.add_argument("--iters-per-scale", default=None, help="iterations per level, e.g. 500,200 (default 500 at the coarsest level, then /2.5 per level: 500,200,80,...)")
     sc.add_argument("--auto-scales", action="store_true",
                     help="levels by factors of 2 from 256 px up to --size (one compile per level size)")
     sc.add_argument("--mix-with", default=None, metavar="FINE_STYLE",
