@@ -167,8 +167,11 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="colour control: none, luminance, match-style, match-content, original")
     g.add_argument("--match-mode", default="pca", help="colour matching transform: chol, pca (default), sym")
     g.add_argument("--lum-match", default="meanstd", help="luminance matching: meanstd (default), mean, none")
-    g.add_argument("--remat", action="store_true", help="rematerialise VGG blocks (less memory, ~30%% slower)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 activations (float32 losses and optimiser)")
+    g.add_argument("--remat", action="store_true",
+                   help="rematerialise VGG blocks in the backward pass (GPU/TPU; ignored on CPU, where it keeps more "
+                        "memory, not less)")
+    g.add_argument("--bf16", action="store_true",
+                   help="bfloat16 activations, float32 losses and optimiser (saves memory on GPU/TPU only)")
     sc = p.add_argument_group("spatial control (Gatys et al. 2017)")
     sc.add_argument("--style", dest="region_style", action="append", default=[], metavar="REGION=FILE",
                     help="style image for one region (repeat per region); replaces positional styles")
@@ -836,11 +839,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend() -> str:
+    import jax
+
+    return jax.default_backend()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 usage or input error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    if getattr(args, "remat", False) and _backend() == "cpu":
+        print("nst-jax: note: --remat ignored on CPU (XLA:CPU drops the barriers it needs and then keeps more memory: "
+              "830 vs 554 MiB measured at 512 px)", file=sys.stderr)
+        args.remat = False
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as e:

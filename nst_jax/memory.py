@@ -267,7 +267,7 @@ def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:
       >>> check_fits(6 * 2 ** 30, limit_bytes=4 * 2 ** 30)
       Traceback (most recent call last):
       ...
-      ValueError: this solve needs ~6.00 GiB but only 4.00 GiB are available; try --remat, ...
+      ValueError: this solve needs ~6.00 GiB but only 4.00 GiB are available; try --history 20, a smaller --size, ...
     """
     if limit_bytes is None:
         limit_bytes = available_bytes()
@@ -276,7 +276,7 @@ def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:
     if estimate > limit_bytes:
         gb = 1024 ** 3
         raise ValueError(f"this solve needs ~{estimate / gb:.2f} GiB but only {limit_bytes / gb:.2f} GiB are available; "
-                         "try --remat, --bf16, --history 20 or a smaller --size")
+                         "try --history 20, a smaller --size, or --bf16 on a GPU/TPU")
 
 
 # --------------------------------------------------------------------------------------------------- measurement

@@ -158,8 +158,8 @@ def test_available_bytes_is_the_hosts_free_memory_on_cpu():
 
 def test_check_fits():
     M.check_fits(10 * 2 ** 30, 11 * 2 ** 30)  # fits: no error
-    with pytest.raises(ValueError, match=r"needs ~10.00 GiB but only 4.00 GiB are available; try --remat, --bf16, "
-                                         r"--history 20 or a smaller --size"):
+    with pytest.raises(ValueError, match=r"needs ~10.00 GiB but only 4.00 GiB are available; try --history 20, a "
+                                         r"smaller --size, or --bf16 on a GPU/TPU"):
         M.check_fits(10 * 2 ** 30, 4 * 2 ** 30)
     M.check_fits(1, None)  # the default limit is this machine's free memory
     with pytest.raises(ValueError, match="needs"):
