@@ -194,6 +194,9 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--init", default="content", help="content (default), noise, style, or an image file")
     s.add_argument("--solver", default="lbfgs", help="lbfgs (default), jaxopt, optax-lbfgs, adam")
     s.add_argument("--history", type=int, default=100, help="L-BFGS history size (default 100)")
+    s.add_argument("--no-precondition", dest="precondition", action="store_false",
+                   help="plain L-BFGS: start the lbfgs solver's recursion from gamma*I instead of the smoothing "
+                        "preconditioner (fewer f+g to the same loss on the benchmark; see nst_jax.solve)")
     s.add_argument("--lr", type=float, default=None, help="step size (lbfgs 1.0, adam 0.02)")
     s.add_argument("--seed", type=int, default=0, help="PRNG seed for --init noise (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -282,6 +285,7 @@ def _problem_kwargs(args, spatial=None) -> dict:
 
 def _solver_kwargs(args) -> dict:
     return dict(iters=args.iters, init=args.init, seed=args.seed, solver=args.solver, history=args.history,
+                precondition=args.precondition,
                 lr=args.lr, progress=not args.no_progress)
 
 

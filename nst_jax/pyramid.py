@@ -51,7 +51,7 @@ _FINE_LAYERS_SMALL = ("relu1_1", "relu2_1")
 _FINE_LAYERS_LARGE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 _FINE_AREA_SPLIT = 512 * 1024
 
-_SOLVE_KEYS = ("seed", "solver", "history", "lr", "chunk")
+_SOLVE_KEYS = ("seed", "solver", "history", "lr", "precondition", "chunk")
 
 
 @dataclasses.dataclass
@@ -200,6 +200,7 @@ def stylize_pyramid(
     seed: int = 0,
     solver: str = "lbfgs",
     history: int = 100,
+    precondition: bool = True,
     lr: Optional[float] = None,
     chunk: int = 25,
     progress: bool = True,
@@ -245,7 +246,8 @@ def stylize_pyramid(
             raise ValueError(f"{len(iters)} iteration counts given for {n} levels {shapes}; give one per level")
     if any(i < 0 for i in iters):
         raise ValueError(f"iterations per scale must be >= 0, got {iters}")
-    solve_kw = dict(seed=seed, solver=solver, history=history, lr=lr, chunk=chunk)
+    solve_kw = dict(seed=seed, solver=solver, history=history, lr=lr, precondition=precondition,
+                    chunk=chunk)
 
     levels: List[ST.Result] = []
     inits: List[np.ndarray] = []
@@ -364,6 +366,7 @@ def mix_styles(
     seed: int = 0,
     solver: str = "lbfgs",
     history: int = 100,
+    precondition: bool = True,
     lr: Optional[float] = None,
     chunk: int = 25,
     progress: bool = True,
@@ -429,7 +432,8 @@ def mix_styles(
     }
     problem = ST.Problem(params, cfg, targets, wts, coarse_img, coarse_img, [fine_img], settings, info)
     r = ST.solve_problem(problem, iters=iters, init="content", seed=seed, solver=solver, history=history, lr=lr,
-                         chunk=chunk, progress=progress, callback=callback, save_every=save_every, desc="mix styles")
+                         precondition=precondition, chunk=chunk, progress=progress, callback=callback,
+                         save_every=save_every, desc="mix styles")
     r.settings["init"] = "coarse"
     return r
 
@@ -445,6 +449,7 @@ def mixed_targets_transfer(
     seed: int = 0,
     solver: str = "lbfgs",
     history: int = 100,
+    precondition: bool = True,
     lr: Optional[float] = None,
     chunk: int = 25,
     progress: bool = True,
@@ -476,5 +481,6 @@ def mixed_targets_transfer(
                     mix={"split_layer": split_layer, "fine_layers": fine_set, "coarse_layers": coarse_set})
     problem = dataclasses.replace(problem, targets=targets, weights=wts, settings=settings)
     return ST.solve_problem(problem, iters=iters, init=init, seed=seed, solver=solver, history=history, lr=lr,
+                            precondition=precondition,
                             chunk=chunk, progress=progress, callback=callback, save_every=save_every,
                             desc="mixed targets")

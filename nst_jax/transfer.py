@@ -335,6 +335,7 @@ def stylize(
     seed: int = 0,
     solver: str = "lbfgs",
     history: int = 100,
+    precondition: bool = True,
     lr: Optional[float] = None,
     chunk: int = 25,
     progress: bool = True,
@@ -364,11 +365,13 @@ def stylize(
     """
     problem = prepare(content, style, **problem_kwargs)
     return solve_problem(problem, iters=iters, init=init, seed=seed, solver=solver, history=history, lr=lr,
-                         chunk=chunk, progress=progress, callback=callback, save_every=save_every)
+                         precondition=precondition, chunk=chunk, progress=progress, callback=callback,
+                         save_every=save_every)
 
 
 def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageLike, np.ndarray] = "content",
                   seed: int = 0, solver: str = "lbfgs", history: int = 100, lr: Optional[float] = None,
+                  precondition: bool = True,
                   chunk: int = 25, progress: bool = True, callback=None, save_every: Optional[int] = None,
                   desc: str = "stylize", checkpoint=None, checkpoint_every: Optional[int] = None,
                   checkpoint_settings: Optional[Mapping[str, Any]] = None, resume=None,
@@ -410,7 +413,7 @@ def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageL
         raise ValueError(f"the checkpoint holds a {list(resume.image.shape)} image but this run makes "
                          f"{list(x0.shape)}; resume with the same size and colour settings")
     step = min(v for v in (chunk, save_every, checkpoint_every) if v)
-    scfg = S.SolverConfig(name=solver, history=history, lr=lr, chunk=step)
+    scfg = S.SolverConfig(name=solver, history=history, lr=lr, chunk=step, precondition=precondition)
     run = S.Solve(problem.cfg, scfg)
     bar, update = _progress_bar(iters, desc, progress)
 
@@ -443,7 +446,7 @@ def solve_problem(problem: Problem, *, iters: int = 500, init: Union[str, ImageL
         if bar is not None:
             bar.close()
     settings = dict(problem.settings, iters=iters, init=init if isinstance(init, str) else "array", seed=seed,
-                    solver=solver, history=history, lr=scfg.step)
+                    solver=solver, history=history, lr=scfg.step, precondition=precondition)
     return Result(
         image=_finish(problem, out.image), loss_trace=_trace(out.values, out.nfevs), n_fg=int(out.nfevs[-1]),
         compile_seconds=out.compile_seconds, run_seconds=out.run_seconds,
@@ -474,6 +477,7 @@ def sweep(
     seed: int = 0,
     solver: str = "lbfgs",
     history: int = 100,
+    precondition: bool = True,
     lr: Optional[float] = None,
     chunk: int = 25,
     progress: bool = True,
@@ -508,7 +512,7 @@ def sweep(
     x0 = initial_image(problem, init, seed)
     x0 = np.broadcast_to(x0, (k_pad,) + x0.shape).copy()
     weights, x0 = _shard_k((weights, jnp.asarray(x0)), k_pad)
-    scfg = S.SolverConfig(name=solver, history=history, lr=lr, chunk=chunk)
+    scfg = S.SolverConfig(name=solver, history=history, lr=lr, chunk=chunk, precondition=precondition)
     run = S.Solve(problem.cfg, scfg, batched=True)
     bar, update = _progress_bar(iters, f"sweep x{k}", progress)
     try:
@@ -519,7 +523,7 @@ def sweep(
     results = []
     for j in range(k):
         settings = dict(problem.settings, iters=iters, init=init if isinstance(init, str) else "array", seed=seed,
-                        solver=solver, history=history, lr=scfg.step, ratio=ratios[j],
+                        solver=solver, history=history, lr=scfg.step, precondition=precondition, ratio=ratios[j],
                         style_weight=float(alpha) / ratios[j])
         results.append(Result(
             image=_finish(problem, out.image[j]), loss_trace=_trace(out.values[j], out.nfevs[j]),

@@ -82,7 +82,7 @@ ROWS = [
     ("4-pixel-wide style", [C, "{d}/thin.png", "-o", O], ["4x200 px", "at least 16 px"]),
     ("too thin after resizing", ["{d}/strip.png", S, "-o", O], ["32x1 px", "--size 400"]),
     ("--size below 16", [C, S, "-o", O, "--size", "8"], ["--size", "at least 16"]),
-    ("too big for memory", [C, S, "-o", O, "--memory-limit", "1MB"], ["GiB", "--remat", "--size", "--memory-limit"]),
+    ("too big for memory", [C, S, "-o", O, "--memory-limit", "1MB"], ["GiB", "--history 20", "--size", "--memory-limit"]),
     ("bad --memory-limit", [C, S, "-o", O, "--memory-limit", "lots"], ["--memory-limit", "8GB"]),
     ("unknown content layer", [C, S, "-o", O, "--content-layers", "relu9_9"], ["unknown layer", "relu9_9"]),
     ("layer not in vgg16", [C, S, "-o", O, "--weights", "tiny16", "--style-layers", "relu5_4"],
