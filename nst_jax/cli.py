@@ -306,9 +306,12 @@ def _check_output(path, inputs, overwrite: bool, what: str = "output"):
 
 
 def _strict_json(obj):
-    """``obj`` with non-finite floats (a trace after a NaN stop) replaced by None, so the file is strict JSON."""
+    """``obj`` with non-finite floats (a trace after a NaN stop) replaced by None, so the file is strict JSON; NumPy
+    scalars and arrays become Python numbers and lists."""
     import math
 
+    if isinstance(obj, (np.generic, np.ndarray)):
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):

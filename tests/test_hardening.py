@@ -249,6 +249,14 @@ def test_fuzzed_images_and_weights_fail_cleanly(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- NaN stop
 
+def test_json_traces_are_strict_json(tmp_path):
+    """NaN and inf (nested, numpy scalars included) are written as null; the file parses without constants."""
+    path = tmp_path / "t.json"
+    cli._write_json(path, {"a": float("nan"), "b": [1.5, float("inf"), np.float32("-inf")], "c": {"d": np.nan}})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None, None], "c": {"d": None}}
+
 def test_nonfinite_loss_stops_keeps_last_finite_image_and_names_the_term(folder, tmp_path, capsys, monkeypatch):
     """Make iteration 4 try a NaN image (patched L-BFGS trial point); the CLI must write the iteration-3 image, say which
     term blew up and at which iteration, and exit 3. ``--history 3`` keeps the patched program out of the caches the
@@ -273,7 +281,9 @@ def test_nonfinite_loss_stops_keeps_last_finite_image_and_names_the_term(folder,
     def no_constants(name):
         raise AssertionError(f"{name} in the JSON trace: not strict JSON")
 
-    json.loads((tmp_path / "nan.json").read_text(), parse_constant=no_constants)
+    trace = json.loads((tmp_path / "nan.json").read_text(), parse_constant=no_constants)
+    losses = [t["loss"] for t in trace["trace"]]
+    assert all(v is None or np.isfinite(v) for v in losses), losses
     monkeypatch.undo()
     rc = cli.main(argv + ["-o", str(tmp_path / "ref.png"), "--iters", "3", "--no-progress"])
     assert rc == 0
