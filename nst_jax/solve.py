@@ -15,8 +15,9 @@ Solvers (``SolverConfig.name``), every one counting function+gradient (f+g) eval
 * ``"lbfgs"`` (default) -- projected L-BFGS with one f+g per iteration: a trial step along the two-loop direction
   (circular history; the first, gradient step moves no pixel by more than 0.1), clipped to the box [0, 1], accepted
   when it passes an Armijo test and otherwise rejected with the step shrunk -- a monotone guard written with
-  ``jnp.where`` instead of a line search's ``lax.cond``, so it vmaps at full efficiency and its f+g count is exact.
-  Measured against PyTorch's strong-Wolfe L-BFGS in benchmarks/RESULTS.md.
+  ``jnp.where`` instead of a line search's ``lax.cond``, so it vmaps at full efficiency and its f+g count is exact;
+  its recursion starts from a smoothing preconditioner (``SolverConfig.precondition``). Measured against PyTorch's
+  strong-Wolfe L-BFGS in benchmarks/RESULTS.md.
 * ``"jaxopt"`` -- ``jaxopt.LBFGSB`` (L-BFGS-B with its line search) with the box [0, 1] as a true bound constraint.
 * ``"optax-lbfgs"`` -- ``optax.lbfgs`` (zoom line search); the iterate is projected onto [0, 1] after each update and
   value and gradient are evaluated afresh at the projected point (counted).
