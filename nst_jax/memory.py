@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from nst_jax import vgg
 
@@ -61,13 +61,18 @@ _DEFAULT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4
 _SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
 
 
-def activation_elements(spec, shape_HW, layers: Sequence[str]) -> tuple[int, int, int]:
-    """Element counts of the forward pass up to the deepest of ``layers``.
+class _Counts(NamedTuple):
+    """Element counts of the forward pass up to the deepest requested layer (see :func:`_layer_stats`)."""
+    total: int  # every conv, relu and pool output
+    pool: int  # pool outputs: the block boundaries remat keeps
+    largest_block: int  # the largest block's outputs: what remat rebuilds at once
+    widest: int  # the largest single layer output
+    taps: int  # the requested layers themselves
+    relu: int  # every ReLU output
 
-    Returns ``(total, boundaries, largest_block)``: the sum of H_l W_l C_l over every conv, relu and pool output;
-    the sum over the pool outputs only (what remat keeps); and the largest single block's sum (what remat rebuilds at
-    once).
-    """
+
+def _layer_stats(spec, shape_HW, layers: Sequence[str]) -> _Counts:
+    """One walk over the network up to the deepest of ``layers`` (validated), counting H_l W_l C_l per output."""
     spec = vgg.get_spec(spec)
     seq = vgg.layer_sequence(spec)
     order = {name: j for j, (name, _) in enumerate(seq)}
@@ -79,47 +84,34 @@ def activation_elements(spec, shape_HW, layers: Sequence[str]) -> tuple[int, int
         raise ValueError(f"unknown layer(s) {unknown} for {spec.name}; use names such as relu4_2")
     last = max(order[n] for n in layers)
     chans = vgg.layer_channels(spec)
+    wanted = set(layers)
     h, w = int(shape_HW[0]), int(shape_HW[1])
-    total = bounds = block = biggest = 0
+    total = pool = block = biggest = widest = taps = relu = 0
     for name, kind in seq[: last + 1]:
         if kind == "pool":
             h, w = h // 2, w // 2
         n = h * w * chans[name]
         total += n
         block += n
-        if kind == "pool":
-            bounds += n
-            biggest = max(biggest, block)
-            block = 0
-    biggest = max(biggest, block)
-    return total, bounds, biggest
-
-
-def _layer_stats(spec, shape_HW, layers: Sequence[str]) -> tuple[int, int, int, int]:
-    """``(widest, taps, relu, pool)`` element counts up to the deepest of ``layers``: the largest single layer
-    output, the sum over ``layers`` themselves, over every ReLU output and over every pool output."""
-    spec = vgg.get_spec(spec)
-    chans = vgg.layer_channels(spec)
-    last = max(_conv_or_layer_index(spec, n) for n in layers)
-    h, w = int(shape_HW[0]), int(shape_HW[1])
-    widest = taps = relu = pool = 0
-    wanted = set(layers)
-    for j, (name, kind) in enumerate(vgg.layer_sequence(spec)[: last + 1]):
-        if kind == "pool":
-            h, w = h // 2, w // 2
-        n = h * w * chans[name]
         widest = max(widest, n)
         taps += n if name in wanted else 0
         relu += n if kind == "relu" else 0
-        pool += n if kind == "pool" else 0
-    return widest, taps, relu, pool
+        if kind == "pool":
+            pool += n
+            biggest = max(biggest, block)
+            block = 0
+    return _Counts(total, pool, max(biggest, block), widest, taps, relu)
 
 
-def _conv_or_layer_index(spec, name: str) -> int:
-    for j, (lay, _) in enumerate(vgg.layer_sequence(spec)):
-        if lay == name:
-            return j
-    raise ValueError(f"unknown layer(s) [{name!r}] for {spec.name}; use names such as relu4_2")
+def activation_elements(spec, shape_HW, layers: Sequence[str]) -> tuple[int, int, int]:
+    """Element counts of the forward pass up to the deepest of ``layers``.
+
+    Returns ``(total, boundaries, largest_block)``: the sum of H_l W_l C_l over every conv, relu and pool output;
+    the sum over the pool outputs only (what remat keeps); and the largest single block's sum (what remat rebuilds at
+    once).
+    """
+    c = _layer_stats(spec, shape_HW, layers)
+    return c.total, c.pool, c.largest_block
 
 
 def _param_elements(spec, upto: Optional[int] = None) -> int:
@@ -187,10 +179,9 @@ def estimate_peak_bytes(
     n_img = h * w * channels
 
     chans = vgg.layer_channels(spec)
-    _, bounds, _ = activation_elements(spec, (h, w), layers)
-    widest, taps, relu, pool = _layer_stats(spec, (h, w), layers)
-    residuals = bounds * act_bytes if remat else relu // 8 + pool
-    acts = (PEAK_LAYERS * widest + taps) * act_bytes + residuals
+    c = _layer_stats(spec, (h, w), layers)
+    residuals = c.pool * act_bytes if remat else c.relu // 8 + c.pool
+    acts = (PEAK_LAYERS * c.widest + c.taps) * act_bytes + residuals
 
     content_el = 0
     for name in content_layers:

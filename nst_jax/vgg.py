@@ -252,6 +252,11 @@ def _windows(x_HWC: jax.Array) -> jax.Array:
     return x_HWC[: 2 * h, : 2 * w].reshape(h, 2, w, 2, x_HWC.shape[2])
 
 
+def _window_shifts() -> jax.Array:
+    """Bit position ``k = 2 a + b`` of each window member, broadcastable against [H / 2, 2, W / 2, 2, C]."""
+    return jnp.array([[0, 1], [2, 3]], jnp.uint8)[None, :, None, :, None]
+
+
 def _first_max_code(win: jax.Array) -> jax.Array:
     """Which member of each window is its first maximum (row-major k = 2a + b; ties go to the first, as
     ``lax.reduce_window``'s gradient does), as bit k of a uint8 [H // 2, W // 2, C].
@@ -268,8 +273,7 @@ def _first_max_code(win: jax.Array) -> jax.Array:
             seen = seen | h
             first.append(h)
     first = jnp.concatenate([jnp.concatenate(first[0:2], axis=3), jnp.concatenate(first[2:4], axis=3)], axis=1)
-    shifts = jnp.array([[0, 1], [2, 3]], jnp.uint8)[None, :, None, :, None]
-    return jnp.sum(first.astype(jnp.uint8) << shifts, axis=(1, 3), dtype=jnp.uint8)
+    return jnp.sum(first.astype(jnp.uint8) << _window_shifts(), axis=(1, 3), dtype=jnp.uint8)
 
 
 @jax.custom_jvp
@@ -296,8 +300,7 @@ def _max_pool_jvp(primals, tangents):
     (x_HWC,), (t_HWC,) = primals, tangents
     win = _windows(x_HWC)
     code = _first_max_code(win)
-    shifts = jnp.array([[0, 1], [2, 3]], jnp.uint8)[None, :, None, :, None]
-    chosen = ((code[:, None, :, None, :] >> shifts) & jnp.uint8(1)) > 0  # [H/2, 2, W/2, 2, C]
+    chosen = ((code[:, None, :, None, :] >> _window_shifts()) & jnp.uint8(1)) > 0  # [H/2, 2, W/2, 2, C]
     t_win = _windows(t_HWC)
     t_out = jnp.sum(jnp.where(chosen, t_win, jnp.zeros((), t_win.dtype)), axis=(1, 3))
     return jnp.max(win, axis=(1, 3)), t_out

@@ -41,11 +41,12 @@ def test_layer_stats_match_the_network_shapes(tiny_params):
     upto = names[: names.index("relu4_2") + 1]
     feats = vgg.features(tiny_params, jnp.zeros(shape + (3,)), upto)
     size = {n: int(np.prod(f.shape)) for n, f in feats.items()}
-    widest, taps, relu, pool = M._layer_stats("tiny19", shape, ["relu1_1", "relu4_2"])
-    assert widest == max(size.values())
-    assert taps == size["relu1_1"] + size["relu4_2"]
-    assert relu == sum(v for n, v in size.items() if n.startswith("relu"))
-    assert pool == sum(v for n, v in size.items() if n.startswith("pool"))
+    c = M._layer_stats("tiny19", shape, ["relu1_1", "relu4_2"])
+    assert c.widest == max(size.values())
+    assert c.taps == size["relu1_1"] + size["relu4_2"]
+    assert c.relu == sum(v for n, v in size.items() if n.startswith("relu"))
+    assert c.pool == sum(v for n, v in size.items() if n.startswith("pool"))
+    assert c.total == sum(size.values())
 
 
 def _temp_bytes_of_value_and_grad(arch: str, side: int) -> int:
@@ -79,18 +80,18 @@ def test_estimate_terms_scale_as_documented():
     # adam keeps no history
     assert e(solver="adam") == e(history=1) < e(history=2)  # adam: m and v, as much as one pair
     # bf16 halves the float activations (and the transformed kernel copy); the optimiser state is unchanged
-    widest, taps, relu, pool = M._layer_stats("vgg19", (200, 300), LAYERS)
-    live = M.PEAK_LAYERS * widest + taps
+    c = M._layer_stats("vgg19", (200, 300), LAYERS)
+    live = M.PEAK_LAYERS * c.widest + c.taps
     used = sum(np.prod(s["kernel"]) + np.prod(s["bias"]) for n, s in vgg.expected_shapes("vgg19").items()
                if n <= "conv5_1")
     assert e() - e(compute_dtype="bfloat16") == pytest.approx(2 * live + 2 * used, rel=1e-6)
     # remat keeps the float block inputs instead of the 1-bit ReLU masks and 1-byte pool codes: more, for VGG
     bounds = M.activation_elements("vgg19", (200, 300), LAYERS)[1]
-    assert bounds == pool
-    assert e(remat=True) - e() == 4 * bounds - (relu // 8 + pool) > 0
+    assert bounds == c.pool
+    assert e(remat=True) - e() == 4 * bounds - (c.relu // 8 + c.pool) > 0
     # a sweep of K members repeats the per-member part (state + image copies + activations), not params/targets
     n = 200 * 300 * 3
-    member = 4 * (2 * 100 * n + M.IMAGE_COPIES * n) + 4 * live + relu // 8 + pool
+    member = 4 * (2 * 100 * n + M.IMAGE_COPIES * n) + 4 * live + c.relu // 8 + c.pool
     assert e(batch=2) - e(batch=1) == pytest.approx(member, abs=2)
     assert e(batch=3) - e(batch=1) == pytest.approx(2 * member, abs=2)
     # 4x the pixels: the pixel-proportional part grows 4x
