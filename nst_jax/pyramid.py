@@ -143,7 +143,7 @@ def default_iters(n_levels: int) -> List[int]:
     A level has 4x the pixels of the previous one (factor 2) and so costs ~4x per iteration, while it starts from
     the upsampled result of the previous level and needs fewer iterations; dividing by 2.5 per level (the paper's
     500 -> 200) keeps the finest level from dominating: ``--size 1024 --auto-scales`` (256, 512, 1024 px: 500, 200,
-    80) costs ~2600 f+g in 256 px equivalents instead of ~4500 with 200 at every finer level.
+    80) costs ~2600 f+g in 256 px equivalents (counting 4x per level) instead of ~4500 with 200 at every finer level.
 
     Example:
       >>> default_iters(1), default_iters(2), default_iters(4)

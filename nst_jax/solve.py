@@ -426,7 +426,7 @@ class _FixedStepLBFGS(_StateFields):
     ``H0 = gamma P`` rather than ``gamma I``, ``P`` a fixed smoothing filter (:func:`smoothing_spectrum`: gain 1 at
     the lowest frequency falling as 1/|f| to 0.2), ``gamma = s.y / y.P y``. Pixel-space gradients of a VGG loss are
     dominated by high frequencies, while much of the loss sits in broad structure; damping the former in the first
-    guess of the inverse Hessian lets the early iterations move the latter. Two FFTs per iteration.
+    guess of the inverse Hessian lets the early iterations move the latter. Two forward+inverse FFT pairs per iteration.
 
     Measured (VGG16 at 256 px, ``benchmarks/RESULTS.md``): the plain fixed step (jcjohnson/neural-style) overshoots
     after its first pair and spends ~40 f+g recovering; keeping rejected trials' pairs, or torch's first step
