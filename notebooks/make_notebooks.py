@@ -141,7 +141,7 @@ from nst_jax.image import load_image, sample_path
 from nst_jax.transfer import stylize, sweep
 from nst_jax.weights import load_weights'''),
     PARAMS_MD,
-    params(384, 300, '''RATIOS = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # alpha/beta per member: small = more style
+    params(384, 300, '''RATIOS = [1e-3, 1.0] if SMALL else [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # alpha/beta per member: small = more style
 ALPHA = 1.0                                 # content weight alpha shared by every member
 CONTENT = sample_path("blue_marble")
 STYLE = sample_path("starry_night")'''),

@@ -84,8 +84,11 @@ def test_notebook_matches_generator(name):
 def test_sweep_notebook_has_six_ratios_and_a_timing_comparison():
     src = "\n".join(c.source for c in _read("alpha_beta_sweep").cells if c.cell_type == "code")
     line = next(l for l in src.splitlines() if l.startswith("RATIOS = "))
-    ratios = ast.literal_eval(line.split("=", 1)[1].split("#")[0].strip())
+    expr = ast.parse(line.split("=", 1)[1].split("#")[0].strip(), mode="eval").body  # SMALL list if SMALL else full
+    assert isinstance(expr, ast.IfExp) and ast.unparse(expr.test) == "SMALL"
+    ratios, small = ast.literal_eval(expr.orelse), ast.literal_eval(expr.body)
     assert len(ratios) >= 6 and len(set(ratios)) == len(ratios)
+    assert 2 <= len(small) < len(ratios) and set(small) <= set(ratios)  # the smoke run still sweeps
     assert "labelled_grid" in src and "format_ratio" in src
     assert "sweep(" in src and "stylize(" in src and "run_seconds / K" in src
 

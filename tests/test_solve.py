@@ -124,7 +124,8 @@ SHARDED = textwrap.dedent("""
 
 
 def _run_sweep_subprocess(ndev):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={ndev}", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={ndev}".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -292,10 +293,10 @@ def test_sweep_members_unrolled_or_vmapped_equal_single_solves(tiny_params, imag
     """Both ways of evaluating a sweep's K losses give each member the single solve's trajectory (the unrolled
     members run the single-image graph, fused differently: float32 rounding only)."""
     cfg, t, w = problem
-    scales = [0.1, 1.0, 30.0]
+    scales = [0.1, 30.0]
     single_w = [dict(w, style=w["style"] * jnp.float32(c)) for c in scales]
     batched_w = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *single_w)
-    x0_K = np.stack([images[0]] * 3)
+    x0_K = np.stack([images[0]] * len(scales))
     scfg = S.SolverConfig(history=5, chunk=4, members=members)
     out = S.Solve(cfg, scfg, batched=True)(tiny_params, t, batched_w, x0_K, 10)
     for k, wk in enumerate(single_w):

@@ -62,18 +62,19 @@ def test_feature_shapes_stop_at_deepest_layer(tiny_params):
 def test_jit_vmap_grad(tiny_params):
     imgs = jax.random.uniform(jax.random.PRNGKey(0), (3, 24, 20, 3))
     f = jax.jit(lambda p, x: vgg.features(p, x, ["relu3_1"])["relu3_1"])
-    batched = jax.vmap(f, in_axes=(None, 0))(tiny_params, imgs)
+    batched = jax.jit(jax.vmap(f, in_axes=(None, 0)))(tiny_params, imgs)
     for j in range(3):
         np.testing.assert_allclose(batched[j], f(tiny_params, imgs[j]), rtol=1e-5, atol=1e-5)
-    g = jax.grad(lambda x: jnp.sum(vgg.features(tiny_params, x, ["relu4_1"])["relu4_1"] ** 2))(imgs[0])
+    g = jax.jit(jax.grad(lambda x: jnp.sum(vgg.features(tiny_params, x, ["relu4_1"])["relu4_1"] ** 2)))(imgs[0])
     assert g.shape == imgs[0].shape and np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).sum() > 0
 
 
 def test_remat_same_values_and_grads(tiny_params):
     x = jax.random.uniform(jax.random.PRNGKey(2), (20, 20, 3))
     loss = lambda x, r: jnp.sum(vgg.features(tiny_params, x, ["relu5_1"], remat=r)["relu5_1"] ** 2)  # noqa: E731
-    v0, g0 = jax.value_and_grad(loss)(x, False)
-    v1, g1 = jax.value_and_grad(loss)(x, True)
+    vg = jax.jit(jax.value_and_grad(loss), static_argnums=1)  # one compiled program each, not op-by-op dispatch
+    v0, g0 = vg(x, False)
+    v1, g1 = vg(x, True)
     np.testing.assert_allclose(v1, v0, rtol=1e-6)
     np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-6 * np.abs(g0).max())
 
@@ -109,16 +110,17 @@ def test_memory_lean_relu_and_max_pool_equal_the_reference_ops(shape):
     x = jax.random.normal(jax.random.PRNGKey(sum(shape)), shape)
     ref_pool = lambda a: jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (2, 2, 1), (2, 2, 1), "VALID")  # noqa
     c = jax.random.normal(jax.random.PRNGKey(1), ref_pool(x).shape)
-    np.testing.assert_array_equal(vgg.max_pool(x), ref_pool(x))
-    np.testing.assert_array_equal(jax.grad(lambda a: (vgg.max_pool(a) * c).sum())(x),
-                                  jax.grad(lambda a: (ref_pool(a) * c).sum())(x))
-    np.testing.assert_array_equal(vgg.relu(x), jax.nn.relu(x))
-    np.testing.assert_array_equal(jax.grad(lambda a: (vgg.relu(a) * c.sum()).sum())(x),
-                                  jax.grad(lambda a: (jax.nn.relu(a) * c.sum()).sum())(x))
+    J = jax.jit  # each side compiled as one program (op-by-op dispatch of the Jacobians is slow to compile)
+    np.testing.assert_array_equal(J(vgg.max_pool)(x), J(ref_pool)(x))
+    np.testing.assert_array_equal(J(jax.grad(lambda a: (vgg.max_pool(a) * c).sum()))(x),
+                                  J(jax.grad(lambda a: (ref_pool(a) * c).sum()))(x))
+    np.testing.assert_array_equal(J(vgg.relu)(x), J(jax.nn.relu)(x))
+    np.testing.assert_array_equal(J(jax.grad(lambda a: (vgg.relu(a) * c.sum()).sum()))(x),
+                                  J(jax.grad(lambda a: (jax.nn.relu(a) * c.sum()).sum()))(x))
     # forward mode too (the receptive-field tests take Jacobians with jacfwd)
-    np.testing.assert_array_equal(jax.jacfwd(vgg.max_pool)(x), jax.jacfwd(ref_pool)(x))
-    np.testing.assert_array_equal(jax.jacfwd(vgg.relu)(x), jax.jacfwd(jax.nn.relu)(x))
-    np.testing.assert_array_equal(jax.jacrev(vgg.relu)(x), jax.jacrev(jax.nn.relu)(x))
+    np.testing.assert_array_equal(J(jax.jacfwd(vgg.max_pool))(x), J(jax.jacfwd(ref_pool))(x))
+    np.testing.assert_array_equal(J(jax.jacfwd(vgg.relu))(x), J(jax.jacfwd(jax.nn.relu))(x))
+    np.testing.assert_array_equal(J(jax.jacrev(vgg.relu))(x), J(jax.jacrev(jax.nn.relu))(x))
 
 
 @pytest.mark.parametrize("channels", [1, 3, 7, 8, 9, 64])
