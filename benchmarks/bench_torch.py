@@ -134,9 +134,9 @@ class _Stop(Exception):
     pass
 
 
-def jax_fg_rate(p: Problem, iters: int, chunk: int) -> Dict[str, float]:
-    """(a) nst-jax f+g/s: Solve("lbfgs") for ``iters`` iterations; compile measured on a first call, excluded."""
-    run = S.Solve(p.cfg, S.SolverConfig(name="lbfgs", history=100, chunk=chunk))
+def jax_fg_rate(p: Problem, run: "S.Solve", iters: int) -> Dict[str, float]:
+    """(a) nst-jax f+g/s: ``run`` (``Solve("lbfgs")``) for ``iters`` iterations; compile measured on a first call,
+    excluded."""
     warm = run(p.params, p.targets, p.weights, p.x0, 1)
     out = run(p.params, p.targets, p.weights, p.x0, iters)
     nfev = int(out.nfevs[-1])
@@ -153,28 +153,41 @@ def jax_fg_rate(p: Problem, iters: int, chunk: int) -> Dict[str, float]:
             "fg_per_s": nfev / out.run_seconds, "raw_vg_per_s": raw, "final_loss": float(out.values[-1])}
 
 
-def interleaved_fg_seconds(p: Problem, loss, rounds: int) -> Dict[str, float]:
-    """Median seconds per f+g of PyTorch (clamp, loss, backward) and of nst-jax's jitted value_and_grad, timed
-    alternately in one process (one f+g each per round), so load from other processes hits both sides alike."""
+def interleaved_fg_seconds(p: Problem, loss, rounds: int, run: "S.Solve", block: int) -> Dict[str, float]:
+    """Seconds per f+g of PyTorch (clamp, loss, backward), of nst-jax's bare jitted value_and_grad, and of nst-jax's
+    ``Solve`` (``block`` iterations from the content image: ``block + 1`` f+g, wall clock including its host
+    overhead), timed in turns within each of ``rounds`` rounds of one process, so load from other processes hits all
+    three alike. Ratios are medians over the rounds of per-round ratios."""
     x = TP.to_nchw(p.x0).requires_grad_(True)
 
     def torch_fg():
         x.grad = None
         loss(torch.clamp(x, 0.0, 1.0)).backward()
 
+    def torch_block():
+        for _ in range(block):
+            torch_fg()
+        return block
+
     def jax_fg():
         jax.block_until_ready(p.jax_value_and_grad(p.x0))
+        return 1
 
-    torch_fg()
-    jax_fg()
-    tt, tj = [], []
+    def solve_block():
+        return int(run(p.params, p.targets, p.weights, p.x0, block).nfevs[-1])
+
+    for fn in (torch_fg, jax_fg, solve_block):  # warm-up (the Solve program is compiled by now)
+        fn()
+    per_fg = {"torch": [], "jax": [], "solve": []}
     for _ in range(rounds):
-        for fn, acc in ((torch_fg, tt), (jax_fg, tj)):
+        for name, fn in (("torch", torch_block), ("jax", jax_fg), ("solve", solve_block)):
             t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
-    return {"torch_s": float(np.median(tt)), "jax_s": float(np.median(tj)),
-            "ratio": float(np.median(np.asarray(tt) / np.asarray(tj)))}
+            n = fn()
+            per_fg[name].append((time.perf_counter() - t) / n)
+    a = {k: np.asarray(v) for k, v in per_fg.items()}
+    return {"torch_s": float(np.median(a["torch"])), "jax_s": float(np.median(a["jax"])),
+            "solve_s": float(np.median(a["solve"])), "ratio": float(np.median(a["torch"] / a["solve"])),
+            "solve_overhead": float(np.median(a["solve"] / a["jax"]))}
 
 
 def jax_time_to_target(p: Problem, solver: str, target: float, max_fg: int, chunk: int) -> Dict[str, float]:
@@ -267,7 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rate-iters", type=int, default=None, help="iterations for (a) (default --fg)")
     ap.add_argument("--sweep-k", type=int, default=4, help="K ratios in (c); 0 skips the sweep")
     ap.add_argument("--sweep-iters", type=int, default=50, help="iterations per member in (c)")
-    ap.add_argument("--rounds", type=int, default=15, help="alternating PyTorch/nst-jax f+g pairs timed in (a)")
+    ap.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds in (a)")
+    ap.add_argument("--block", type=int, default=4,
+                    help="per round in (a): this many PyTorch f+g, then a Solve of this many iterations")
     ap.add_argument("--chunk", type=int, default=5, help="iterations per compiled chunk (timestamp resolution)")
     ap.add_argument("--solvers", default=None,
                     help="nst-jax solvers for (b), comma-separated (default: all four; --quick: lbfgs)")
@@ -275,7 +290,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write a markdown report to this file")
     args = ap.parse_args(argv)
     if args.quick:
-        args.size, args.weights, args.fg, args.sweep_iters = 64, "tiny19", 10, 5
+        args.size, args.weights, args.fg, args.sweep_iters, args.rounds, args.block = 64, "tiny19", 10, 5, 3, 2
         args.solvers = args.solvers or "lbfgs"
     args.solvers = args.solvers or ",".join(S.SOLVERS)
     max_fg = args.max_fg or 3 * args.fg
@@ -326,9 +341,9 @@ def main(argv=None) -> int:
         say(f"- f+g done: {len(tr.losses)}; warm-up f+g (untimed): {tr.warmup_seconds:.3f} s")
         say(f"- loss: initial {tr.losses[0]:.6g}, best within {args.fg} f+g {np.min(tr.losses):.6g}")
 
-    rate = jax_fg_rate(p, rate_iters, args.chunk)
-    inter = interleaved_fg_seconds(p, loss, args.rounds) if tr is not None else None
-    solver_factor = rate["raw_vg_per_s"] / rate["fg_per_s"]  # Solve time per f+g / bare value_and_grad time
+    run = S.Solve(p.cfg, S.SolverConfig(name="lbfgs", history=100, chunk=args.chunk))
+    rate = jax_fg_rate(p, run, rate_iters)
+    inter = interleaved_fg_seconds(p, loss, args.rounds, run, args.block) if tr is not None else None
     rows = []
     say()
     say("## (a) f+g per second")
@@ -347,13 +362,15 @@ def main(argv=None) -> int:
             f"{verdict(ratio >= TARGETS['fg_per_s'])})")
         rows.append(("(a) f+g/s", f"{fg_torch:.3f}", f"{rate['fg_per_s']:.3f}", f"{ratio:.2f}x",
                      f">= {TARGETS['fg_per_s']:.1f}x", verdict(ratio >= TARGETS["fg_per_s"])))
-        r_int = inter["ratio"] / solver_factor
-        say(f"- interleaved ({args.rounds} alternating f+g each, medians): PyTorch {1e3 * inter['torch_s']:.0f} ms, "
-            f"nst-jax value_and_grad {1e3 * inter['jax_s']:.0f} ms per f+g; nst-jax Solve (x {solver_factor:.3f} "
-            f"solver overhead from above) / PyTorch f+g/s: {r_int:.2f}x (target >= {TARGETS['fg_per_s']:.1f}x: "
-            f"{verdict(r_int >= TARGETS['fg_per_s'])}). Load from other processes slows both sides alike here, "
+        r_int = inter["ratio"]
+        say(f"- interleaved ({args.rounds} rounds, each: {args.block} PyTorch f+g, 1 bare nst-jax value_and_grad, one "
+            f"nst-jax Solve of {args.block} iterations = {args.block + 1} f+g; medians): PyTorch "
+            f"{1e3 * inter['torch_s']:.0f} ms, nst-jax Solve {1e3 * inter['solve_s']:.0f} ms per f+g (bare "
+            f"value_and_grad {1e3 * inter['jax_s']:.0f} ms; Solve / bare {inter['solve_overhead']:.3f}); "
+            f"nst-jax / PyTorch f+g/s: {r_int:.2f}x (target >= {TARGETS['fg_per_s']:.1f}x: "
+            f"{verdict(r_int >= TARGETS['fg_per_s'])}). Load from other processes slows all sides alike here, "
             f"unlike the separate timings above.")
-        rows.append(("(a) f+g/s, interleaved", f"{1 / inter['torch_s']:.3f}", f"{1 / (inter['jax_s'] * solver_factor):.3f}",
+        rows.append(("(a) f+g/s, interleaved", f"{1 / inter['torch_s']:.3f}", f"{1 / inter['solve_s']:.3f}",
                      f"{r_int:.2f}x", f">= {TARGETS['fg_per_s']:.1f}x", verdict(r_int >= TARGETS["fg_per_s"])))
 
     say()
@@ -379,10 +396,10 @@ def main(argv=None) -> int:
             if inter is not None:
                 # the same race priced at the interleaved per-f+g costs (robust to load changes between the runs)
                 fg_torch_at = int(np.argmin(tr.losses)) + 1
-                t_j = r["fg_at_target"] * inter["jax_s"] * solver_factor
+                t_j = r["fg_at_target"] * inter["solve_s"]
                 t_t = fg_torch_at * inter["torch_s"]
                 say(f"  - at the interleaved per-f+g costs: nst-jax {r['fg_at_target']:.0f} f+g x "
-                    f"{1e3 * inter['jax_s'] * solver_factor:.0f} ms = {t_j:.1f} s vs PyTorch {fg_torch_at} f+g x "
+                    f"{1e3 * inter['solve_s']:.0f} ms = {t_j:.1f} s vs PyTorch {fg_torch_at} f+g x "
                     f"{1e3 * inter['torch_s']:.0f} ms = {t_t:.1f} s: {t_j / t_t:.2f}x")
                 rows.append((f"(b) time to loss, {s}, interleaved costs", f"{t_t:.1f} s", f"{t_j:.1f} s",
                              f"{t_j / t_t:.2f}x", f"<= {TARGETS['time_to_loss']}x",
