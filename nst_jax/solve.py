@@ -356,18 +356,20 @@ def _smoother(shape) -> Callable[[jax.Array], jax.Array]:
 def _two_loop(g, s_hist, y_hist, rho, head, count, precond=lambda v: v):
     """Two-loop recursion: returns H g for the L-BFGS inverse-Hessian approximation (circular history), started
     from ``H0 = gamma P`` (``precond``: ``v -> P v``, symmetric positive definite; ``gamma = s.y / y.P y`` of the
-    newest pair, 1 while the history is empty)."""
+    newest pair, 1 while the history is empty).
+
+    Both loops run ``count`` times (a traced trip count), not ``m``: with a short history the unused slots cost
+    nothing (at 256 px and m = 100, 7 ms instead of 35 ms at count 10). Under ``vmap`` the loop runs to the largest
+    member's count and masks the others, which is the same arithmetic."""
     m = s_hist.shape[0]
 
     def back(j, carry):
         q, alpha = carry
         idx = (head - 1 - j) % m
-        valid = j < count
-        a = jnp.where(valid, rho[idx] * _vdot(s_hist[idx], q), 0.0)
-        q = q - a * y_hist[idx]
-        return q, alpha.at[idx].set(a)
+        a = rho[idx] * _vdot(s_hist[idx], q)
+        return q - a * y_hist[idx], alpha.at[idx].set(a)
 
-    q, alpha = jax.lax.fori_loop(0, m, back, (g, jnp.zeros_like(rho)))
+    q, alpha = jax.lax.fori_loop(0, count, back, (g, jnp.zeros_like(rho)))
     newest = (head - 1) % m
     sy = _vdot(s_hist[newest], y_hist[newest])
     yPy = _vdot(y_hist[newest], precond(y_hist[newest]))
@@ -376,11 +378,10 @@ def _two_loop(g, s_hist, y_hist, rho, head, count, precond=lambda v: v):
 
     def fwd(j, r):
         idx = (head - count + j) % m
-        valid = j < count
         b = rho[idx] * _vdot(y_hist[idx], r)
-        return jnp.where(valid, r + s_hist[idx] * (alpha[idx] - b), r)
+        return r + s_hist[idx] * (alpha[idx] - b)
 
-    return jax.lax.fori_loop(0, m, fwd, r)
+    return jax.lax.fori_loop(0, count, fwd, r)
 
 
 class _StateFields:
