@@ -145,3 +145,50 @@ def test_max_pool_gradient_goes_to_one_member_of_a_tied_window():
     x = jnp.zeros((2, 2, 1))
     g = jax.grad(lambda a: vgg.max_pool(a).sum())(x)
     assert float(g.sum()) == 1.0 and float(g[0, 0, 0]) == 1.0
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3, 4), (4, 6, 8, 1)])
+def test_conv3x3_equals_lax_conv_in_value_and_every_derivative(shape):
+    """``conv3x3`` (custom JVP) is ``lax.conv_general_dilated`` in value, gradients w.r.t. input and kernel, and
+    forward- and reverse-mode Jacobians (odd sizes, one output channel)."""
+    h, w, i, o = shape
+    kx, kk, kc = jax.random.split(jax.random.PRNGKey(h * w), 3)
+    x, k = jax.random.normal(kx, (h, w, i)), jax.random.normal(kk, (3, 3, i, o))
+    c = jax.random.normal(kc, (h, w, o))
+    ref = lambda x, k: jax.lax.conv_general_dilated(x[None], k, (1, 1), "SAME",  # noqa: E731
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+    J = jax.jit
+    np.testing.assert_array_equal(J(vgg.conv3x3)(x, k), J(ref)(x, k))
+    for argnums in (0, 1, (0, 1)):
+        mine = J(jax.grad(lambda x, k: jnp.sum(jnp.sin(vgg.conv3x3(x, k)) * c), argnums=argnums))(x, k)
+        theirs = J(jax.grad(lambda x, k: jnp.sum(jnp.sin(ref(x, k)) * c), argnums=argnums))(x, k)
+        for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(theirs)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for jac in (jax.jacfwd, jax.jacrev):
+        np.testing.assert_allclose(J(jac(lambda x: vgg.conv3x3(x, k)))(x), J(jac(lambda x: ref(x, k)))(x),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(J(jax.jacfwd(lambda k: vgg.conv3x3(x, k)))(k), J(jax.jacfwd(lambda k: ref(x, k)))(k),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_input_gradient_convolutions_read_the_kernel_in_hwio_order(tiny_params):
+    """Every convolution of the network's value-and-gradient, the input-gradient ones included, takes its kernel in
+    HWIO order (output features last): the order XLA:CPU's convolution library takes inside loop bodies too."""
+    x = jnp.zeros((16, 16, 3))
+    loss = lambda x: jnp.sum(vgg.features(tiny_params, x, ["relu3_1"])["relu3_1"] ** 2)  # noqa: E731
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(x)
+
+    def convs(jx):
+        for eqn in jx.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                yield eqn
+            for v in eqn.params.values():
+                inner = getattr(v, "jaxpr", None)
+                if inner is not None and hasattr(inner, "eqns"):
+                    yield from convs(inner)
+
+    found = list(convs(jaxpr.jaxpr))
+    assert len(found) == 2 * 5  # conv1_1 .. conv3_1: forward and input gradient (none for conv1_1's kernel)
+    for eqn in found:
+        rhs_spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature dim, in feature dim, spatial...)
+        assert rhs_spec == (3, 2, 0, 1), rhs_spec
