@@ -99,8 +99,10 @@ class SolverConfig:
     ``loop``: how the iterations of a chunk run. ``"while"``: one compiled ``lax.while_loop`` per chunk (the whole
     chunk on the device). ``"host"``: a Python loop dispatching one compiled, donated step per iteration without
     reading anything back until the chunk ends (no per-iteration host sync). ``"auto"`` (default) picks ``"while"`` on
-    GPU/TPU and ``"host"`` on CPU, where XLA runs convolutions inside a loop body 1.5-2x slower
-    (jax-ml/jax#12868; measured here: 361 vs 207 ms per f+g for VGG16 at 96 px).
+    GPU/TPU and ``"host"`` on CPU. XLA:CPU used to run the network's input-gradient convolutions 2.5x slower inside a
+    loop body (jax-ml/jax#12868; VGG16 at 256 px: 2180 vs 864 ms per f+g); since :func:`nst_jax.vgg.conv3x3` gives
+    them a canonical kernel order the two modes measure alike on CPU (VGG16 at 256 px, 21 f+g, best of 2: host 869
+    ms, while 826 ms per f+g, same losses), and ``"host"`` is kept there.
 
     ``members``: how a sweep (``Solve(batched=True)``) evaluates its K losses. ``"vmap"``: one batched VGG pass
     (convolutions with batch K). ``"unroll"``: the solver is still vmapped, but the loss and gradient of each member
