@@ -102,7 +102,9 @@ class SolverConfig:
     GPU/TPU and ``"host"`` on CPU. XLA:CPU used to run the network's input-gradient convolutions 2.5x slower inside a
     loop body (jax-ml/jax#12868; VGG16 at 256 px: 2180 vs 864 ms per f+g); since :func:`nst_jax.vgg.conv3x3` gives
     them a canonical kernel order the two modes measure alike on CPU (VGG16 at 256 px, 21 f+g, best of 2: host 869
-    ms, while 826 ms per f+g, same losses), and ``"host"`` is kept there.
+    ms, while 826 ms per f+g, same losses; measured peak at 512 px, history 20: 532 MiB each). ``"host"`` is kept
+    there because the while-loop program of a sweep sharded over several CPU devices fails an XLA:CPU check on the
+    preconditioner's FFT (``RET_CHECK ... fft_thunk.cc:168 IsMonotonicWithDim0Major``; jax/jaxlib 0.10.2).
 
     ``members``: how a sweep (``Solve(batched=True)``) evaluates its K losses. ``"vmap"``: one batched VGG pass
     (convolutions with batch K). ``"unroll"``: the solver is still vmapped, but the loss and gradient of each member
