@@ -100,7 +100,7 @@ class SolverConfig:
     chunk on the device). ``"host"``: a Python loop dispatching one compiled, donated step per iteration without
     reading anything back until the chunk ends (no per-iteration host sync). ``"auto"`` (default) picks ``"while"`` on
     GPU/TPU and ``"host"`` on CPU. XLA:CPU used to run the network's input-gradient convolutions 2.5x slower inside a
-    loop body (jax-ml/jax#12868; VGG16 at 256 px: 2180 vs 864 ms per f+g); since :func:`nst_jax.vgg.conv3x3` gives
+    loop body (cf. jax-ml/jax#12868; VGG16 at 256 px: 2180 vs 864 ms per f+g); since :func:`nst_jax.vgg.conv3x3` gives
     them a canonical kernel order the two modes measure alike on CPU (VGG16 at 256 px, 21 f+g, best of 2: host 869
     ms, while 826 ms per f+g, same losses; measured peak at 512 px, history 20: 532 MiB each). ``"host"`` is kept
     there because the while-loop program of a sweep sharded over several CPU devices fails an XLA:CPU check on the
@@ -363,7 +363,7 @@ def _two_loop(g, s_hist, y_hist, rho, head, count, precond=lambda v: v):
     newest pair, 1 while the history is empty).
 
     Both loops run ``count`` times (a traced trip count), not ``m``: with a short history the unused slots cost
-    nothing (at 256 px and m = 100, 7 ms instead of 35 ms at count 10). Under ``vmap`` the loop runs to the largest
+    nothing (at 256 px and m = 100, with the preconditioner: 6.7 ms instead of 39.5 ms at count 10). Under ``vmap`` the loop runs to the largest
     member's count and masks the others, which is the same arithmetic."""
     m = s_hist.shape[0]
 

@@ -201,9 +201,9 @@ def deprocess(x_HW3: jax.Array) -> jax.Array:
     return bgr[..., ::-1]
 
 
-def _conv_hwio(x_HWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x_HWC[None], kernel_HWIO, window_strides=(1, 1), padding="SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+def _conv_nhwc(x_HWC: jax.Array, kernel: jax.Array, kernel_spec: str = "HWIO") -> jax.Array:
+    return jax.lax.conv_general_dilated(x_HWC[None], kernel, window_strides=(1, 1), padding="SAME",
+                                        dimension_numbers=("NHWC", kernel_spec, "NHWC"))[0]
 
 
 @jax.custom_jvp
@@ -223,21 +223,19 @@ def conv3x3(x_HWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
       >>> conv3x3(x, k).shape, float(conv3x3(x, k)[1, 1, 0]), float(conv3x3(x, k)[0, 0, 0])
       ((4, 4, 5), 18.0, 8.0)
     """
-    return _conv_hwio(x_HWC, kernel_HWIO)
+    return _conv_nhwc(x_HWC, kernel_HWIO)
 
 
 def _conv3x3_jvp(primals, tangents):
     x, kernel = primals
     dx, dkernel = tangents
-    y = conv3x3(x, kernel)
-    dy = jnp.zeros_like(y)
+    terms = []
     if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
-        kernel_HWOI = jnp.swapaxes(kernel, 2, 3)
-        dy = dy + jax.lax.conv_general_dilated(dx[None], kernel_HWOI, window_strides=(1, 1), padding="SAME",
-                                               dimension_numbers=("NHWC", "HWOI", "NHWC"))[0]
+        terms.append(_conv_nhwc(dx, jnp.swapaxes(kernel, 2, 3), "HWOI"))
     if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
-        dy = dy + _conv_hwio(x, dkernel)
-    return y, dy
+        terms.append(_conv_nhwc(x, dkernel))
+    y = _conv_nhwc(x, kernel)
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 
 conv3x3.defjvp(_conv3x3_jvp, symbolic_zeros=True)

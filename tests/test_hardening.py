@@ -257,6 +257,7 @@ def test_json_traces_are_strict_json(tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [1.5, None, None], "c": {"d": None}}
 
+
 def test_nonfinite_loss_stops_keeps_last_finite_image_and_names_the_term(folder, tmp_path, capsys, monkeypatch):
     """Make iteration 4 try a NaN image (patched L-BFGS trial point); the CLI must write the iteration-3 image, say which
     term blew up and at which iteration, and exit 3. ``--history 3`` keeps the patched program out of the caches the
