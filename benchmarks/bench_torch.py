@@ -34,9 +34,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import nst_jax.image as I  # noqa: E402
-import nst_jax.solve as S  # noqa: E402
+from nst_jax import objective, runner  # noqa: E402
+from nst_jax.config import SOLVERS, LossConfig, SolverConfig  # noqa: E402
 from nst_jax import weights as W  # noqa: E402
-from nst_jax.transfer import DEFAULT_RATIOS  # noqa: E402
+from nst_jax.sweeps import DEFAULT_RATIOS  # noqa: E402
 
 try:
     import torch  # noqa: E402
@@ -97,12 +98,12 @@ class Problem:
         self.params, self.info = W.load_weights(weights)
         self.content = I.load_image(I.sample_path(content), size=size)
         self.style = I.load_image(I.sample_path(style), size=size)
-        self.cfg = S.LossConfig()  # gatys: relu4_2 content, relu1_1..relu5_1 style, max pooling, G / (H W)
-        self.targets = S.compute_targets(self.params, self.content, [self.style], self.cfg)
-        self.weights = S.make_weights(self.cfg, self.params, content_weight=1.0, style_weight=1e3,
+        self.cfg = LossConfig()  # gatys: relu4_2 content, relu1_1..relu5_1 style, max pooling, G / (H W)
+        self.targets = objective.compute_targets(self.params, self.content, [self.style], self.cfg)
+        self.weights = objective.make_weights(self.cfg, self.params, content_weight=1.0, style_weight=1e3,
                                       layer_weights="inv_c2")
         self.x0 = np.asarray(self.content, np.float32)  # init "content", as nst_jax.stylize
-        self._vg = jax.jit(jax.value_and_grad(S.total_loss), static_argnums=(4,))
+        self._vg = jax.jit(jax.value_and_grad(objective.total_loss), static_argnums=(4,))
 
     def jax_value_and_grad(self, x_HW3, weights=None):
         return self._vg(jnp.asarray(x_HW3), self.params, self.targets,
@@ -134,7 +135,7 @@ class _Stop(Exception):
     pass
 
 
-def jax_fg_rate(p: Problem, run: "S.Solve", iters: int) -> Dict[str, float]:
+def jax_fg_rate(p: Problem, run: "runner.Solve", iters: int) -> Dict[str, float]:
     """(a) nst-jax f+g/s: ``run`` (``Solve("lbfgs")``) for ``iters`` iterations; compile measured on a first call,
     excluded."""
     warm = run(p.params, p.targets, p.weights, p.x0, 1)
@@ -153,7 +154,7 @@ def jax_fg_rate(p: Problem, run: "S.Solve", iters: int) -> Dict[str, float]:
             "fg_per_s": nfev / out.run_seconds, "raw_vg_per_s": raw, "final_loss": float(out.values[-1])}
 
 
-def interleaved_fg_seconds(p: Problem, loss, rounds: int, run: "S.Solve") -> Dict[str, float]:
+def interleaved_fg_seconds(p: Problem, loss, rounds: int, run: "runner.Solve") -> Dict[str, float]:
     """Seconds per f+g of nst-jax's ``Solve``, of PyTorch (clamp, loss, backward) and of nst-jax's bare jitted
     value_and_grad, timed in turns in one process so load from other processes hits all three alike.
 
@@ -201,7 +202,7 @@ def jax_time_to_target(p: Problem, solver: str, target: float, max_fg: int, chun
     and the time of the first iteration at or below the target is interpolated linearly in f+g within its chunk.
     Compile is done by a first 1-iteration call and excluded.
     """
-    run = S.Solve(p.cfg, S.SolverConfig(name=solver, history=100, chunk=chunk))
+    run = runner.Solve(p.cfg, SolverConfig(name=solver, history=100, chunk=chunk))
     compile_s = run(p.params, p.targets, p.weights, p.x0, 1).compile_seconds
     marks: List[tuple] = []  # (seconds, iterations done, nfev)
     seen: Dict[str, np.ndarray] = {}
@@ -239,13 +240,13 @@ def jax_time_to_target(p: Problem, solver: str, target: float, max_fg: int, chun
 def jax_sweep(p: Problem, k: int, iters: int, chunk: int) -> Dict[str, float]:
     """(c) K ratios alpha/beta as one vmapped Solve vs K sequential single Solves (same iterations each)."""
     ratios = list(DEFAULT_RATIOS)[:k] if k <= len(DEFAULT_RATIOS) else list(np.logspace(-4, -1, k))
-    alpha = p.weights["content"]
-    single_w = [dict(p.weights, style=alpha / jnp.float32(r)) for r in ratios]
+    alpha = p.weights.content
+    single_w = [p.weights.replace(style=alpha / jnp.float32(r)) for r in ratios]
     batched_w = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *single_w)
     x0_K = np.broadcast_to(p.x0, (k,) + p.x0.shape).copy()
-    scfg = S.SolverConfig(name="lbfgs", history=100, chunk=chunk)
+    scfg = SolverConfig(name="lbfgs", history=100, chunk=chunk)
 
-    single = S.Solve(p.cfg, scfg)
+    single = runner.Solve(p.cfg, scfg)
     c_single = single(p.params, p.targets, single_w[0], p.x0, 1).compile_seconds
     t = time.perf_counter()
     seq_run = 0.0
@@ -256,7 +257,7 @@ def jax_sweep(p: Problem, k: int, iters: int, chunk: int) -> Dict[str, float]:
         seq_losses.append(float(o.values[-1]))
     seq_wall = time.perf_counter() - t
 
-    batched = S.Solve(p.cfg, scfg, batched=True)
+    batched = runner.Solve(p.cfg, scfg, batched=True)
     c_batched = batched(p.params, p.targets, batched_w, x0_K, 1).compile_seconds
     t = time.perf_counter()
     o = batched(p.params, p.targets, batched_w, x0_K, iters)
@@ -295,13 +296,13 @@ def main(argv=None) -> int:
     if args.quick:
         args.size, args.weights, args.fg, args.sweep_iters, args.rounds = 64, "tiny19", 10, 5, 3
         args.solvers = args.solvers or "lbfgs"
-    args.solvers = args.solvers or ",".join(S.SOLVERS)
+    args.solvers = args.solvers or ",".join(SOLVERS)
     max_fg = args.max_fg or 3 * args.fg
     rate_iters = args.rate_iters or args.fg
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     for s in solvers:
-        if s not in S.SOLVERS:
-            ap.error(f"unknown solver {s!r}; choose from {', '.join(S.SOLVERS)}")
+        if s not in SOLVERS:
+            ap.error(f"unknown solver {s!r}; choose from {', '.join(SOLVERS)}")
 
     if torch is not None:
         torch.set_num_threads(n_cores())
@@ -344,7 +345,7 @@ def main(argv=None) -> int:
         say(f"- f+g done: {len(tr.losses)}; warm-up f+g (untimed): {tr.warmup_seconds:.3f} s")
         say(f"- loss: initial {tr.losses[0]:.6g}, best within {args.fg} f+g {np.min(tr.losses):.6g}")
 
-    run = S.Solve(p.cfg, S.SolverConfig(name="lbfgs", history=100, chunk=args.chunk))
+    run = runner.Solve(p.cfg, SolverConfig(name="lbfgs", history=100, chunk=args.chunk))
     rate = jax_fg_rate(p, run, rate_iters)
     inter = interleaved_fg_seconds(p, loss, args.rounds, run) if tr is not None else None
     rows = []

@@ -3,7 +3,7 @@
 What runs:
 
 1. **f+g speed vs image size** (nst-jax alone): the jitted ``value_and_grad`` of the Gatys loss
-   (``nst_jax.solve.total_loss``, gatys preset, relu4_2 content, relu1_1..relu5_1 style) at each ``--sizes`` square
+   (``nst_jax.objective.total_loss``, gatys preset, relu4_2 content, relu1_1..relu5_1 style) at each ``--sizes`` square
    size: milliseconds per f+g (median of ``--reps`` timed calls after a compile call), the analytic FLOPs of one f+g
    and the achieved TFLOP/s; with a known peak (device table below, or ``--peak-tflops``) also the percentage of peak.
 2. **peak memory with and without remat** (``nst_jax.memory``): the analytic estimate for the weights' architecture
@@ -53,7 +53,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import nst_jax  # noqa: E402
-from nst_jax import solve as S  # noqa: E402
+from nst_jax import objective  # noqa: E402
+from nst_jax.config import LossConfig  # noqa: E402
 from nst_jax import image as I  # noqa: E402
 from nst_jax import vgg  # noqa: E402
 from nst_jax.image import sample_path  # noqa: E402
@@ -174,13 +175,13 @@ def fg_speed(params, arch: str, sizes: Sequence[int], reps: int, bf16: bool, pea
     rows = []
     spec = vgg.spec_from_params(params)
     # the gatys preset's layers and Gram norm
-    cfg = S.LossConfig(compute_dtype="bfloat16" if bf16 else None, remat=remat)
-    weights = S.make_weights(cfg, params)  # alpha 1, beta 1e3, layer weights 1 / C_l^2
+    cfg = LossConfig(compute_dtype="bfloat16" if bf16 else None, remat=remat)
+    weights = objective.make_weights(cfg, params)  # alpha 1, beta 1e3, layer weights 1 / C_l^2
     for size in sizes:
         c = I.resize(I.load_image(sample_path(content)), (size, size))  # square, so the FLOPs are size^2-exact
         s = I.resize(I.load_image(sample_path(style)), (size, size))
-        targets = S.compute_targets(params, c, [s], cfg)
-        vg = jax.jit(jax.value_and_grad(S.total_loss), static_argnums=(4,))
+        targets = objective.compute_targets(params, c, [s], cfg)
+        vg = jax.jit(jax.value_and_grad(objective.total_loss), static_argnums=(4,))
         x = jnp.asarray(c)
         t = time.perf_counter()
         jax.block_until_ready(vg(x, params, targets, weights, cfg))

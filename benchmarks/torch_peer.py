@@ -1,6 +1,6 @@
 """A plain-PyTorch peer of the nst-jax Gatys loss and its ``torch.optim.LBFGS`` solve (the speed benchmark's baseline).
 
-Same network, same loss, same conventions as ``nst_jax.solve`` with the ``gatys`` preset, written independently in
+Same network, same loss, same conventions as ``nst_jax.objective`` with the ``gatys`` preset, written independently in
 PyTorch (float32, CPU, batch of one, NCHW):
 
 * network: the VGG conv stack of the nst-jax params tree (kernels HWIO -> OIHW), ``conv2d`` 3x3 stride 1 padding 1,

@@ -134,11 +134,12 @@ print("wrote", path)'''),
 SWEEP: List[Cell] = [
     badge("alpha_beta_sweep", "The content/style trade-off: an α/β sweep in one solve",
           "Figure 4 of Gatys et al. 2016 shows the same content and style for several ratios α/β of content weight to "
-          "style weight. `nst_jax.transfer.sweep` runs all K ratios as **one** vmapped, compiled L-BFGS solve (member "
+          "style weight. `nst_jax.sweep` runs all K ratios as **one** vmapped, compiled L-BFGS solve (member "
           "k: content weight α, style weight α / ratio_k); here it is compared with K separate `stylize` runs."),
     setup('''from nst_jax.figures import format_ratio, labelled_grid
 from nst_jax.image import load_image, sample_path
-from nst_jax.transfer import stylize, sweep
+from nst_jax.sweeps import sweep
+from nst_jax.transfer import stylize
 from nst_jax.weights import load_weights'''),
     PARAMS_MD,
     params(384, 300, '''RATIOS = [1e-3, 1.0] if SMALL else [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # alpha/beta per member: small = more style

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nst_jax.image import _atomic_write
+from nst_jax.files import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -67,7 +67,7 @@ class Checkpoint:
     state_leaves: List[np.ndarray]
 
     def resume_args(self) -> Dict[str, Any]:
-        """The ``resume`` argument of :meth:`nst_jax.solve.Solve.__call__`."""
+        """The ``resume`` argument of :meth:`nst_jax.runner.Solve.__call__`."""
         return {"leaves": self.state_leaves, "iteration": self.iteration, "values": self.trace_values,
                 "nfevs": self.trace_nfevs}
 
@@ -134,7 +134,7 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
     }
     for j, leaf in enumerate(leaves):
         arrays[f"state/{j:05d}"] = leaf
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from nst_jax.config import COLOR_MODES, LUM_MATCH_MODES, MATCH_MODES
+
 __all__ = [
     "RGB_TO_YIQ",
     "YIQ_TO_RGB",
@@ -45,11 +47,8 @@ __all__ = [
     "match_color",
     "prepare_color",
     "finish_color",
+    "check_choice",
 ]
-
-COLOR_MODES = ("none", "luminance", "match-style", "match-content", "original")
-MATCH_MODES = ("chol", "pca", "sym")
-LUM_MATCH_MODES = ("meanstd", "mean", "none")
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -82,7 +81,8 @@ YIQ_TO_RGB.setflags(write=False)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_choice(kind: str, value, choices: Sequence[str]) -> None:
+def check_choice(kind: str, value, choices: Sequence[str]) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (a one-line ``ValueError`` naming ``kind``)."""
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
 
@@ -177,7 +177,7 @@ def match_luminance(style_Y, content_Y, mode: str = "meanstd", eps=1e-5) -> jax.
       >>> bool(np.allclose(flat, content_Y.mean(), atol=1e-6))
       True
     """
-    _check_choice("luminance match mode", mode, LUM_MATCH_MODES)
+    check_choice("luminance match mode", mode, LUM_MATCH_MODES)
     ls = _as_plane("style_Y", style_Y)
     lc = _as_plane("content_Y", content_Y)
     if mode == "none":
@@ -271,7 +271,7 @@ def color_affine(mean_s, cov_s, mean_t, cov_t, mode: str = "pca", eps=1e-5) -> t
     and ``b = mean_t - A mean_s``. Every mode gives ``A S A^T = T`` exactly; they differ by a rotation.
     ``eps`` must be > 0 for singular covariances; it may be a traced scalar. ``mode`` is static.
     """
-    _check_choice("colour match mode", mode, MATCH_MODES)
+    check_choice("colour match mode", mode, MATCH_MODES)
     mean_s, cov_s = jnp.asarray(mean_s), jnp.asarray(cov_s)
     mean_t, cov_t = jnp.asarray(mean_t), jnp.asarray(cov_t)
     for name, v, shape in (("mean_s", mean_s, (3,)), ("cov_s", cov_s, (3, 3)),
@@ -319,7 +319,7 @@ def match_color(source_HW3, target_HW3, mode: str = "pca", eps=1e-5) -> tuple[ja
       >>> all(bool(np.allclose(a, b, atol=1e-4)) for a, b in zip(color_stats(out), color_stats(tgt)))
       True
     """
-    _check_choice("colour match mode", mode, MATCH_MODES)
+    check_choice("colour match mode", mode, MATCH_MODES)
     src = _as_image("source_HW3", source_HW3)
     tgt = _as_image("target_HW3", target_HW3)
     mean_s, cov_s = color_stats(src)
@@ -367,9 +367,9 @@ def prepare_color(
     perturbs the matched mean/covariance (or luminance mean/std) slightly wherever values left [0, 1].
     Pure and jit-compatible with ``color``, ``match_mode``, ``lum_match`` and ``clip`` static.
     """
-    _check_choice("colour mode", color, COLOR_MODES)
-    _check_choice("colour match mode", match_mode, MATCH_MODES)
-    _check_choice("luminance match mode", lum_match, LUM_MATCH_MODES)
+    check_choice("colour mode", color, COLOR_MODES)
+    check_choice("colour match mode", match_mode, MATCH_MODES)
+    check_choice("luminance match mode", lum_match, LUM_MATCH_MODES)
     content = _as_image("content_HW3", content_HW3)
     styles_in = [_as_image(f"styles[{i}]", s) for i, s in enumerate(styles)]
     if color == "luminance":
@@ -394,7 +394,7 @@ def finish_color(result_HW3, content_HW3, color: str, *, clip: bool = True) -> j
 
     ``clip=True`` clips to [0, 1] at the end (for every mode). Pure and jit-compatible with ``color``/``clip`` static.
     """
-    _check_choice("colour mode", color, COLOR_MODES)
+    check_choice("colour mode", color, COLOR_MODES)
     result = _as_image("result_HW3", result_HW3)
     if color in ("luminance", "original"):
         content = _as_image("content_HW3", content_HW3)

@@ -119,7 +119,8 @@ PAPER_FIGURES = {
 def paper_figure(name: str, *, size: int = 256, iters: int = 200, weights="auto", progress: bool = True) -> np.ndarray:
     """Reproduce one of :data:`PAPER_FIGURES` on the bundled samples; returns the labelled grid [H, W, 3]."""
     from nst_jax import image as I
-    from nst_jax.transfer import stylize, sweep
+    from nst_jax.sweeps import sweep
+    from nst_jax.transfer import stylize
 
     if name not in PAPER_FIGURES:
         raise ValueError(f"unknown figure {name!r}; choose one of {', '.join(sorted(PAPER_FIGURES))}")

@@ -29,11 +29,12 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from typing import Iterable, Mapping, Optional
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
+
+from nst_jax.files import atomic_write, one_line
 
 __all__ = [
     "load_image",
@@ -48,6 +49,7 @@ __all__ = [
     "available_samples",
     "SAMPLES",
     "SAVE_SUFFIXES",
+    "IMAGE_SUFFIXES",
 ]
 
 SAMPLES_DIR = pathlib.Path(__file__).parent / "samples"
@@ -74,7 +76,7 @@ SAMPLES = {
 SAVE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 JPEG_QUALITY = 95
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
     "bicubic": Image.Resampling.BICUBIC,
@@ -187,11 +189,6 @@ def resize_area(image_HWC, area: int, *, resample: str = "lanczos") -> np.ndarra
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def _one_line(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
 def _check_file(path) -> pathlib.Path:
     path = pathlib.Path(path)
     if not path.exists():
@@ -214,7 +211,7 @@ def _open_pil(path) -> Image.Image:
                 im = ImageOps.exif_transpose(im)  # returns a new, loaded image; safe after the file closes
                 im.load()
         except Exception as exc:  # Pillow raises OSError, SyntaxError, EOFError, struct.error, ... for bad data
-            raise ValueError(f"cannot read image {path}: {_one_line(exc)} (is it an image file?)") from exc
+            raise ValueError(f"cannot read image {path}: {one_line(exc)} (is it an image file?)") from exc
     if im.width < 1 or im.height < 1:
         raise ValueError(f"image {path} has zero size ({im.width}x{im.height} px); use a non-empty image")
     return im
@@ -306,33 +303,6 @@ def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path, write, mode: Optional[int] = None) -> None:
-    """Write ``path`` through a temp file in its folder (``write(binary_file)``), fsync, then ``os.replace`` it into
-    place: readers never see a partial file. ``mode``: the file's permissions (default: what the umask gives a new
-    file; ``mkstemp`` alone would make it 0600)."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask() if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _to_uint8(image_HW3) -> np.ndarray:
     arr = np.asarray(image_HW3)
     if arr.ndim != 3 or arr.shape[-1] != 3:
@@ -408,7 +378,7 @@ def save_image(
             save_kwargs["comment"] = json.dumps(texts)
 
     mode = path.stat().st_mode & 0o777 if path.exists() else None
-    _atomic_write(path, lambda fh: Image.fromarray(pixels).save(fh, format=fmt, **save_kwargs), mode)
+    atomic_write(path, lambda fh: Image.fromarray(pixels).save(fh, format=fmt, **save_kwargs), mode)
     return path
 
 
@@ -420,7 +390,7 @@ def read_png_metadata(path) -> dict[str, str]:
             im.load()  # text chunks after the image data are only read on load
             fmt, texts = im.format, dict(getattr(im, "text", {}))
     except Exception as exc:
-        raise ValueError(f"cannot read image {path}: {_one_line(exc)} (is it an image file?)") from exc
+        raise ValueError(f"cannot read image {path}: {one_line(exc)} (is it an image file?)") from exc
     if fmt != "PNG":
         raise ValueError(f"{path} is a {fmt} file, not a PNG; metadata is only read from PNG files")
     return texts
@@ -431,7 +401,7 @@ def read_png_metadata(path) -> dict[str, str]:
 
 def available_samples() -> list[str]:
     """Sorted file names of the images bundled in ``nst_jax/samples/``."""
-    return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def sample_path(name: str) -> pathlib.Path:

@@ -16,28 +16,24 @@ The estimate adds the buffers live at the peak of one compiled solver iteration:
                                                     output and 1 byte per max-pool output (with remat: the float block
                                                     inputs instead)
 
-(K: members of a vmapped sweep; activations in the compute dtype, bf16: 2 bytes.) The network's backward pass needs
-no float activation (input gradients of a conv need only its kernel): :func:`nst_jax.vgg.relu` keeps a bit-packed
-mask, :func:`nst_jax.vgg.max_pool` a 1-byte code of each window's maximum, and the Gram's custom JVP one [N, C]
-product per style layer (:func:`nst_jax.losses.gram`); both residuals are built by reductions, which XLA
-materialises instead of fusing the comparisons into the backward pass (XLA:CPU drops ``optimization_barrier``, so
-barriers cannot do this there). Calibrated on CPU against XLA's own buffer assignment (``Compiled.memory_analysis()``:
-vgg16 at 512 px, value and gradient: 616 MiB of temporaries before these changes, 256 MiB after) and against
-:func:`measure_peak_bytes` (resident-set growth of a fresh process).
-
-With these residuals ``remat`` has nothing left to save for VGG: the float block inputs it keeps are larger than the
-masks it drops, and XLA:CPU ignores it anyway (identical buffer assignment); the term models accelerators.
-bfloat16 activations likewise only save memory on accelerators (XLA:CPU computes bf16 convolutions in float32).
-Sizes follow ``nst_jax.vgg``: 3x3 SAME convs keep H, W; 2x2 stride-2 VALID pools floor them.
+(K: members of a vmapped sweep; activations in the compute dtype, bf16: 2 bytes.) The residuals are those of the
+memory-lean network ops (:mod:`nst_jax.lean_ops`: a bit-packed ReLU mask, a 1-byte max-pool code) and of the Gram's
+custom JVP (:func:`nst_jax.losses.gram_sum`). The layer shapes come from the network itself
+(:func:`feature_shapes`). The constants are calibrated on CPU against XLA's own buffer assignment
+(``Compiled.memory_analysis()``) and against :func:`measure_peak_bytes` (resident-set growth of a fresh process);
+the calibration runs are in ``benchmarks/RESULTS.md``. With these residuals ``remat`` has nothing left to save for
+VGG (the float block inputs it keeps are larger than the masks it drops); its term models accelerators, as does
+bfloat16's (XLA:CPU computes bf16 convolutions in float32).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 from nst_jax import vgg
+from nst_jax.config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, SOLVERS
 
 __all__ = [
     "PEAK_LAYERS",
@@ -51,14 +47,14 @@ __all__ = [
     "available_bytes",
     "check_fits",
     "estimate_for_config",
+    "feature_shapes",
 ]
 
 PEAK_LAYERS = 2
 IMAGE_COPIES = 12
 GRAM_COPIES = 2
 RUNTIME_OVERHEAD = 3 * 2 ** 20  # executable buffers, thread pools and small host allocations of one solve
-_DEFAULT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2")
-_SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
+_DEFAULT_LAYERS = DEFAULT_STYLE_LAYERS + DEFAULT_CONTENT_LAYERS
 
 
 class _Counts(NamedTuple):
@@ -71,32 +67,41 @@ class _Counts(NamedTuple):
     relu: int  # every ReLU output
 
 
-def _layer_stats(spec, shape_HW, layers: Sequence[str]) -> _Counts:
-    """One walk over the network up to the deepest of ``layers`` (validated), counting H_l W_l C_l per output."""
+def feature_shapes(spec, shape_HW, layers: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
+    """``{layer: (H_l, W_l, C_l)}`` of every layer up to the deepest of ``layers``, from the network itself
+    (``jax.eval_shape`` of :func:`nst_jax.vgg.features`: no arrays are made)."""
+    import jax
+    import jax.numpy as jnp
+
     spec = vgg.get_spec(spec)
-    seq = vgg.layer_sequence(spec)
-    order = {name: j for j, (name, _) in enumerate(seq)}
+    names = vgg.layer_names(spec)
     layers = list(layers)
     if not layers:
         raise ValueError("give at least one layer, e.g. ('relu1_1', 'relu4_2')")
-    unknown = [n for n in layers if n not in order]
+    unknown = [n for n in layers if n not in names]
     if unknown:
         raise ValueError(f"unknown layer(s) {unknown} for {spec.name}; use names such as relu4_2")
-    last = max(order[n] for n in layers)
-    chans = vgg.layer_channels(spec)
+    upto = names[: max(names.index(n) for n in layers) + 1]
+    sds = jax.ShapeDtypeStruct
+    params = {k: {kk: sds(v, jnp.float32) for kk, v in s.items()} for k, s in vgg.expected_shapes(spec).items()}
+    image = sds((int(shape_HW[0]), int(shape_HW[1]), 3), jnp.float32)
+    out = jax.eval_shape(lambda p, x: vgg.features(p, x, upto, ops="lax"), params, image)
+    return {n: tuple(out[n].shape) for n in upto}
+
+
+def _layer_stats(spec, shape_HW, layers: Sequence[str]) -> _Counts:
+    """Counts of H_l W_l C_l per output, from :func:`feature_shapes`."""
+    shapes = feature_shapes(spec, shape_HW, layers)
     wanted = set(layers)
-    h, w = int(shape_HW[0]), int(shape_HW[1])
     total = pool = block = biggest = widest = taps = relu = 0
-    for name, kind in seq[: last + 1]:
-        if kind == "pool":
-            h, w = h // 2, w // 2
-        n = h * w * chans[name]
+    for name, shape in shapes.items():
+        n = math.prod(shape)
         total += n
         block += n
         widest = max(widest, n)
         taps += n if name in wanted else 0
-        relu += n if kind == "relu" else 0
-        if kind == "pool":
+        relu += n if name.startswith("relu") else 0
+        if name.startswith("pool"):
             pool += n
             biggest = max(biggest, block)
             block = 0
@@ -120,14 +125,10 @@ def _param_elements(spec, upto: Optional[int] = None) -> int:
     return sum(math.prod(s["kernel"]) + math.prod(s["bias"]) for s in shapes)
 
 
-def _conv_index(spec, name: str) -> int:
+def _convs_up_to(spec, name: str) -> int:
     """How many convs run up to and including layer ``name``."""
-    n = 0
-    for lay, kind in vgg.layer_sequence(spec):
-        n += kind == "conv"
-        if lay == name:
-            return n
-    raise ValueError(f"unknown layer {name!r}")
+    names = vgg.layer_names(spec)
+    return sum(n.startswith("conv") for n in names[: names.index(name) + 1])
 
 
 def estimate_peak_bytes(
@@ -164,8 +165,8 @@ def estimate_peak_bytes(
       [0.54, 1.01, 0.85, 1.87]
     """
     spec = vgg.get_spec(arch)
-    if solver not in _SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(_SOLVERS)}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     h, w = (int(v) for v in shape_HW)
     if h < 1 or w < 1:
         raise ValueError(f"image shape must be positive, got {tuple(shape_HW)}")
@@ -183,10 +184,8 @@ def estimate_peak_bytes(
     residuals = c.pool * act_bytes if remat else c.relu // 8 + c.pool
     acts = (PEAK_LAYERS * c.widest + c.taps) * act_bytes + residuals
 
-    content_el = 0
-    for name in content_layers:
-        hl, wl = _layer_hw(spec, (h, w), name)
-        content_el += hl * wl * chans[name]
+    shapes = feature_shapes(spec, (h, w), layers)
+    content_el = sum(math.prod(shapes[name]) for name in content_layers)
     gram_el = sum(n_styles * chans[n] ** 2 for n in layers if n not in content_layers)
     # Gram targets, plus the generated image's Grams and their cotangents in the loss
     targets = 4 * (content_el + GRAM_COPIES * gram_el)
@@ -197,19 +196,9 @@ def estimate_peak_bytes(
         state = 4 * (2 * n_img)
     images = 4 * IMAGE_COPIES * n_img
     # all params stay resident; the backward pass holds a transformed copy of the used kernels (input gradients)
-    used = _param_elements(spec, upto=max(_conv_index(spec, n) for n in layers))
+    used = _param_elements(spec, upto=max(_convs_up_to(spec, n) for n in layers))
     params = 4 * _param_elements(spec) + act_bytes * used
     return int(RUNTIME_OVERHEAD + params + targets + batch * (state + images + acts))
-
-
-def _layer_hw(spec, shape_HW, name: str) -> tuple[int, int]:
-    h, w = shape_HW
-    for lay, kind in vgg.layer_sequence(spec):
-        if kind == "pool":
-            h, w = h // 2, w // 2
-        if lay == name:
-            return h, w
-    raise ValueError(f"unknown layer {name!r}")
 
 
 def format_bytes(n: float) -> str:
@@ -298,55 +287,81 @@ def measure_peak_bytes(
     are mapped and unmapped individually (and so show up in, and leave, the resident set).
     """
     import gc
-    import threading
+
+    import jax
+
+    from nst_jax import objective
+
+    spec = vgg.get_spec(arch)
+    h, w = (int(v) for v in shape_HW)
+    cfg, weights, init_c, iterate = _compiled_solve(spec, (h, w), history, remat, compute_dtype, iters)
+
+    def inputs():
+        params = vgg.init_params(jax.random.PRNGKey(0), spec)
+        x = jax.random.uniform(jax.random.PRNGKey(1), (h, w, 3))
+        return params, x, objective.compute_targets(params, x, [x], cfg)
+
+    jax.block_until_ready(inputs())  # compiles the (cached) target programs outside the measured window
+    gc.collect()
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+
+    def run():
+        params, x, targets = inputs()
+        jax.block_until_ready(iterate(init_c(x, params, targets, weights), params, targets, weights))
+
+    rss_growth = _peak_rss_growth(run, interval_s)
+    if stats and "peak_bytes_in_use" in stats:
+        return int(dev.memory_stats()["peak_bytes_in_use"] - stats.get("bytes_in_use", 0))
+    return rss_growth
+
+
+def _compiled_solve(spec, shape_HW, history, remat, compute_dtype, iters):
+    """(loss config, weights, compiled init, ``iterate(state, params, targets, weights)``) of the solve
+    :func:`measure_peak_bytes` measures, compiled from abstract shapes (no buffers exist yet)."""
+    import dataclasses
 
     import jax
     import jax.numpy as jnp
 
-    from nst_jax import solve as S
+    from nst_jax import objective, runner
+    from nst_jax.config import LossConfig, SolverConfig
 
-    spec = vgg.get_spec(arch)
-    h, w = (int(v) for v in shape_HW)
-    cfg = S.LossConfig(remat=remat, compute_dtype=compute_dtype)
-    scfg = S.SolverConfig(history=history, chunk=max(1, iters))
-    run = S.Solve(cfg, scfg)
-    f32 = jnp.float32
+    run = runner.Solve(LossConfig(remat=remat, compute_dtype=compute_dtype),
+                       SolverConfig(history=history, chunk=max(1, iters)))
+    cfg, scfg = run.loss_cfg, run.solver_cfg
     sds = jax.ShapeDtypeStruct
-    p_abs = {k: {kk: sds(v, f32) for kk, v in s.items()} for k, s in vgg.expected_shapes(spec).items()}
-    x_abs = sds((h, w, 3), f32)
-    targets_abs = jax.eval_shape(lambda p, x: S._targets_impl(p, x, x, cfg), p_abs, x_abs)
-    targets_abs = {"content": targets_abs["content"],
-                   "grams": {k: sds((1,) + v.shape, f32) for k, v in targets_abs["grams"].items()}}
-    weights = S.make_weights(cfg, p_abs)  # tiny; only the params' shapes are read
+    p_abs = {k: {kk: sds(v, jnp.float32) for kk, v in s.items()} for k, s in vgg.expected_shapes(spec).items()}
+    x_abs = sds(tuple(shape_HW) + (3,), jnp.float32)
+    targets_abs = jax.eval_shape(lambda p, x: objective.compute_targets(p, x, [x], cfg), p_abs, x_abs)
+    weights = objective.make_weights(cfg, spec)  # tiny; only the channel counts are read
     weights_abs = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), weights)
-    init_c = run._init.lower(x_abs, p_abs, targets_abs, weights_abs, cfg, scfg).compile()
-    state_abs = jax.eval_shape(lambda *a: run._init(*a, cfg, scfg), x_abs, p_abs, targets_abs, weights_abs)
-    if run.loop == "while":  # the whole chunk is one compiled while-loop (GPU/TPU)
-        chunk_c = run._chunk.lower(state_abs, p_abs, targets_abs, weights_abs, sds((), jnp.int32), cfg,
-                                   scfg).compile()
+    static = dict(loss_cfg=cfg, solver_cfg=scfg, members=None)
+    init_c = runner.init_state.lower(x_abs, p_abs, targets_abs, weights_abs, **static).compile()
+    state_abs = jax.eval_shape(lambda *a: runner.init_state(*a, **static), x_abs, p_abs, targets_abs, weights_abs)
+    bad_abs = sds((), bool)
+    if run.loop == "while":  # the whole chunk is one compiled while-loop
+        chunk_c = runner.run_chunk.lower(state_abs, bad_abs, p_abs, targets_abs, weights_abs, sds((), jnp.int32),
+                                         **static).compile()
 
         def iterate(state, params, targets, weights):
-            return chunk_c(state, params, targets, weights, jnp.asarray(iters, jnp.int32))
-    else:  # one compiled, donated step per iteration dispatched from Python (CPU)
-        step_c = run._step.lower(state_abs, sds((), bool), p_abs, targets_abs, weights_abs, cfg, scfg).compile()
+            return chunk_c(state, jnp.zeros((), bool), params, targets, weights, jnp.asarray(iters, jnp.int32))
+    else:  # one compiled, donated step per iteration dispatched from Python
+        static_step = dict(static, solver_cfg=dataclasses.replace(scfg, chunk=1))
+        step_c = runner.step.lower(state_abs, bad_abs, p_abs, targets_abs, weights_abs, **static_step).compile()
 
         def iterate(state, params, targets, weights):
             bad = jnp.zeros((), bool)
             for _ in range(iters):
                 state, bad, _, _ = step_c(state, bad, params, targets, weights)
             return state
+    return cfg, weights, init_c, iterate
 
 
-    def inputs():
-        params = vgg.init_params(jax.random.PRNGKey(0), spec)
-        x = jax.random.uniform(jax.random.PRNGKey(1), (h, w, 3), f32)
-        return params, x, S.compute_targets(params, x, [x], cfg)
+def _peak_rss_growth(fn, interval_s: float) -> int:
+    """Largest growth of the resident set while ``fn()`` runs, sampled by a thread every ``interval_s``."""
+    import threading
 
-    jax.block_until_ready(inputs())  # compiles the (cached) target and init programs outside the measured window
-    gc.collect()
-
-    dev = jax.devices()[0]
-    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
     peak = {"rss": _rss_bytes()}
     base = peak["rss"]
     stop = threading.Event()
@@ -359,22 +374,18 @@ def measure_peak_bytes(
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        params, x, targets = inputs()
-        state = init_c(x, params, targets, weights)
-        jax.block_until_ready(iterate(state, params, targets, weights))
+        fn()
         peak["rss"] = max(peak["rss"], _rss_bytes())
     finally:
         stop.set()
         thread.join()
-    if stats and "peak_bytes_in_use" in stats:
-        after = dev.memory_stats()
-        return int(after["peak_bytes_in_use"] - stats.get("bytes_in_use", 0))
     return int(peak["rss"] - base)
 
 
 def estimate_for_config(shape_HW, cfg, *, arch="vgg19", n_styles: int = 1, history: int = 100, batch: int = 1,
                         solver: str = "lbfgs") -> int:
-    """:func:`estimate_peak_bytes` for a ``nst_jax.solve.LossConfig`` (its layers, remat, compute dtype, channels)."""
+    """:func:`estimate_peak_bytes` for a :class:`nst_jax.config.LossConfig` (its layers, remat, compute dtype,
+    channels)."""
     return estimate_peak_bytes(shape_HW, arch=arch, layers=cfg.all_layers, content_layers=cfg.content_layers,
                                n_styles=n_styles, history=history, batch=batch, remat=cfg.remat,
                                compute_dtype=cfg.compute_dtype, solver=solver, channels=cfg.channels)

@@ -13,8 +13,8 @@
 * :func:`mixed_targets_transfer` -- the one-pass variant: a single transfer whose Gram targets come from the fine
   style on shallow layers (up to ``split_layer``) and from the coarse style on the deeper layers.
 
-Every level is an ordinary :func:`nst_jax.transfer.solve_problem`, so each image size compiles once and the compiled
-programs are shared through the ``Solve`` cache (a second run at the same sizes compiles nothing).
+Every level is an ordinary solve of a prepared problem, so each image size compiles once and a second run at the
+same sizes compiles nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import color as C
 from nst_jax import image as I
-from nst_jax import solve as S
 from nst_jax import vgg
-
-from nst_jax import transfer as ST
+from nst_jax.config import DEFAULT_STYLE_LAYERS, ProblemSpec, SolveOptions, split_kwargs
+from nst_jax.objective import GramTargets
+from nst_jax.problem import Problem, initial_image, load_input, prepare, resolve_params
+from nst_jax.transfer import Result, result_of, run_settings, solve_output, solve_problem
 
 __all__ = [
     "PAPER_AREAS",
@@ -51,11 +53,9 @@ _FINE_LAYERS_SMALL = ("relu1_1", "relu2_1")
 _FINE_LAYERS_LARGE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 _FINE_AREA_SPLIT = 512 * 1024
 
-_SOLVE_KEYS = ("seed", "solver", "history", "lr", "precondition", "chunk")
-
 
 @dataclasses.dataclass
-class PyramidResult(ST.Result):
+class PyramidResult(Result):
     """The last level's image with the whole run's trace; ``levels`` holds each level's own :class:`Result`.
 
     ``loss_trace`` concatenates the levels (``iter`` and ``fg`` cumulative, plus ``level``, 0-based); loss values of
@@ -64,7 +64,7 @@ class PyramidResult(ST.Result):
     started from (the solver's variable: one channel for ``color="luminance"``).
     """
 
-    levels: List[ST.Result] = dataclasses.field(default_factory=list)
+    levels: List[Result] = dataclasses.field(default_factory=list)
     inits: List[np.ndarray] = dataclasses.field(default_factory=list)
 
 
@@ -159,83 +159,17 @@ def default_iters(n_levels: int) -> List[int]:
 
 # --------------------------------------------------------------------------------------------------- pyramid
 
-def _raw_problem(problem: ST.Problem) -> ST.Problem:
-    """The same problem whose solve returns the optimised variable unchanged (colour finishing skipped)."""
-    return dataclasses.replace(problem, settings=dict(problem.settings, color="none"))
+def _solve_level(problem: Problem, options: SolveOptions, offset: int, desc: str) -> Tuple[Result, np.ndarray]:
+    """One level: (its Result with the finished image, the raw optimised [H, W, C] variable for the next level);
+    intermediate saves are numbered across levels (``offset``)."""
+    if options.callback is not None:
+        user = options.callback
+        options = dataclasses.replace(options, callback=lambda it, img: user(offset + it, img))
+    out = solve_output(problem, options, desc=desc)
+    return result_of(problem, out, run_settings(problem, options)), np.asarray(out.image, np.float32)
 
 
-def _finish(problem: ST.Problem, raw_HW3: np.ndarray) -> np.ndarray:
-    from nst_jax import color as C
-
-    return np.asarray(C.finish_color(raw_HW3, problem.content, problem.settings["color"]), np.float32)
-
-
-def _solve_level(problem: ST.Problem, x0, iters, *, desc, progress, callback, save_every, offset, solve_kw):
-    """One level: solve from ``x0`` and return (Result with the finished image, raw optimised [H, W, 3] image)."""
-    raw_cb = None
-    if callback is not None and save_every:
-        def raw_cb(it, x):
-            callback(offset + it, _finish(problem, x))
-
-    r = ST.solve_problem(_raw_problem(problem), iters=iters, init=x0, progress=progress, callback=raw_cb,
-                         save_every=save_every, desc=desc, **solve_kw)
-    raw = np.asarray(r.image, np.float32)
-    r.image = _finish(problem, raw)
-    r.settings["color"] = problem.settings["color"]
-    return r, raw
-
-
-def stylize_pyramid(
-    content,
-    style,
-    *,
-    scales: Optional[Sequence[int]] = None,
-    iters_per_scale: Optional[Union[int, Sequence[int]]] = None,
-    init: Union[str, Any] = "content",
-    size: Optional[int] = None,
-    auto_scales: bool = False,
-    factor: float = 2.0,
-    min_size: int = 256,
-    weights: Any = "auto",
-    seed: int = 0,
-    solver: str = "lbfgs",
-    history: int = 100,
-    precondition: bool = True,
-    lr: Optional[float] = None,
-    chunk: int = 25,
-    progress: bool = True,
-    callback=None,
-    save_every: Optional[int] = None,
-    **problem_kwargs,
-) -> PyramidResult:
-    """Coarse-to-fine style transfer (2017 paper, Section 6).
-
-    Args:
-      content, style: paths or [H, W, 3] arrays in [0, 1] (``style`` may be a list); loaded once at full
-        resolution and resized from there for every level.
-      scales / size / auto_scales / factor / min_size: the levels, see :func:`scale_schedule`.
-      iters_per_scale: one count for every level, or one per level (default :func:`default_iters`: 500, 200, 80, ...).
-      init: the first level's start (``"content"``, ``"noise"``, ``"style"`` or an image); later levels start from
-        the previous level's optimised image resized (Lanczos) to their size.
-      weights: weight source name or params tree (loaded once, shared by all levels).
-      callback: ``callback(iteration, image_HW3)`` every ``save_every`` iterations, iterations counted across levels.
-      **problem_kwargs: as :func:`nst_jax.transfer.prepare` (style_scale, preset, weights of the terms, layers,
-        pooling, colour control, spatial control, remat, compute dtype), applied identically at every level.
-
-    Returns:
-      :class:`PyramidResult` (the last level's image; ``levels``: per-level results; ``settings["levels"]``: a JSON
-      summary per level).
-    """
-    if "content_shape" in problem_kwargs:
-        raise ValueError("unexpected argument content_shape")
-    content_img = ST._load(content, "content", None)
-    styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    if not styles:
-        raise ValueError("give at least one style image")
-    style_imgs = [ST._load(s, "style", None) for s in styles]
-    shapes = scale_schedule(content_img.shape[:2], scales=scales, size=size, auto_scales=auto_scales, factor=factor,
-                            min_size=min_size)
-    n = len(shapes)
+def _level_iters(iters_per_scale, n: int, shapes) -> List[int]:
     if iters_per_scale is None:
         iters = default_iters(n)
     elif isinstance(iters_per_scale, (int, np.integer)):
@@ -246,41 +180,14 @@ def stylize_pyramid(
             raise ValueError(f"{len(iters)} iteration counts given for {n} levels {shapes}; give one per level")
     if any(i < 0 for i in iters):
         raise ValueError(f"iterations per scale must be >= 0, got {iters}")
-    solve_kw = dict(seed=seed, solver=solver, history=history, lr=lr, precondition=precondition,
-                    chunk=chunk)
+    return iters
 
-    levels: List[ST.Result] = []
-    inits: List[np.ndarray] = []
-    raw = None
-    offset = 0
-    params = weights
-    for k, (h, w) in enumerate(shapes):
-        problem = ST.prepare(content_img, style_imgs if len(style_imgs) > 1 else style_imgs[0], weights=params,
-                             size=max(h, w), **problem_kwargs)
-        if k == 0:
-            params = problem.params
-            weights_name = {key: problem.settings[key] for key in ("weights", "weights_random")}
-        else:
-            problem.settings.update(weights_name)
-        if problem.content_in.shape[:2] != (h, w):  # prepare and scale_schedule disagree: a bug, say so
-            raise RuntimeError(f"level {k + 1} prepared at {problem.content_in.shape[:2]}, scheduled at {(h, w)}")
-        if raw is None:
-            x0 = ST.initial_image(problem, init, seed)
-        else:
-            x0 = I.resize(raw, (h, w))[..., :problem.cfg.channels]
-        inits.append(np.asarray(x0, np.float32))
-        desc = f"level {k + 1}/{n} {w}x{h}"
-        r, raw = _solve_level(problem, x0, iters[k], desc=desc, progress=progress, callback=callback,
-                              save_every=save_every, offset=offset, solve_kw=solve_kw)
-        r.settings.update(level=k + 1, levels_total=n, shape=[h, w],
-                          init=(init if isinstance(init, str) else "array") if k == 0 else "previous level")
-        levels.append(r)
-        offset += iters[k]
 
+def _combined(levels: List[Result], inits, shapes, iters, init) -> PyramidResult:
     trace, it0, fg0 = [], 0, 0
     for k, r in enumerate(levels):
         for e in r.loss_trace:
-            trace.append({"iter": it0 + e["iter"], "fg": fg0 + e["fg"], "loss": e["loss"], "level": k})
+            trace.append(dict(e, iter=it0 + e["iter"], fg=fg0 + e["fg"], level=k))
         it0 += r.loss_trace[-1]["iter"] + 1
         fg0 += r.n_fg
     last = levels[-1]
@@ -300,8 +207,70 @@ def stylize_pyramid(
         terms=dict(last.terms), settings=settings,
         stopped_nonfinite=any(r.stopped_nonfinite for r in levels),
         nonfinite_term=next((r.nonfinite_term for r in levels if r.nonfinite_term), None),
-        levels=levels, inits=inits,
-    )
+        iters_done=sum(r.iters_done for r in levels), levels=levels, inits=inits)
+
+
+def stylize_pyramid(
+    content,
+    style,
+    *,
+    scales: Optional[Sequence[int]] = None,
+    iters_per_scale: Optional[Union[int, Sequence[int]]] = None,
+    auto_scales: bool = False,
+    factor: float = 2.0,
+    min_size: int = 256,
+    spec: Optional[ProblemSpec] = None,
+    options: Optional[SolveOptions] = None,
+    **kwargs,
+) -> PyramidResult:
+    """Coarse-to-fine style transfer (2017 paper, Section 6).
+
+    Args:
+      content, style: paths or [H, W, 3] arrays in [0, 1] (``style`` may be a list); loaded once at full
+        resolution and resized from there for every level.
+      scales / auto_scales / factor / min_size (and ``spec.size``): the levels, see :func:`scale_schedule`; with
+        ``scales`` given, ``size`` is their last one.
+      iters_per_scale: one count for every level, or one per level (default :func:`default_iters`: 500, 200, 80, ...).
+      spec / options / **kwargs: as :func:`nst_jax.stylize`, applied at every level (``options.iters`` is not used;
+        ``options.init`` starts the first level; later levels start from the previous level's optimised image
+        resized (Lanczos) to their size; ``options.callback`` counts iterations across levels).
+
+    Returns:
+      :class:`PyramidResult` (the last level's image; ``levels``: per-level results; ``settings["levels"]``: a JSON
+      summary per level).
+    """
+    size_given = "size" in kwargs or (spec is not None and spec.size is not None)
+    spec, options = split_kwargs(spec, options, **kwargs)
+    content_img = load_input(content, "content", None)
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles:
+        raise ValueError("give at least one style image")
+    style_imgs = [load_input(s, "style", None) for s in styles]
+    size = spec.size if size_given and (auto_scales or scales is None) else None
+    shapes = scale_schedule(content_img.shape[:2], scales=scales, size=size, auto_scales=auto_scales, factor=factor,
+                            min_size=min_size)
+    iters = _level_iters(iters_per_scale, len(shapes), shapes)
+    params, info = resolve_params(spec.weights)
+    levels: List[Result] = []
+    inits: List[np.ndarray] = []
+    raw, offset = None, 0
+    for k, (h, w) in enumerate(shapes):
+        problem = prepare(content_img, style_imgs if len(style_imgs) > 1 else style_imgs[0],
+                          dataclasses.replace(spec, weights=params, size=max(h, w)))
+        problem.settings.update(weights=info.name if info is not None else "params",
+                                weights_random=bool(info is not None and info.is_random))
+        if problem.content_in.shape[:2] != (h, w):  # prepare and scale_schedule disagree: a bug, say so
+            raise RuntimeError(f"level {k + 1} prepared at {problem.content_in.shape[:2]}, scheduled at {(h, w)}")
+        x0 = initial_image(problem, options.init, options.seed) if raw is None else \
+            I.resize(raw, (h, w))[..., :problem.cfg.channels]
+        inits.append(np.asarray(x0, np.float32))
+        level_opts = dataclasses.replace(options, iters=iters[k], init=inits[-1])
+        r, raw = _solve_level(problem, level_opts, offset, f"level {k + 1}/{len(shapes)} {w}x{h}")
+        r.settings.update(level=k + 1, levels_total=len(shapes), shape=[h, w], init=(
+            options.init if isinstance(options.init, str) else "array") if k == 0 else "previous level")
+        levels.append(r)
+        offset += iters[k]
+    return _combined(levels, inits, shapes, iters, options.init)
 
 
 # --------------------------------------------------------------------------------------------------- style mixing
@@ -336,7 +305,7 @@ def _resolve_fine_layers(fine_layers, shape_HW, order) -> Tuple[str, ...]:
         return default_fine_layers(shape_HW)
     if isinstance(fine_layers, str):
         _check_layer(fine_layers, order, "fine layer")
-        layers = [n for n in S.DEFAULT_STYLE_LAYERS if n in order and order[n] <= order[fine_layers]]
+        layers = [n for n in DEFAULT_STYLE_LAYERS if n in order and order[n] <= order[fine_layers]]
         return tuple(dict.fromkeys(layers + [fine_layers]))
     layers = tuple(fine_layers)
     if not layers:
@@ -354,32 +323,16 @@ def mix_styles(
     fine_layers: Optional[Union[str, Sequence[str]]] = None,
     match_colors_to=None,
     match_mode: str = "pca",
-    iters: int = 500,
-    weights: Any = "auto",
-    preset: str = "gatys",
-    style_weight: Optional[float] = None,
-    tv_weight: Optional[float] = None,
-    layer_weights: Any = None,
-    pooling: str = "max",
-    remat: Any = False,
-    compute_dtype: Optional[str] = None,
-    seed: int = 0,
-    solver: str = "lbfgs",
-    history: int = 100,
-    precondition: bool = True,
-    lr: Optional[float] = None,
-    chunk: int = 25,
-    progress: bool = True,
-    callback=None,
-    save_every: Optional[int] = None,
-) -> ST.Result:
+    spec: Optional[ProblemSpec] = None,
+    options: Optional[SolveOptions] = None,
+    **kwargs,
+) -> Result:
     """A new style image mixing the coarse scale of one style with the fine scale of another (paper Fig. 5).
 
     The image is initialised with the coarse-scale style image (resized so its longest side is ``size``) and optimised
-    against the Gram matrices (normalisation of ``preset``, Eq. 3/4 of the 2016 paper) of the fine-scale style image
-    (resized to the same longest side) on the lower layers only, with NO content loss (``content_layers=()``).
-    The lower layers' small receptive fields carry the fine texture; the coarse structure is left to the
-    initialisation, which the low-layer loss does not constrain.
+    against the Gram matrices of the fine-scale style image (resized to the same longest side) on the lower layers
+    only, with NO content loss. The lower layers' small receptive fields carry the fine texture; the coarse structure
+    is left to the initialisation, which the low-layer loss does not constrain.
 
     Args:
       coarse, fine: paths or [H, W, 3] arrays in [0, 1].
@@ -388,99 +341,57 @@ def mix_styles(
         it) or an explicit sequence of layers.
       match_colors_to: an optional content image (path/array): both style images are first recoloured to its colour
         mean and covariance (``nst_jax.color.match_color``, ``match_mode``), as the paper does before mixing.
+      spec / options / **kwargs: as :func:`nst_jax.stylize` (weights, preset, style/TV/layer weights, pooling,
+        iterations, solver); layers, content weight, colour and spatial control are set here.
 
     Returns:
       :class:`nst_jax.transfer.Result` (``terms["content"]`` is 0; ``settings["mix"]`` records the layers).
     """
-    from nst_jax import color as C
-
-    pre = S.preset(preset)
-    if not isinstance(size, (int, np.integer)) or size < 16:
-        raise ValueError(f"size must be an integer >= 16 pixels, got {size!r}")
-    if pooling not in ("max", "avg"):
-        raise ValueError(f"pooling must be 'max' or 'avg', got {pooling!r}")
-    params, info = ST._resolve_params(weights)
+    spec, options = split_kwargs(spec, options, **kwargs)
+    spec = dataclasses.replace(spec, size=size)  # validates size
+    params, info = resolve_params(spec.weights)
     order = _layer_order(params)
-    coarse_img = ST._load(coarse, "coarse style", size)
-    fine_img = ST._load(fine, "fine style", size)
+    coarse_img = load_input(coarse, "coarse style", size)
+    fine_img = load_input(fine, "fine style", size)
     if match_colors_to is not None:
-        C._check_choice("colour match mode", match_mode, C.MATCH_MODES)
-        target = ST._load(match_colors_to, "colour reference", None)
+        C.check_choice("colour match mode", match_mode, C.MATCH_MODES)
+        target = load_input(match_colors_to, "colour reference", None)
         coarse_img = np.clip(np.asarray(C.match_color(coarse_img, target, match_mode)[0]), 0.0, 1.0)
         fine_img = np.clip(np.asarray(C.match_color(fine_img, target, match_mode)[0]), 0.0, 1.0)
-    coarse_img = np.asarray(coarse_img, np.float32)
-    fine_img = np.asarray(fine_img, np.float32)
     layers = _resolve_fine_layers(fine_layers, coarse_img.shape[:2], order)
-
-    cfg = S.LossConfig(content_layers=(), style_layers=layers, pooling=pooling, gram_norm=pre["gram_norm"],
-                       channels=3, spatial=None, remat=remat, compute_dtype=compute_dtype)
-    targets = S.compute_targets(params, None, [fine_img], cfg)
-    wts = S.make_weights(
-        cfg, params, content_weight=0.0,
-        style_weight=pre["style_weight"] if style_weight is None else style_weight,
-        tv_weight=pre["tv_weight"] if tv_weight is None else tv_weight,
-        layer_weights=pre["layer_weights"] if layer_weights is None else layer_weights,
-    )
-    settings = {
-        "preset": preset, "size": size, "content_weight": 0.0, "style_weight": float(wts["style"]),
-        "tv_weight": float(wts["tv"]), "style_blend": [1.0], "content_layers": [], "style_layers": list(layers),
-        "layer_weights": [float(v) for v in np.asarray(wts["style_layers"])], "pooling": pooling,
-        "gram_norm": cfg.gram_norm, "color": "none", "match_mode": match_mode, "remat": remat,
-        "compute_dtype": compute_dtype, "weights": info.name if info is not None else "params",
-        "weights_random": bool(info is not None and info.is_random),
-        "mix": {"fine_layers": list(layers), "colors_matched": match_colors_to is not None},
-    }
-    problem = ST.Problem(params, cfg, targets, wts, coarse_img, coarse_img, [fine_img], settings, info)
-    r = ST.solve_problem(problem, iters=iters, init="content", seed=seed, solver=solver, history=history, lr=lr,
-                         precondition=precondition, chunk=chunk, progress=progress, callback=callback,
-                         save_every=save_every, desc="mix styles")
+    spec = dataclasses.replace(spec, weights=params, content_weight=0.0, content_layers=(), style_layers=layers,
+                               style_scale=1.0, style_blend=None, color="none", spatial=None)
+    problem = prepare(np.asarray(coarse_img, np.float32), np.asarray(fine_img, np.float32), spec)
+    problem.settings.update(weights=info.name if info is not None else "params", size=size,
+                            weights_random=bool(info is not None and info.is_random),
+                            mix={"fine_layers": list(layers), "colors_matched": match_colors_to is not None})
+    r = solve_problem(problem, dataclasses.replace(options, init="content"), desc="mix styles")
     r.settings["init"] = "coarse"
     return r
 
 
-def mixed_targets_transfer(
-    content,
-    coarse,
-    fine,
-    *,
-    split_layer: str = "relu2_1",
-    iters: int = 500,
-    init: Union[str, Any] = "content",
-    seed: int = 0,
-    solver: str = "lbfgs",
-    history: int = 100,
-    precondition: bool = True,
-    lr: Optional[float] = None,
-    chunk: int = 25,
-    progress: bool = True,
-    callback=None,
-    save_every: Optional[int] = None,
-    **problem_kwargs,
-) -> ST.Result:
+def mixed_targets_transfer(content, coarse, fine, *, split_layer: str = "relu2_1", spec: Optional[ProblemSpec] = None,
+                           options: Optional[SolveOptions] = None, **kwargs) -> Result:
     """One transfer whose Gram targets mix two styles by depth: ``fine`` on the style layers up to and including
     ``split_layer`` (fine texture), ``coarse`` on the deeper ones (large-scale structure).
 
     Both styles go through the same preparation (size, ``style_scale``, colour control) as in
-    :func:`nst_jax.transfer.prepare`; the stacked ``[2, C, C]`` Gram targets are then cut to ``[1, C, C]`` per layer
-    (the chosen style's Gram) with blend weight 1. ``**problem_kwargs``: as ``prepare`` (not ``style_blend`` or
-    ``spatial``).
+    :func:`nst_jax.problem.prepare`; the stacked ``[2, C, C]`` Gram targets are then cut to ``[1, C, C]`` per layer
+    (the chosen style's Gram) with blend weight 1. ``spec``/``options``/``**kwargs``: as :func:`nst_jax.stylize`
+    (no ``style_blend``, no ``spatial``).
     """
-    for key in ("style_blend", "spatial"):
-        if problem_kwargs.get(key):
-            raise ValueError(f"mixed_targets_transfer does not take {key}; it assigns one style per layer itself")
-    problem = ST.prepare(content, [fine, coarse], **problem_kwargs)
+    spec, options = split_kwargs(spec, options, **kwargs)
+    if spec.style_blend is not None or spec.spatial is not None:
+        raise ValueError("mixed_targets_transfer takes no style_blend or spatial; it assigns one style per layer itself")
+    problem = prepare(content, [fine, coarse], spec)
     order = _layer_order(problem.params)
     _check_layer(split_layer, order, "split layer")
     fine_set = [n for n in problem.cfg.style_layers if order[n] <= order[split_layer]]
     coarse_set = [n for n in problem.cfg.style_layers if order[n] > order[split_layer]]
-    grams = {n: problem.targets["grams"][n][0:1] if n in fine_set else problem.targets["grams"][n][1:2]
-             for n in problem.cfg.style_layers}
-    targets = dict(problem.targets, grams=grams)
-    wts = dict(problem.weights, blend=jnp.ones(1, jnp.float32))
+    grams = problem.targets.style.grams
+    grams = {n: grams[n][0:1] if n in fine_set else grams[n][1:2] for n in problem.cfg.style_layers}
     settings = dict(problem.settings, style_blend=[1.0],
                     mix={"split_layer": split_layer, "fine_layers": fine_set, "coarse_layers": coarse_set})
-    problem = dataclasses.replace(problem, targets=targets, weights=wts, settings=settings)
-    return ST.solve_problem(problem, iters=iters, init=init, seed=seed, solver=solver, history=history, lr=lr,
-                            precondition=precondition,
-                            chunk=chunk, progress=progress, callback=callback, save_every=save_every,
-                            desc="mixed targets")
+    problem = dataclasses.replace(problem, targets=problem.targets.replace(style=GramTargets(grams=grams)),
+                                  weights=problem.weights.replace(blend=jnp.ones(1, jnp.float32)), settings=settings)
+    return solve_problem(problem, options, desc="mixed targets")

@@ -11,18 +11,22 @@ pooling layer (``pool1`` ... ``pool4``; ``pool5`` is added after block 5 too). L
 ``conv1_1``, ``relu1_1``, ``conv1_2``, ``relu1_2``, ``pool1``, ``conv2_1``, ... ``relu5_4``, ``pool5``.
 
 Convs are 3x3, stride 1, zero padding 1 ("SAME"); pooling windows are 2x2, stride 2, with floor division of odd sizes
-("VALID"), as in Caffe's and Keras' VGG. Images enter as RGB floats in [0, 1] of shape [H, W, 3] and are turned into
+("VALID"), as in Keras' VGG (Caffe's pools round odd sizes up instead). The plain ``lax`` ops are the reference;
+``ops="lean"`` swaps in the memory-lean custom derivatives of :mod:`nst_jax.lean_ops` (same values and derivatives). Images enter as RGB floats in [0, 1] of shape [H, W, 3] and are turned into
 the Caffe input (BGR, x255, minus the ImageNet mean) by :func:`preprocess`. Batches go through ``jax.vmap``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nst_jax import backend, lean_ops
 
 __all__ = [
     "ARCHITECTURES",
@@ -201,156 +205,55 @@ def deprocess(x_HW3: jax.Array) -> jax.Array:
     return bgr[..., ::-1]
 
 
-def _conv_nhwc(x_HWC: jax.Array, kernel: jax.Array, kernel_spec: str = "HWIO") -> jax.Array:
-    return jax.lax.conv_general_dilated(x_HWC[None], kernel, window_strides=(1, 1), padding="SAME",
-                                        dimension_numbers=("NHWC", kernel_spec, "NHWC"))[0]
-
-
-@jax.custom_jvp
-def conv3x3(x_HWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
-    """3x3 "SAME" convolution of one [H, W, I] image with an [3, 3, I, O] kernel -> [H, W, O] (no bias).
-
-    The same numbers and derivatives as ``lax.conv_general_dilated``; only the derivative's form differs. Its JVP
-    applies the input tangent with the kernel stored [3, 3, O, I], so that reverse mode's input-gradient convolution
-    (the JVP's transpose) reads its kernel in the canonical HWIO order. Autodiff's own transpose leaves it HWOI,
-    which XLA:CPU turns into HWIO at the top level of a program but not inside a ``while`` or ``cond`` body, where
-    such a convolution misses XLA's fast convolution library: vgg16's value and gradient at 256 px took 2.5x as long
-    inside a ``fori_loop`` or ``lax.cond`` as at the top level (2180 vs 864 ms), which is where the line searches of
-    jaxopt and optax evaluate.
-
-    Example:
-      >>> x, k = jnp.ones((4, 4, 2)), jnp.ones((3, 3, 2, 5))
-      >>> conv3x3(x, k).shape, float(conv3x3(x, k)[1, 1, 0]), float(conv3x3(x, k)[0, 0, 0])
-      ((4, 4, 5), 18.0, 8.0)
-    """
-    return _conv_nhwc(x_HWC, kernel_HWIO)
-
-
-def _conv3x3_jvp(primals, tangents):
-    x, kernel = primals
-    dx, dkernel = tangents
-    terms = []
-    if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
-        terms.append(_conv_nhwc(dx, jnp.swapaxes(kernel, 2, 3), "HWOI"))
-    if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
-        terms.append(_conv_nhwc(x, dkernel))
-    y = _conv_nhwc(x, kernel)
-    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
-
-
-conv3x3.defjvp(_conv3x3_jvp, symbolic_zeros=True)
-
-
-def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    y = conv3x3(x_HWC, kernel.astype(x_HWC.dtype))
+def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array, ops: str) -> jax.Array:
+    kernel = kernel.astype(x_HWC.dtype)
+    if ops == "lean":
+        y = lean_ops.conv3x3(x_HWC, kernel)
+    else:
+        y = lean_ops.conv_nhwc(x_HWC, kernel)
     return y + bias.astype(y.dtype)
 
 
-@jax.custom_jvp
-def relu(x: jax.Array) -> jax.Array:
-    """``max(x, 0)`` (gradient 0 at 0, as ``jax.nn.relu``). Its JVP selects on the mask ``x > 0`` packed into bits
-    (8 channels per byte) by a reduction, so reverse mode keeps 1 bit per element: XLA materialises a reduction's
-    result, whereas a plain comparison gets fused into the backward pass, keeping the float input alive until then
-    (XLA:CPU drops ``lax.optimization_barrier``, so a barrier cannot prevent that).
-
-    Example:
-      >>> x = jnp.array([-1.0, 0.0, 2.0])
-      >>> relu(x).tolist(), jax.grad(lambda x: relu(x).sum())(x).tolist()
-      ([0.0, 0.0, 2.0], [0.0, 0.0, 1.0])
-    """
-    return jnp.maximum(x, jnp.zeros((), x.dtype))
+def _relu(x: jax.Array, ops: str) -> jax.Array:
+    return lean_ops.relu(x) if ops == "lean" else jax.nn.relu(x)
 
 
-def _pack_bits(mask: jax.Array) -> jax.Array:
-    """bool [..., C] -> uint8 [..., ceil(C / 8)], bit k of byte j = mask[..., 8 j + k]."""
-    c = mask.shape[-1]
-    pad = -c % 8
-    m = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, pad)]).astype(jnp.uint8)
-    m = m.reshape(mask.shape[:-1] + ((c + pad) // 8, 8))
-    return jnp.sum(m << jnp.arange(8, dtype=jnp.uint8), axis=-1, dtype=jnp.uint8)
-
-
-def _unpack_bits(packed: jax.Array, c: int) -> jax.Array:
-    """Inverse of :func:`_pack_bits`: uint8 [..., ceil(C / 8)] -> bool [..., C]."""
-    bits = (packed[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & jnp.uint8(1)
-    return bits.reshape(packed.shape[:-1] + (-1,))[..., :c] > 0
-
-
-@relu.defjvp
-def _relu_jvp(primals, tangents):
-    (x,), (t,) = primals, tangents
-    mask = _unpack_bits(_pack_bits(x > 0), x.shape[-1])
-    return relu(x), jnp.where(mask, t, jnp.zeros((), t.dtype))
-
-
-def _windows(x_HWC: jax.Array) -> jax.Array:
-    """The 2x2 stride-2 windows as [H // 2, 2, W // 2, 2, C] (a reshape: no copy; odd last row/column dropped)."""
-    h, w = x_HWC.shape[0] // 2, x_HWC.shape[1] // 2
-    return x_HWC[: 2 * h, : 2 * w].reshape(h, 2, w, 2, x_HWC.shape[2])
-
-
-def _window_shifts() -> jax.Array:
-    """Bit position ``k = 2 a + b`` of each window member, broadcastable against [H / 2, 2, W / 2, 2, C]."""
-    return jnp.array([[0, 1], [2, 3]], jnp.uint8)[None, :, None, :, None]
-
-
-def _first_max_code(win: jax.Array) -> jax.Array:
-    """Which member of each window is its first maximum (row-major k = 2a + b; ties go to the first, as
-    ``lax.reduce_window``'s gradient does), as bit k of a uint8 [H // 2, W // 2, C].
-
-    Built by a reduction, which XLA materialises (1 byte per output) instead of fusing the comparisons into the
-    backward pass and keeping the float input alive until then."""
-    m = jnp.max(win, axis=(1, 3), keepdims=True)
-    hit = win == m  # [H/2, 2, W/2, 2, C]
-    seen = jnp.zeros_like(hit[:, :1, :, :1])
-    first = []
-    for a in (0, 1):
-        for b in (0, 1):
-            h = hit[:, a:a + 1, :, b:b + 1] & ~seen
-            seen = seen | h
-            first.append(h)
-    first = jnp.concatenate([jnp.concatenate(first[0:2], axis=3), jnp.concatenate(first[2:4], axis=3)], axis=1)
-    return jnp.sum(first.astype(jnp.uint8) << _window_shifts(), axis=(1, 3), dtype=jnp.uint8)
-
-
-@jax.custom_jvp
-def max_pool(x_HWC: jax.Array) -> jax.Array:
-    """2x2 stride-2 VALID max pooling, [H, W, C] -> [H // 2, W // 2, C].
-
-    Differentiated through a 1-byte code per output marking its window's first maximum (the tangent of each output
-    is the tangent of that member), so reverse mode keeps the code instead of the float input that the gradient of
-    ``lax.reduce_window`` max pooling keeps (16x less memory for this layer's residual), and the cotangent is
-    scattered back by one select over the reshaped windows (no per-window-member copies); forward mode works too.
-
-    Example:
-      >>> x = jnp.arange(16.0).reshape(4, 4, 1)
-      >>> max_pool(x)[..., 0].tolist()
-      [[5.0, 7.0], [13.0, 15.0]]
-      >>> jax.grad(lambda x: max_pool(x).sum())(x)[..., 0].astype(int).tolist()
-      [[0, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 1]]
-    """
-    return jnp.max(_windows(x_HWC), axis=(1, 3))
-
-
-@max_pool.defjvp
-def _max_pool_jvp(primals, tangents):
-    (x_HWC,), (t_HWC,) = primals, tangents
-    win = _windows(x_HWC)
-    code = _first_max_code(win)
-    chosen = ((code[:, None, :, None, :] >> _window_shifts()) & jnp.uint8(1)) > 0  # [H/2, 2, W/2, 2, C]
-    t_win = _windows(t_HWC)
-    t_out = jnp.sum(jnp.where(chosen, t_win, jnp.zeros((), t_win.dtype)), axis=(1, 3))
-    return jnp.max(win, axis=(1, 3)), t_out
-
-
-def _pool(x_HWC: jax.Array, pooling: str) -> jax.Array:
+def _pool(x_HWC: jax.Array, pooling: str, ops: str) -> jax.Array:
+    """2x2 stride-2 VALID pooling (odd sizes floored), max or average."""
     window, strides = (2, 2, 1), (2, 2, 1)
     if pooling == "max":
-        return max_pool(x_HWC)
+        if ops == "lean":
+            return lean_ops.max_pool(x_HWC)
+        return jax.lax.reduce_window(x_HWC, -jnp.inf, jax.lax.max, window, strides, "VALID")
     if pooling == "avg":
         s = jax.lax.reduce_window(x_HWC, 0.0, jax.lax.add, window, strides, "VALID")
         return s / 4.0
     raise ValueError(f"pooling must be 'max' or 'avg', got {pooling!r}")
+
+
+def _blocks(seq: Sequence[Tuple[str, str]]) -> List[List[Tuple[str, str]]]:
+    """The layer sequence cut into blocks, each ending at a pool (the unit of rematerialisation)."""
+    blocks: List[List[Tuple[str, str]]] = [[]]
+    for name, kind in seq:
+        blocks[-1].append((name, kind))
+        if kind == "pool":
+            blocks.append([])
+    return [b for b in blocks if b]
+
+
+def _run_block(x, block_params, *, block, wanted, pooling: str, ops: str):
+    """One block's layers: (its output, {requested layer: its map})."""
+    taps = {}
+    for name, kind in block:
+        if kind == "conv":
+            x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"], ops)
+        elif kind == "relu":
+            x = _relu(x, ops)
+        else:
+            x = _pool(x, pooling, ops)
+        if name in wanted:
+            taps[name] = x
+    return x, taps
 
 
 Features = Dict[str, jax.Array]
@@ -365,6 +268,7 @@ def features(
     preprocessed: bool = False,
     remat: bool | str = False,
     dtype=None,
+    ops: str = "auto",
 ) -> Features:
     """Feature maps of one image at the named layers.
 
@@ -376,6 +280,8 @@ def features(
       remat: rematerialise each block's activations in the backward pass (``jax.checkpoint``): ``True`` or a
         policy name from ``jax.checkpoint_policies`` (e.g. ``"dots_saveable"``). Saves memory on large images.
       dtype: compute dtype of the activations (e.g. ``jnp.bfloat16``); returned features are cast back to float32.
+      ops: ``"lax"`` (plain ``lax`` ops, the reference), ``"lean"`` (:mod:`nst_jax.lean_ops`: same values and
+        derivatives, less memory in reverse mode) or ``"auto"`` (per backend, :mod:`nst_jax.backend`).
 
     Returns:
       ``{name: feats_HWC}`` for each requested layer, [H_l, W_l, C_l], in the input's dtype (float32 when a
@@ -398,41 +304,22 @@ def features(
         return {}
     last = max(order[name] for name in layers)
     wanted = set(layers)
+    ops = backend.resolve("ops", ops)
+    if ops not in ("lax", "lean"):
+        raise ValueError(f"ops must be 'auto', 'lax' or 'lean', got {ops!r}")
 
     x = image_HW3 if preprocessed else preprocess(image_HW3)
     if dtype is not None:
         x = x.astype(dtype)
 
-    # Group the sequence into blocks (for rematerialisation), each ending at a pool.
-    blocks: List[List[Tuple[str, str]]] = [[]]
-    for name, kind in seq[: last + 1]:
-        blocks[-1].append((name, kind))
-        if kind == "pool":
-            blocks.append([])
-    blocks = [b for b in blocks if b]
-
     out: Features = {}
-    for block in blocks:
-        def run_block(x, block_params, block=block):
-            taps = {}
-            for name, kind in block:
-                if kind == "conv":
-                    x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"])
-                elif kind == "relu":
-                    x = relu(x)
-                else:
-                    x = _pool(x, pooling)
-                if name in wanted:
-                    taps[name] = x
-            return x, taps
-
-        block_params = {name: params[name] for name, kind in block if kind == "conv"}
+    for block in _blocks(seq[: last + 1]):
+        run_block = functools.partial(_run_block, block=tuple(block), wanted=frozenset(wanted), pooling=pooling,
+                                      ops=ops)
         if remat:
-            policy = None
-            if isinstance(remat, str):
-                policy = getattr(jax.checkpoint_policies, remat)
+            policy = getattr(jax.checkpoint_policies, remat) if isinstance(remat, str) else None
             run_block = jax.checkpoint(run_block, policy=policy)
-        x, taps = run_block(x, block_params)
+        x, taps = run_block(x, {name: params[name] for name, kind in block if kind == "conv"})
         out.update(taps)
     if dtype is None:
         return {name: out[name] for name in layers}

@@ -50,3 +50,12 @@ def tmp_cache(tmp_path, monkeypatch):
     d = tmp_path / "nst-jax-cache"
     monkeypatch.setenv("NST_JAX_CACHE", str(d))
     return d
+
+
+@pytest.fixture
+def compiles():
+    """A context-manager factory counting XLA compilations (and persistent-cache fetches) while it is active:
+    ``with compiles() as c: ...; assert c.compiles == 0``."""
+    from nst_jax.runner import CompileClock
+
+    return CompileClock

@@ -39,6 +39,7 @@ def test_remat_is_dropped_on_cpu_with_a_note(tmp_path, capsys, monkeypatch):
     """XLA:CPU removes the barriers remat needs and then keeps more memory; the CLI says so and runs without it.
     (The problem is not built: the options are captured where they leave the CLI.)"""
     import nst_jax.cli as C
+    from nst_jax.cli import args as A
 
     seen = {}
 
@@ -46,7 +47,7 @@ def test_remat_is_dropped_on_cpu_with_a_note(tmp_path, capsys, monkeypatch):
         seen["remat"] = args.remat
         raise ValueError("captured")
 
-    monkeypatch.setattr(C, "_problem_kwargs", capture)
+    monkeypatch.setattr(A, "problem_spec", capture)
     argv = ["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(tmp_path / "r.png"), "--size", "32",
             "--iters", "1", "--remat", "--no-progress", *TINY]
     assert main(argv) == 2

@@ -5,8 +5,9 @@ import pytest
 
 from nst_jax import color as C
 from nst_jax import image as I
-from nst_jax.guidance import SPATIAL_MODES
-from nst_jax.transfer import stylize, sweep
+from nst_jax.config import SPATIAL_MODES
+from nst_jax.sweeps import sweep
+from nst_jax.transfer import stylize
 
 S = I.sample_path
 SIZE = 32

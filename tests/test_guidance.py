@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
-from nst_jax import guidance, losses, vgg
+from nst_jax import guidance, guided, losses, masks, vgg
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nst_jax", "samples")
 
@@ -41,7 +41,7 @@ def prepare(guides, layers, mode="simple", erode=0, threshold=0.5, global_channe
                         global_channel)
 
 
-_guided_style_loss_jit = jax.jit(losses.guided_style_loss, static_argnames=("layers", "norm"))
+_guided_style_loss_jit = jax.jit(guided.guided_style_loss, static_argnames=("layers", "norm"))
 
 
 def guided_style_loss(feats, targets, guides, layers, *args, **kw):
@@ -78,8 +78,8 @@ def test_all_ones_guide_gives_plain_gram_and_style_loss(params):
     sguides = guides
     w_L = jnp.asarray([1.0, 0.5, 0.25])
     for n in layers:
-        np.testing.assert_allclose(losses.guided_gram(feats[n], guides[n])[0], losses.gram(feats[n]), rtol=1e-6)
-    targets = {n: losses.guided_gram(sfeats[n], sguides[n]) for n in layers}
+        np.testing.assert_allclose(guided.guided_gram(feats[n], guides[n])[0], losses.gram(feats[n]), rtol=1e-6)
+    targets = {n: guided.guided_gram(sfeats[n], sguides[n]) for n in layers}
     plain_targets = {n: losses.gram(sfeats[n]) for n in layers}
     got = guided_style_loss(feats, targets, guides, layers, w_L, valid_LR=valid)
     want = losses.style_loss(feats, plain_targets, layers, w_L)
@@ -105,9 +105,9 @@ def test_complementary_guides_give_gram_of_each_regions_features(params):
     feats = features(params, img, layers)
     prop = propagate(jnp.asarray(guides_HWR), layers, mode="simple")
     for n in layers:
-        g_norm, valid = losses.normalize_guides(prop[n])
+        g_norm, valid = guided.normalize_guides(prop[n])
         assert bool(jnp.all(valid))
-        got = np.asarray(losses.guided_gram(feats[n], g_norm))
+        got = np.asarray(guided.guided_gram(feats[n], g_norm))
         f = np.asarray(feats[n])
         for r in range(2):
             mask = np.asarray(prop[n][..., r]) > 0.5
@@ -145,7 +145,7 @@ def test_guided_style_loss_matches_numpy_with_soft_guides_and_weights(params):
     np.testing.assert_allclose(got, want, rtol=1e-5)
     # default region weights are 1/R
     np.testing.assert_allclose(
-        losses.guided_style_loss(feats, targets, guides, layers, w_L),  # eager, default weights and validity
+        guided.guided_style_loss(feats, targets, guides, layers, w_L),  # eager, default weights and validity
         guided_style_loss(feats, targets, guides, layers, w_L, jnp.full((3,), 1 / 3), valid), rtol=1e-6)
 
 
@@ -154,7 +154,7 @@ def test_normalised_guides_have_unit_mean_square_and_empty_channels_stay_zero():
     t = rng.uniform(size=(9, 7, 3)).astype(np.float32)
     t[..., 1] = 0.0  # empty
     t[..., 2] = (t[..., 2] > 0.8) * 0.7  # sparse binary-ish
-    tn, valid = losses.normalize_guides(jnp.asarray(t))
+    tn, valid = guided.normalize_guides(jnp.asarray(t))
     assert list(np.asarray(valid)) == [True, False, True]
     ms = np.mean(np.asarray(tn, np.float64) ** 2, axis=(0, 1))
     np.testing.assert_allclose(ms[[0, 2]], 1.0, rtol=1e-5)
@@ -174,13 +174,13 @@ def test_empty_region_is_skipped_with_warning_and_no_nan(params):
     v = np.asarray(valid)
     assert v[:, 0].all() and not v[:, 1].any()  # 2x2 region does not survive a 3x3 erosion
     with pytest.warns(UserWarning, match=r"region 'small' at relu1_1, relu2_1, relu3_1"):
-        empty = losses.report_empty_regions(valid, layers, ["all", "small"])
+        empty = guided.report_empty_regions(valid, layers, ["all", "small"])
     assert empty == [("small", "relu1_1"), ("small", "relu2_1"), ("small", "relu3_1")]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert losses.report_empty_regions(np.ones((3, 2), bool), layers, ["a", "b"]) == []
+        assert guided.report_empty_regions(np.ones((3, 2), bool), layers, ["a", "b"]) == []
     with pytest.raises(ValueError, match="shape"):
-        losses.report_empty_regions(np.ones((2, 2), bool), layers, ["a", "b"])
+        guided.report_empty_regions(np.ones((2, 2), bool), layers, ["a", "b"])
 
     feats = features(params, img, layers)
     targets = {n: jnp.stack([losses.gram(feats[n]) * 1.1, jnp.ones_like(losses.gram(feats[n]))]) for n in layers}
@@ -189,7 +189,7 @@ def test_empty_region_is_skipped_with_warning_and_no_nan(params):
     @jax.jit
     @jax.value_and_grad
     def loss(x, targets):
-        return losses.guided_style_loss(features(params, x, layers), targets, guides, layers, w_L, valid_LR=valid)
+        return guided.guided_style_loss(features(params, x, layers), targets, guides, layers, w_L, valid_LR=valid)
 
     val, grad = loss(img, targets)
     only_first = sum(0.5 * jnp.mean((losses.gram(feats[n]) - targets[n][0]) ** 2) for n in layers)
@@ -213,7 +213,7 @@ def test_guided_loss_gradient_vanishes_outside_the_receptive_field_of_the_guides
     guides, valid = prepare(jnp.asarray(region), layers, mode="simple")
     targets = {n: jnp.zeros((1, c, c)) for n, c in zip(layers, (4, 6))}
 
-    grad = jax.jit(jax.grad(lambda x: losses.guided_style_loss(
+    grad = jax.jit(jax.grad(lambda x: guided.guided_style_loss(
         features(params, x, layers), targets, guides, layers, jnp.ones(2), valid_LR=valid)))(img)
     gmag = np.abs(np.asarray(grad)).sum(-1)
 
@@ -321,7 +321,7 @@ def test_propagation_bad_inputs(params):
     with pytest.raises(ValueError, match=r"\[H, W, R\]"):
         guidance.propagate_guides(jnp.ones((8, 8)), params, ["relu1_1"])
     with pytest.raises(ValueError, match="propagate"):
-        losses.guided_gram(jnp.ones((8, 8, 4)), jnp.ones((4, 4, 1)))
+        guided.guided_gram(jnp.ones((8, 8, 4)), jnp.ones((4, 4, 1)))
 
 
 # ------------------------------------------------------------------------------------------------ sums, stacked
@@ -331,16 +331,16 @@ def test_guided_sum_and_loss_match_numpy(params):
     rng = np.random.default_rng(8)
     f = rng.normal(size=(6, 5, 4)).astype(np.float32)
     t = rng.uniform(size=(6, 5, 3)).astype(np.float32)
-    tn, _ = losses.normalize_guides(jnp.asarray(t))
-    got = np.asarray(losses.guided_sum(jnp.asarray(f), tn))
+    tn, _ = guided.normalize_guides(jnp.asarray(t))
+    got = np.asarray(guided.guided_sum(jnp.asarray(f), tn))
     tn_np = t / np.sqrt(np.mean(t.astype(np.float64) ** 2, axis=(0, 1)))
     want = np.einsum("hwr,hwc->rc", tn_np, f.astype(np.float64)) / 30
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # binary region of area fraction a: sqrt(a) * the region's mean feature
     b = np.zeros((6, 5, 1), np.float32)
     b[:2] = 1
-    bn, _ = losses.normalize_guides(jnp.asarray(b))
-    np.testing.assert_allclose(losses.guided_sum(jnp.asarray(f), bn)[0], np.sqrt(10 / 30) * f[:2].mean(axis=(0, 1)),
+    bn, _ = guided.normalize_guides(jnp.asarray(b))
+    np.testing.assert_allclose(guided.guided_sum(jnp.asarray(f), bn)[0], np.sqrt(10 / 30) * f[:2].mean(axis=(0, 1)),
                                rtol=1e-5)
 
     img = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
@@ -349,7 +349,7 @@ def test_guided_sum_and_loss_match_numpy(params):
     guides, valid = prepare(jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32), layers)
     tgt = {n: jnp.asarray(rng.normal(size=(3, feats[n].shape[-1])), jnp.float32) for n in layers}
     w_L = jnp.asarray([1.0, 3.0])
-    got = losses.guided_sum_loss(feats, tgt, guides, layers, w_L, valid_LR=valid)
+    got = guided.guided_sum_loss(feats, tgt, guides, layers, w_L, valid_LR=valid)
     want = 0.0
     for j, n in enumerate(layers):
         fn = np.asarray(feats[n], np.float64)
@@ -364,14 +364,14 @@ def test_stacked_gram_matches_numpy():
     f = rng.normal(size=(7, 6, 5)).astype(np.float32)
     t = rng.uniform(size=(7, 6, 2)).astype(np.float32)
     s = 3.5
-    got = np.asarray(losses.stacked_gram(jnp.asarray(f), jnp.asarray(t), guide_scale=s))
+    got = np.asarray(guided.stacked_gram(jnp.asarray(f), jnp.asarray(t), guide_scale=s))
     st = np.concatenate([f, s * t], axis=-1).reshape(42, 7).astype(np.float64)
     want = st.T @ st / 42
     assert got.shape == (7, 7)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[:5, :5], losses.gram(jnp.asarray(f)), rtol=1e-6)
     # traced scale under jit
-    jitted = jax.jit(losses.stacked_gram)(jnp.asarray(f), jnp.asarray(t), jnp.float32(s))
+    jitted = jax.jit(guided.stacked_gram)(jnp.asarray(f), jnp.asarray(t), jnp.float32(s))
     np.testing.assert_allclose(jitted, got, rtol=1e-6)
 
 
@@ -388,32 +388,32 @@ def test_load_guides_reads_first_channel_and_resizes_same_aspect(tmp_path):
     big[0, 0] = 0
     p_big = _write_png(tmp_path / "b.png", big)
     with pytest.warns(UserWarning, match=r"b\.png.*20x16.*10x8"):
-        names, g = guidance.load_guides({"top": p_rgb, "left": p_big}, (8, 10))
+        names, g = masks.load_guides({"top": p_rgb, "left": p_big}, (8, 10))
     assert names == ("top", "left") and g.shape == (8, 10, 2) and g.dtype == np.float32
     np.testing.assert_array_equal(g[..., 0], (rgb[..., 0] / 255.0).astype(np.float32))
     ref = (big / 255.0).reshape(8, 2, 10, 2).mean(axis=(1, 3))  # area resampling
     np.testing.assert_allclose(g[..., 1], ref, atol=1e-6)
     assert 0 < g[0, 0, 1] < 1  # soft values kept
     # shape None: the masks' own size
-    names, g2 = guidance.load_guides({"top": p_rgb}, None)
+    names, g2 = masks.load_guides({"top": p_rgb}, None)
     assert g2.shape == (8, 10, 1)
 
 
 def test_load_guides_errors(tmp_path):
     p = _write_png(tmp_path / "wide.png", np.zeros((8, 16), np.uint8))
     with pytest.raises(ValueError, match=r"wide\.png.*16x8.*10x8"):
-        guidance.load_guides({"sky": p}, (8, 10))
+        masks.load_guides({"sky": p}, (8, 10))
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        guidance.load_guides({"sky": str(tmp_path / "missing.png")}, (8, 10))
+        masks.load_guides({"sky": str(tmp_path / "missing.png")}, (8, 10))
     with pytest.raises(ValueError, match="no guide masks"):
-        guidance.load_guides({}, (8, 10))
+        masks.load_guides({}, (8, 10))
     # within 2 % aspect: resized; 3 % off: error
     ok = _write_png(tmp_path / "ok.png", np.zeros((50, 101), np.uint8))
     with pytest.warns(UserWarning):
-        assert guidance.load_guides({"a": ok}, (100, 200))[1].shape == (100, 200, 1)
+        assert masks.load_guides({"a": ok}, (100, 200))[1].shape == (100, 200, 1)
     bad = _write_png(tmp_path / "bad.png", np.zeros((50, 103), np.uint8))
     with pytest.raises(ValueError, match="aspect"):
-        guidance.load_guides({"a": bad}, (100, 200))
+        masks.load_guides({"a": bad}, (100, 200))
 
 
 def test_pair_regions():
@@ -447,37 +447,37 @@ def test_label_image_and_legend_parsing(tmp_path):
     p = _write_png(tmp_path / "lab.png", lab)
     for legend in ({"sky": (255, 0, 0), "trees": "#00ff00", "water": "0,0,255"},
                    "sky=#ff0000; trees=#00FF00; water=#0000ff"):
-        names, g = guidance.guides_from_label_image(p, legend, (6, 8))
+        names, g = masks.guides_from_label_image(p, legend, (6, 8))
         assert names == ("sky", "trees", "water")
         want = np.zeros((6, 8, 3), np.float32)
         want[:2, :, 0] = want[2:4, :, 1] = want[4:, :, 2] = 1
         np.testing.assert_array_equal(g, want)
     # resized (same aspect): soft partition of unity
     with pytest.warns(UserWarning, match="lab.png"):
-        _, g = guidance.guides_from_label_image(p, {"sky": (255, 0, 0), "trees": "#00ff00", "water": "#0000ff"},
+        _, g = masks.guides_from_label_image(p, {"sky": (255, 0, 0), "trees": "#00ff00", "water": "#0000ff"},
                                                 (3, 4))
     np.testing.assert_allclose(g.sum(-1), 1.0, atol=1e-6)
     np.testing.assert_allclose(g[1, :, 0], 0.0, atol=1e-6)
     np.testing.assert_allclose(g[1, :, 1], 1.0, atol=1e-6)
     with pytest.raises(ValueError, match=r"match no legend colour.*\(10, 20, 250\)"):
-        guidance.guides_from_label_image(p, {"sky": (255, 0, 0), "trees": (0, 255, 0)}, (6, 8))
+        masks.guides_from_label_image(p, {"sky": (255, 0, 0), "trees": (0, 255, 0)}, (6, 8))
     with pytest.raises(ValueError, match="share the legend colour"):
-        guidance.parse_legend({"a": "#ff0000", "b": (255, 0, 0)})
+        masks.parse_legend({"a": "#ff0000", "b": (255, 0, 0)})
     with pytest.raises(ValueError, match="not '#rrggbb'"):
-        guidance.parse_legend({"a": "#ff00"})
+        masks.parse_legend({"a": "#ff00"})
     with pytest.raises(ValueError, match="0..255"):
-        guidance.parse_legend({"a": (256, 0, 0)})
+        masks.parse_legend({"a": (256, 0, 0)})
     with pytest.raises(ValueError, match="name=#rrggbb"):
-        guidance.parse_legend("sky #ff0000")
+        masks.parse_legend("sky #ff0000")
     with pytest.raises(ValueError, match="empty legend"):
-        guidance.parse_legend({})
+        masks.parse_legend({})
     with pytest.raises(ValueError, match="smaller tol"):
-        guidance.guides_from_label_image(p, {"a": (0, 0, 0), "b": (20, 20, 20)}, (6, 8))
+        masks.guides_from_label_image(p, {"a": (0, 0, 0), "b": (20, 20, 20)}, (6, 8))
 
 
 def test_bundled_tetons_masks():
     shape = (600, 749)
-    names, g = guidance.load_guides(
+    names, g = masks.load_guides(
         {"sky": os.path.join(SAMPLES, "tetons_snake_river_sky.png"),
          "nosky": os.path.join(SAMPLES, "tetons_snake_river_nosky.png")}, shape)
     assert names == ("sky", "nosky") and g.shape == shape + (2,)

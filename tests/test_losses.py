@@ -7,7 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 from nst_jax import losses as L
-from nst_jax import solve as S
+from nst_jax import config, guided, objective
 from nst_jax import vgg
 
 
@@ -20,8 +20,8 @@ def test_gram_custom_jvp_matches_the_einsum_derivatives():
     ref = lambda a: jnp.einsum("nc,nd->cd", a.reshape(20, 3), a.reshape(20, 3), precision=hi) / 20  # noqa: E731
     ref_g = lambda a: jnp.einsum("nr,nc,nd->rcd", jnp.square(t.reshape(20, 2)), a.reshape(20, 3),  # noqa: E731
                                  a.reshape(20, 3), precision=hi) / 20
-    guided = lambda a: L.guided_gram(a, t)  # noqa: E731
-    for mine, theirs in ((L.gram, ref), (guided, ref_g)):
+    guided_g = lambda a: guided.guided_gram(a, t)  # noqa: E731
+    for mine, theirs in ((L.gram, ref), (guided_g, ref_g)):
         np.testing.assert_allclose(mine(f), theirs(f), rtol=1e-6, atol=1e-6)
         for jac in (jax.jacfwd, jax.jacrev):  # jitted: one compile per Jacobian rather than op-by-op dispatch
             np.testing.assert_allclose(jax.jit(jac(mine))(f), jax.jit(jac(theirs))(f), rtol=1e-6, atol=1e-6)
@@ -64,10 +64,10 @@ def test_blend_and_layer_weights():
 def test_total_loss_assembles_terms(tiny_params):
     rng = np.random.default_rng(2)
     c, s, x = (rng.uniform(size=(24, 20, 3)).astype(np.float32) for _ in range(3))
-    cfg = S.LossConfig()
-    t = S.compute_targets(tiny_params, c, [s], cfg)
-    w = S.make_weights(cfg, tiny_params, content_weight=2.0, style_weight=5.0, tv_weight=0.5)
-    terms = S.loss_terms(tiny_params, x, t, w, cfg)
+    cfg = config.LossConfig()
+    t = objective.compute_targets(tiny_params, c, [s], cfg)
+    w = objective.make_weights(cfg, tiny_params, content_weight=2.0, style_weight=5.0, tv_weight=0.5)
+    terms = objective.loss_terms(tiny_params, x, t, w, cfg)
     fx = vgg.features(tiny_params, x, cfg.all_layers)
     fc = vgg.features(tiny_params, c, cfg.content_layers)
     fs = vgg.features(tiny_params, s, cfg.style_layers)
@@ -89,23 +89,25 @@ def test_check_grads_total_loss(tiny_params):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tiny_params)
         rng = np.random.default_rng(3)
         c, s, x = (jnp.asarray(rng.uniform(0.2, 0.8, size=(12, 10, 3))) for _ in range(3))
-        cfg = S.LossConfig(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
-        t = S.compute_targets(p64, c, [s], cfg)
-        w = S.make_weights(cfg, p64, content_weight=1.0, style_weight=1e-3, tv_weight=1.0)
+        cfg = config.LossConfig(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
+        t = objective.compute_targets(p64, c, [s], cfg)
+        w = objective.make_weights(cfg, p64, content_weight=1.0, style_weight=1e-3, tv_weight=1.0)
         w = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), w)
-        f = jax.jit(lambda x: S.total_loss(x, p64, t, w, cfg))
+        f = jax.jit(lambda x: objective.total_loss(x, p64, t, w, cfg))
         check_grads(f, (x,), order=1, modes=["rev"], eps=1e-4, atol=1e-6, rtol=1e-5)
 
 
 def test_make_weights_rejects_bad_values(tiny_params):
-    cfg = S.LossConfig()
-    with pytest.raises(ValueError, match="style weight"):
-        S.make_weights(cfg, tiny_params, style_weight=float("nan"))
-    with pytest.raises(ValueError, match="content weight"):
-        S.make_weights(cfg, tiny_params, content_weight=-1)
+    cfg = config.LossConfig()
+    with pytest.raises(ValueError, match="style_weight"):
+        objective.check_weights(objective.make_weights(cfg, tiny_params, style_weight=float("nan")))
+    with pytest.raises(ValueError, match="content_weight"):
+        objective.check_weights(objective.make_weights(cfg, tiny_params, content_weight=-1))
+    with pytest.raises(ValueError, match="layer weights must be finite"):
+        objective.check_weights(objective.make_weights(cfg, tiny_params, layer_weights=[1.0, 2.0, -1.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="layer weights"):
-        S.make_weights(cfg, tiny_params, layer_weights=[1.0, 2.0])
+        objective.make_weights(cfg, tiny_params, layer_weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="blend"):
-        S.make_weights(cfg, tiny_params, blend=[1.0, 1.0], n_styles=1)
+        objective.make_weights(cfg, tiny_params, blend=[1.0, 1.0], n_styles=1)
     with pytest.raises(ValueError, match="preset"):
-        S.preset("unknown")
+        config.preset("unknown")

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from nst_jax import memory as M
-from nst_jax import solve as S
+from nst_jax import objective
+from nst_jax.config import LossConfig
 from nst_jax import vgg
 
-LAYERS = S.LossConfig().all_layers  # relu4_2 + relu1_1..relu5_1
+LAYERS = LossConfig().all_layers  # relu4_2 + relu1_1..relu5_1
 
 
 # --------------------------------------------------------------------------------------------------- estimate
@@ -52,13 +53,12 @@ def test_layer_stats_match_the_network_shapes(tiny_params):
 def _temp_bytes_of_value_and_grad(arch: str, side: int) -> int:
     """XLA's temporaries for the default loss's value and gradient at [side, side, 3] (compiled from shapes only)."""
     f32, sds = jnp.float32, jax.ShapeDtypeStruct
-    cfg = S.LossConfig()
+    cfg = LossConfig()
     p_abs = {k: {kk: sds(v, f32) for kk, v in s.items()} for k, s in vgg.expected_shapes(arch).items()}
     x_abs = sds((side, side, 3), f32)
-    t_abs = jax.eval_shape(lambda p, x: S._targets_impl(p, x, x, cfg), p_abs, x_abs)
-    t_abs = {"content": t_abs["content"], "grams": {k: sds((1,) + v.shape, f32) for k, v in t_abs["grams"].items()}}
-    w_abs = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), S.make_weights(cfg, p_abs))
-    vg = jax.jit(jax.value_and_grad(S.total_loss), static_argnums=4)
+    t_abs = jax.eval_shape(lambda p, x: objective.compute_targets(p, x, [x], cfg), p_abs, x_abs)
+    w_abs = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), objective.make_weights(cfg, p_abs))
+    vg = jax.jit(jax.value_and_grad(objective.total_loss), static_argnums=4)
     return vg.lower(x_abs, p_abs, t_abs, w_abs, cfg).compile().memory_analysis().temp_size_in_bytes
 
 
@@ -183,13 +183,13 @@ def small_problem(tiny_params):
 
 
 def _value_and_grad(params, content, style, x, **cfg_kw):
-    cfg = S.LossConfig(**cfg_kw)
-    targets = S.compute_targets(params, content, [style], S.LossConfig())  # float32 targets for every variant
-    weights = S.make_weights(cfg, params, content_weight=1.0, style_weight=1e3)
+    cfg = LossConfig(**cfg_kw)
+    targets = objective.compute_targets(params, content, [style], LossConfig())  # float32 targets for every variant
+    weights = objective.make_weights(cfg, params, content_weight=1.0, style_weight=1e3)
     return _VALUE_AND_GRAD(x, params, targets, weights, cfg)
 
 
-_VALUE_AND_GRAD = jax.jit(jax.value_and_grad(S.total_loss), static_argnums=4)  # one compile per LossConfig
+_VALUE_AND_GRAD = jax.jit(jax.value_and_grad(objective.total_loss), static_argnums=4)  # one compile per LossConfig
 
 
 def _rel(a, b):

@@ -96,7 +96,7 @@ def test_sweep_notebook_has_six_ratios_and_a_timing_comparison():
 # Appended to each notebook before running: every result the notebook made is small (NST_SMALL really took effect:
 # a call that forgot ``size=SIZE`` would silently work at the library's default 512 px).
 SMALL_CHECK = """
-from nst_jax.transfer import Result as _R, SweepResult as _SR
+from nst_jax import Result as _R, SweepResult as _SR
 _vals = list(globals().values())
 _vals += [x for v in list(_vals) if isinstance(v, (list, tuple, dict))
           for x in (v.values() if isinstance(v, dict) else v)]

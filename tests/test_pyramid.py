@@ -9,10 +9,11 @@ import pytest
 
 from nst_jax import image as I
 from nst_jax import pyramid as P
-from nst_jax import solve as S
+from nst_jax import objective
+from nst_jax.config import DEFAULT_STYLE_LAYERS
 from nst_jax import vgg
 
-from nst_jax import transfer as ST
+from nst_jax.problem import prepare
 
 SOLVE = dict(history=5, chunk=4, progress=False)
 
@@ -93,7 +94,7 @@ def images():
     return {"content": _blobs(48, 40, 1), "style": _stripes(40, 40, 2), "content2": _blobs(48, 40, 3)}
 
 
-def test_two_level_pyramid_continues_from_upsampled_first_level(tiny_params, images, capsys):
+def test_two_level_pyramid_continues_from_upsampled_first_level(tiny_params, images, capsys, compiles):
     r = P.stylize_pyramid(images["content"], images["style"], scales=[24, 48], iters_per_scale=[6, 8],
                           weights=tiny_params, history=5, chunk=4, progress=True)
     err = capsys.readouterr().err
@@ -105,8 +106,8 @@ def test_two_level_pyramid_continues_from_upsampled_first_level(tiny_params, ima
     np.testing.assert_allclose(r.inits[0], I.resize_longest(images["content"], 24), atol=1e-6)
     np.testing.assert_allclose(r.inits[1], I.resize(lv1.image, (48, 40)), atol=1e-6)
     # its first loss value is the level-2 loss of that image, evaluated directly
-    prob2 = ST.prepare(images["content"], images["style"], weights=tiny_params, size=48)
-    direct = float(S.loss_terms(prob2.params, jnp.asarray(r.inits[1]), prob2.targets, prob2.weights,
+    prob2 = prepare(images["content"], images["style"], weights=tiny_params, size=48)
+    direct = float(objective.loss_terms(prob2.params, jnp.asarray(r.inits[1]), prob2.targets, prob2.weights,
                                 prob2.cfg)["total"])
     assert lv2.loss_trace[0]["loss"] == pytest.approx(direct, rel=1e-5)
     assert lv2.loss_trace[-1]["loss"] < 0.9 * lv2.loss_trace[0]["loss"]
@@ -119,10 +120,10 @@ def test_two_level_pyramid_continues_from_upsampled_first_level(tiny_params, ima
     assert r.settings["iters_per_scale"] == [6, 8] and r.settings["scales"] == [24, 48]
 
     # a second pyramid at the same sizes (new images) compiles nothing: one compile per level size
-    before = dict(S.TRACE_COUNTER)
-    r2 = P.stylize_pyramid(images["content2"], images["style"], scales=[24, 48], iters_per_scale=[6, 8],
-                           weights=tiny_params, **SOLVE)
-    assert S.TRACE_COUNTER["chunk"] == before["chunk"] and r2.compile_seconds == 0.0
+    with compiles() as c:
+        r2 = P.stylize_pyramid(images["content2"], images["style"], scales=[24, 48], iters_per_scale=[6, 8],
+                               weights=tiny_params, **SOLVE)
+    assert c.compiles == 0 and r2.compile_seconds == 0.0
     assert not np.allclose(r2.image, r.image)
 
 
@@ -242,7 +243,7 @@ def test_mixed_targets_take_fine_grams_shallow_and_coarse_grams_deep(tiny_params
     assert r.settings["mix"]["fine_layers"] == ["relu1_1", "relu2_1"]
     assert r.settings["mix"]["coarse_layers"] == ["relu3_1", "relu4_1", "relu5_1"]
     # NumPy reference of the initial loss (x0 = content): alpha * content (0 here) + beta * per-layer Gram terms
-    layers = S.DEFAULT_STYLE_LAYERS
+    layers = DEFAULT_STYLE_LAYERS
     gx, gc, gf = (_np_grams(tiny_params, x, layers) for x in (content, coarse, fine))
     target = {n: (gf if n in ("relu1_1", "relu2_1") else gc)[n] for n in layers}
     ref = 1e3 * sum(np.mean((gx[n] - target[n]) ** 2) / gx[n].shape[0] ** 2 for n in layers)

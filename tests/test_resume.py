@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from nst_jax import checkpoint as CK
-from nst_jax import cli, image, solve
+from nst_jax import cli, image, lbfgs
 from nst_jax.image import sample_path
 
 ITERS = 12
@@ -179,7 +179,7 @@ def test_more_iterations_on_resume_and_not_fewer(inputs, reference, tmp_path, mo
 
 def test_checkpoint_file_round_trip(tmp_path):
     """save/load keep every solver-state leaf (values, dtypes, order, names) and the metadata; no pickles."""
-    state = solve.LBFGSState(*(np.arange(6, dtype=np.float32).reshape(2, 3) + k for k in range(3)),
+    state = lbfgs.LBFGSState(*(np.arange(6, dtype=np.float32).reshape(2, 3) + k for k in range(3)),
                              np.ones((4, 2, 3), np.float32), np.zeros((4, 2, 3), np.float32),
                              np.array([1.0, 2.0, 0, 0], np.float32), np.array(2, np.int32), np.array(2, np.int32),
                              np.array(5, np.int32), np.array(6, np.int32), np.array(0.5, np.float32),
@@ -187,7 +187,7 @@ def test_checkpoint_file_round_trip(tmp_path):
     p = CK.save_checkpoint(tmp_path / "a.ckpt.npz", image=np.full((2, 3, 1), 0.5), state=state, iteration=5,
                            n_fg=6, values=np.arange(6.0), nfevs=np.arange(1, 7), settings={"a": [1, "b"]}, seed=7)
     ck = CK.load_checkpoint(p)
-    assert ck.state_names == [f".{f}" for f in solve.LBFGSState._fields]
+    assert ck.state_names == [f".{f}" for f in lbfgs.LBFGSState._fields]
     leaves = jax.tree_util.tree_leaves(state)
     assert len(ck.state_leaves) == len(leaves)
     for a, b in zip(ck.state_leaves, leaves):

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import solve as S
-from nst_jax.transfer import stylize, sweep
+from nst_jax import lbfgs, objective, runner, solvers
+from nst_jax.config import LossConfig, SolverConfig, SOLVERS
+from nst_jax.sweeps import sweep
+from nst_jax.transfer import stylize
 
 SIZE = 24
 
@@ -28,27 +30,27 @@ def images():
 
 @pytest.fixture(scope="module")
 def problem(tiny_params, images):
-    cfg = S.LossConfig()
-    t = S.compute_targets(tiny_params, images[0], [images[1]], cfg)
-    w = S.make_weights(cfg, tiny_params, content_weight=1.0, style_weight=1e-3)
+    cfg = LossConfig()
+    t = objective.compute_targets(tiny_params, images[0], [images[1]], cfg)
+    w = objective.make_weights(cfg, tiny_params, content_weight=1.0, style_weight=1e-3)
     return cfg, t, w
 
 
-@pytest.mark.parametrize("name", S.SOLVERS)
+@pytest.mark.parametrize("name", SOLVERS)
 def test_each_solver_lowers_loss_and_counts_fg(tiny_params, images, problem, monkeypatch, name):
     """Count f+g independently with a host callback inside the loss, and compare with what the solver reports."""
     cfg, t, w = problem
     calls = []
-    real = S.total_loss
+    real = objective.total_loss
 
     def counted(x, params, targets, weights, cfg):
         v = real(x, params, targets, weights, cfg)
         jax.debug.callback(lambda: calls.append(1))
         return v
 
-    monkeypatch.setattr(S, "total_loss", counted)
-    monkeypatch.setattr(S.Solve, "_cache", {})
-    run = S.Solve(cfg, S.SolverConfig(name=name, history=5, chunk=4, lr=0.005 if name == "adam" else None))
+    monkeypatch.setattr(objective, "total_loss", counted)
+    jax.clear_caches()  # the compiled programs without the counting callback must not be reused
+    run = runner.Solve(cfg, SolverConfig(name=name, history=5, chunk=4, lr=0.005 if name == "adam" else None))
     out = run(tiny_params, t, w, images[0], 10)
     assert out.values[-1] < 0.85 * out.values[0], (name, out.values)
     assert np.all(np.diff(out.nfevs) >= 1)
@@ -57,42 +59,42 @@ def test_each_solver_lowers_loss_and_counts_fg(tiny_params, images, problem, mon
     assert len(calls) == out.nfevs[-1], (name, len(calls), out.nfevs[-1])
     if name in ("lbfgs", "adam"):
         assert out.nfevs[-1] == 11  # one at the start, one per iteration
+    jax.clear_caches()
 
 
-def test_second_call_compiles_nothing(tiny_params, images, problem):
+def test_second_call_compiles_nothing(tiny_params, images, problem, compiles):
     cfg, t, w = problem
-    run = S.Solve(cfg, S.SolverConfig(history=5, chunk=5))
+    run = runner.Solve(cfg, SolverConfig(history=5, chunk=5))
     run(tiny_params, t, w, images[0], 7)
-    before = dict(S.TRACE_COUNTER)
-    # new images of the same size, new weights: no new trace, no compile
+    # new images of the same size, new weights, a new Solve: no compile
     rng = np.random.default_rng(9)
     c2 = rng.uniform(size=images[0].shape).astype(np.float32)
     s2 = rng.uniform(size=images[1].shape).astype(np.float32)
-    t2 = S.compute_targets(tiny_params, c2, [s2], cfg)
-    w2 = S.make_weights(cfg, tiny_params, content_weight=3.0, style_weight=7.0, layer_weights=[1, 2, 3, 4, 5])
-    out = S.Solve(cfg, S.SolverConfig(history=5, chunk=5))(tiny_params, t2, w2, c2, 13)
-    assert S.TRACE_COUNTER == before
-    assert out.compile_seconds == 0.0
+    t2 = objective.compute_targets(tiny_params, c2, [s2], cfg)
+    w2 = objective.make_weights(cfg, tiny_params, content_weight=3.0, style_weight=7.0, layer_weights=[1, 2, 3, 4, 5])
+    with compiles() as c:
+        out = runner.Solve(cfg, SolverConfig(history=5, chunk=5))(tiny_params, t2, w2, c2, 13)
+    assert c.compiles == 0 and out.compile_seconds == 0.0
 
 
-def test_stylize_second_call_does_not_recompile(tiny_params, images):
+def test_stylize_second_call_does_not_recompile(tiny_params, images, compiles):
     kw = dict(weights=tiny_params, size=SIZE, iters=4, progress=False, history=5)
     r1 = stylize(images[0], images[1], **kw)
-    before = dict(S.TRACE_COUNTER)
-    r2 = stylize(1.0 - images[0], images[1][::-1], style_weight=5.0, content_weight=0.5, **kw)
-    assert S.TRACE_COUNTER == before and r2.compile_seconds == 0.0
+    with compiles() as c:
+        r2 = stylize(1.0 - images[0], images[1][::-1], style_weight=5.0, content_weight=0.5, **kw)
+    assert c.compiles == 0 and r2.compile_seconds == 0.0
     assert r1.n_fg == 5 and len(r1.loss_trace) == 5
 
 
 def test_log_compiles_is_silent_on_second_call(tiny_params, images, problem, caplog):
     cfg, t, w = problem
-    S.Solve(cfg, S.SolverConfig(history=5, chunk=5))(tiny_params, t, w, images[0], 3)
+    runner.Solve(cfg, SolverConfig(history=5, chunk=5, loop="while"))(tiny_params, t, w, images[0], 3)
     with jax.log_compiles(True):
         caplog.clear()
         with caplog.at_level("WARNING"):
-            S.Solve(cfg, S.SolverConfig(history=5, chunk=5))(tiny_params, t, w, images[0] * 0.5, 3)
-    compiles = [r for r in caplog.records if "Compiling" in r.getMessage() and "_chunk_impl" in r.getMessage()]
-    assert not compiles
+            runner.Solve(cfg, SolverConfig(history=5, chunk=5, loop="while"))(tiny_params, t, w, images[0] * 0.5, 3)
+    compiles = [r for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not compiles, [r.getMessage() for r in compiles]
 
 
 def test_sweep_member_equals_single_solve(tiny_params, images):
@@ -112,7 +114,7 @@ def test_sweep_member_equals_single_solve(tiny_params, images):
 SHARDED = textwrap.dedent("""
     import json, sys, numpy as np, jax
     from nst_jax import vgg
-    from nst_jax.transfer import sweep
+    from nst_jax.sweeps import sweep
     p = vgg.init_params(0, "tiny19")
     rng = np.random.default_rng(0)
     c = rng.uniform(size=(20, 20, 3)).astype(np.float32)
@@ -143,8 +145,8 @@ def test_sharded_sweep_equals_unsharded():
 def test_nonfinite_loss_stops_and_keeps_last_finite(tiny_params, images, problem):
     cfg, t, w = problem
     # an absurd step makes the iterate explode only if unprojected; use a NaN weight inside the traced weights instead
-    w_bad = dict(w, tv=jnp.asarray(np.nan, jnp.float32))
-    out = S.Solve(cfg, S.SolverConfig(history=5, chunk=5))(tiny_params, t, w_bad, images[0], 10)
+    w_bad = w.replace(tv=jnp.asarray(np.nan, jnp.float32))
+    out = runner.Solve(cfg, SolverConfig(history=5, chunk=5))(tiny_params, t, w_bad, images[0], 10)
     assert out.stopped_nonfinite
     assert np.isfinite(out.image).all()
 
@@ -176,13 +178,13 @@ def test_init_modes_and_errors(tiny_params, images, tmp_path):
 def test_host_loop_equals_while_loop(tiny_params, images, problem):
     """Both ways of running a chunk compute the same iterates (the host loop is the CPU default)."""
     cfg, t, w = problem
-    a = S.Solve(cfg, S.SolverConfig(history=5, chunk=4, loop="host"))(tiny_params, t, w, images[0], 9)
-    b = S.Solve(cfg, S.SolverConfig(history=5, chunk=4, loop="while"))(tiny_params, t, w, images[0], 9)
+    a = runner.Solve(cfg, SolverConfig(history=5, chunk=4, loop="host"))(tiny_params, t, w, images[0], 9)
+    b = runner.Solve(cfg, SolverConfig(history=5, chunk=4, loop="while"))(tiny_params, t, w, images[0], 9)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-4)
     np.testing.assert_allclose(a.image, b.image, atol=1e-4)
     assert list(a.nfevs) == list(b.nfevs) == list(range(1, 11))
     with pytest.raises(ValueError, match="loop"):
-        S.SolverConfig(loop="python")
+        SolverConfig(loop="python")
 
 
 def _reference_guarded_lbfgs(fg, x0, iters, m, lr, P=lambda v: v):
@@ -228,16 +230,16 @@ def _np_smoother(h, w, floor=0.2):
 
 def test_preconditioner_is_symmetric_positive_definite_and_keeps_flat_images():
     h, w = 7, 10  # odd and even sides
-    P = S._smoother((h, w, 3))
+    P = lbfgs.smoother((h, w, 3))
     rng = np.random.default_rng(0)
     v, u = (jnp.asarray(rng.standard_normal((h, w, 3)), jnp.float32) for _ in range(2))
     np.testing.assert_allclose(float(jnp.vdot(v, P(u))), float(jnp.vdot(P(v), u)), rtol=1e-5)
     vPv, vv = float(jnp.vdot(v, P(v))), float(jnp.vdot(v, v))
-    assert S.SMOOTHING_FLOOR * vv * (1 - 1e-5) <= vPv <= vv * (1 + 1e-5)
+    assert lbfgs.SMOOTHING_FLOOR * vv * (1 - 1e-5) <= vPv <= vv * (1 + 1e-5)
     np.testing.assert_allclose(P(jnp.full((h, w, 3), 0.7)), 0.7, rtol=1e-6)  # gain 1 at the lowest frequency
     np.testing.assert_allclose(P(v), _np_smoother(h, w)(np.asarray(v, np.float64)), atol=1e-5)
     flat = jnp.arange(6.0)
-    assert S._smoother(flat.shape)(flat) is flat  # not an image: identity
+    assert lbfgs.smoother(flat.shape)(flat) is flat  # not an image: identity
 
 
 def _compiled_vs_reference(shape, seed, precondition=True):
@@ -252,10 +254,15 @@ def _compiled_vs_reference(shape, seed, precondition=True):
         return float(np.sum(a * (x - c) ** 2)), 2 * a * (x - c)
 
     vg = jax.value_and_grad(lambda x: jnp.sum(jnp.asarray(a, jnp.float32) * (x - jnp.asarray(c, jnp.float32)) ** 2))
-    solver = S._FixedStepLBFGS(vg, S.SolverConfig(history=4, lr=3.0, precondition=precondition))
+    opt = lbfgs.guarded_lbfgs(history=4, lr=3.0, precondition=precondition)  # the pure init/propose/update
     x0 = rng.uniform(0.0, 1.0, shape).astype(np.float32)
-    st = solver.init(jnp.asarray(x0))
-    step = jax.jit(solver.step)
+    st = opt.init(jnp.asarray(x0), *vg(jnp.asarray(x0)))
+
+    @jax.jit
+    def step(st):
+        xt = opt.propose(st)
+        return opt.update(st, xt, *vg(xt))
+
     values = [float(st.value)]
     for _ in range(12):
         st = step(st)
@@ -282,7 +289,7 @@ def test_rejected_trial_keeps_iterate_and_shrinks_step(tiny_params, images, prob
     """A huge step multiplier makes the first trials overshoot: the reported loss and image stay at x0, the step
     shrinks per rejection, and each rejection still costs (and counts) one f+g."""
     cfg, t, w = problem
-    out = S.Solve(cfg, S.SolverConfig(history=5, chunk=3, lr=1e9))(tiny_params, t, w, images[0], 3)
+    out = runner.Solve(cfg, SolverConfig(history=5, chunk=3, lr=1e9))(tiny_params, t, w, images[0], 3)
     assert list(out.nfevs) == [1, 2, 3, 4]
     np.testing.assert_array_equal(out.values, np.full(4, out.values[0]))
     np.testing.assert_array_equal(out.image, images[0])
@@ -294,15 +301,46 @@ def test_sweep_members_unrolled_or_vmapped_equal_single_solves(tiny_params, imag
     members run the single-image graph, fused differently: float32 rounding only)."""
     cfg, t, w = problem
     scales = [0.1, 30.0]
-    single_w = [dict(w, style=w["style"] * jnp.float32(c)) for c in scales]
+    single_w = [w.replace(style=w.style * jnp.float32(c)) for c in scales]
     batched_w = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *single_w)
     x0_K = np.stack([images[0]] * len(scales))
-    scfg = S.SolverConfig(history=5, chunk=4, members=members)
-    out = S.Solve(cfg, scfg, batched=True)(tiny_params, t, batched_w, x0_K, 10)
+    scfg = SolverConfig(history=5, chunk=4, members=members)
+    out = runner.Solve(cfg, scfg, members=runner.Members())(tiny_params, t, batched_w, x0_K, 10)
     for k, wk in enumerate(single_w):
-        one = S.Solve(cfg, S.SolverConfig(history=5, chunk=4))(tiny_params, t, wk, images[0], 10)
+        one = runner.Solve(cfg, SolverConfig(history=5, chunk=4))(tiny_params, t, wk, images[0], 10)
         np.testing.assert_allclose(out.values[k], one.values, rtol=2e-4)
         np.testing.assert_allclose(out.image[k], one.image, atol=1e-4)
         np.testing.assert_array_equal(out.nfevs[k], one.nfevs)
     with pytest.raises(ValueError, match="members"):
-        S.SolverConfig(members="loop")
+        SolverConfig(members="loop")
+
+
+def test_custom_sweep_by_vmap_over_a_weights_field(tiny_params, images):
+    """The documented way to build a custom sweep with the public API only: ``jax.vmap`` over a field of
+    ``Weights`` (the TV weight here), both in a user's own loop around the pure optimiser and through ``Solve``."""
+    cfg = nst_jax.LossConfig()
+    targets = nst_jax.compute_targets(tiny_params, images[0], [images[1]], cfg)
+    tvs = jnp.array([0.0, 30.0, 3e3])
+    vg = jax.value_and_grad(nst_jax.total_loss)
+    opt = nst_jax.guarded_lbfgs(history=5)
+
+    def solve_one(tv):
+        w = nst_jax.make_weights(cfg, tiny_params, style_weight=1e-3, tv_weight=tv)
+        x0 = jnp.asarray(images[0])
+        st = opt.init(x0, *vg(x0, tiny_params, targets, w, cfg))
+
+        def body(_, st):
+            xt = opt.propose(st)
+            return opt.update(st, xt, *vg(xt, tiny_params, targets, w, cfg))
+
+        st = jax.lax.fori_loop(0, 6, body, st)
+        return st.x, nst_jax.loss_terms(tiny_params, st.x, targets, w, cfg)["tv"]
+
+    xs, tv_terms = jax.jit(jax.vmap(solve_one))(tvs)
+    for k in range(len(tvs)):
+        np.testing.assert_allclose(xs[k], jax.jit(solve_one)(tvs[k])[0], atol=1e-4)
+    assert float(tv_terms[2]) < float(tv_terms[0])  # a larger TV weight gives a smoother image
+    ws = jax.vmap(lambda tv: nst_jax.make_weights(cfg, tiny_params, style_weight=1e-3, tv_weight=tv))(tvs)
+    out = nst_jax.Solve(cfg, nst_jax.SolverConfig(history=5, loop="while"), members=nst_jax.runner.Members())(
+        tiny_params, targets, ws, np.stack([images[0]] * 3), 6)
+    np.testing.assert_allclose(out.image, xs, atol=1e-4)

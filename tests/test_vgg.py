@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import vgg
+from nst_jax import lean_ops, vgg
 
 
 def _np_conv_same(x_HWC, k_HWIO, b):
@@ -38,11 +38,12 @@ def _np_features(params, image, pooling):
     return out
 
 
+@pytest.mark.parametrize("ops", ["lax", "lean"])
 @pytest.mark.parametrize("pooling", ["max", "avg"])
-def test_features_match_numpy_reference(tiny_params, pooling):
+def test_features_match_numpy_reference(tiny_params, pooling, ops):
     img = np.random.default_rng(1).uniform(size=(37, 22, 3)).astype(np.float32)  # non-square, odd sizes
     layers = ["conv1_1", "relu1_2", "pool1", "relu3_1", "pool2", "relu4_2", "relu5_4"]
-    got = vgg.features(tiny_params, img, layers, pooling=pooling)
+    got = vgg.features(tiny_params, img, layers, pooling=pooling, ops=ops)
     ref = _np_features(tiny_params, img, pooling)
     for name in layers:
         assert got[name].shape == ref[name].shape, name
@@ -111,39 +112,39 @@ def test_memory_lean_relu_and_max_pool_equal_the_reference_ops(shape):
     ref_pool = lambda a: jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (2, 2, 1), (2, 2, 1), "VALID")  # noqa
     c = jax.random.normal(jax.random.PRNGKey(1), ref_pool(x).shape)
     J = jax.jit  # each side compiled as one program (op-by-op dispatch of the Jacobians is slow to compile)
-    np.testing.assert_array_equal(J(vgg.max_pool)(x), J(ref_pool)(x))
-    np.testing.assert_array_equal(J(jax.grad(lambda a: (vgg.max_pool(a) * c).sum()))(x),
+    np.testing.assert_array_equal(J(lean_ops.max_pool)(x), J(ref_pool)(x))
+    np.testing.assert_array_equal(J(jax.grad(lambda a: (lean_ops.max_pool(a) * c).sum()))(x),
                                   J(jax.grad(lambda a: (ref_pool(a) * c).sum()))(x))
-    np.testing.assert_array_equal(J(vgg.relu)(x), J(jax.nn.relu)(x))
-    np.testing.assert_array_equal(J(jax.grad(lambda a: (vgg.relu(a) * c.sum()).sum()))(x),
+    np.testing.assert_array_equal(J(lean_ops.relu)(x), J(jax.nn.relu)(x))
+    np.testing.assert_array_equal(J(jax.grad(lambda a: (lean_ops.relu(a) * c.sum()).sum()))(x),
                                   J(jax.grad(lambda a: (jax.nn.relu(a) * c.sum()).sum()))(x))
     # forward mode too (the receptive-field tests take Jacobians with jacfwd)
-    np.testing.assert_array_equal(J(jax.jacfwd(vgg.max_pool))(x), J(jax.jacfwd(ref_pool))(x))
-    np.testing.assert_array_equal(J(jax.jacfwd(vgg.relu))(x), J(jax.jacfwd(jax.nn.relu))(x))
-    np.testing.assert_array_equal(J(jax.jacrev(vgg.relu))(x), J(jax.jacrev(jax.nn.relu))(x))
+    np.testing.assert_array_equal(J(jax.jacfwd(lean_ops.max_pool))(x), J(jax.jacfwd(ref_pool))(x))
+    np.testing.assert_array_equal(J(jax.jacfwd(lean_ops.relu))(x), J(jax.jacfwd(jax.nn.relu))(x))
+    np.testing.assert_array_equal(J(jax.jacrev(lean_ops.relu))(x), J(jax.jacrev(jax.nn.relu))(x))
 
 
 @pytest.mark.parametrize("channels", [1, 3, 7, 8, 9, 64])
 def test_relu_mask_bit_packing_round_trips(channels):
     """Bit k of byte j holds channel 8 j + k; unpacking restores the mask exactly (padding bits dropped)."""
     mask = np.random.default_rng(channels).random((3, 5, channels)) > 0.5
-    packed = vgg._pack_bits(jnp.asarray(mask))
+    packed = lean_ops.pack_bits(jnp.asarray(mask))
     assert packed.dtype == jnp.uint8 and packed.shape == (3, 5, -(-channels // 8))
     ref = np.packbits(np.pad(mask, [(0, 0), (0, 0), (0, -channels % 8)]), axis=-1, bitorder="little")
     np.testing.assert_array_equal(packed, ref)
-    np.testing.assert_array_equal(vgg._unpack_bits(packed, channels), mask)
+    np.testing.assert_array_equal(lean_ops.unpack_bits(packed, channels), mask)
 
 
 def test_max_pool_code_marks_the_first_maximum_of_each_window():
     """Bit k (k = 2 a + b, row-major in the window) is set for the first maximum only, ties included."""
     x = jnp.array([[1.0, 3.0, 2.0, 2.0], [3.0, 0.0, 2.0, 2.0]])[..., None]  # windows: max 3 twice; all equal
-    code = vgg._first_max_code(vgg._windows(x))
+    code = lean_ops.first_max_code(lean_ops.windows(x))
     assert code[..., 0].tolist() == [[2, 1]]
 
 
 def test_max_pool_gradient_goes_to_one_member_of_a_tied_window():
     x = jnp.zeros((2, 2, 1))
-    g = jax.grad(lambda a: vgg.max_pool(a).sum())(x)
+    g = jax.grad(lambda a: lean_ops.max_pool(a).sum())(x)
     assert float(g.sum()) == 1.0 and float(g[0, 0, 0]) == 1.0
 
 
@@ -158,16 +159,16 @@ def test_conv3x3_equals_lax_conv_in_value_and_every_derivative(shape):
     ref = lambda x, k: jax.lax.conv_general_dilated(x[None], k, (1, 1), "SAME",  # noqa: E731
                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
     J = jax.jit
-    np.testing.assert_array_equal(J(vgg.conv3x3)(x, k), J(ref)(x, k))
+    np.testing.assert_array_equal(J(lean_ops.conv3x3)(x, k), J(ref)(x, k))
     for argnums in (0, 1, (0, 1)):
-        mine = J(jax.grad(lambda x, k: jnp.sum(jnp.sin(vgg.conv3x3(x, k)) * c), argnums=argnums))(x, k)
+        mine = J(jax.grad(lambda x, k: jnp.sum(jnp.sin(lean_ops.conv3x3(x, k)) * c), argnums=argnums))(x, k)
         theirs = J(jax.grad(lambda x, k: jnp.sum(jnp.sin(ref(x, k)) * c), argnums=argnums))(x, k)
         for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(theirs)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     for jac in (jax.jacfwd, jax.jacrev):
-        np.testing.assert_allclose(J(jac(lambda x: vgg.conv3x3(x, k)))(x), J(jac(lambda x: ref(x, k)))(x),
+        np.testing.assert_allclose(J(jac(lambda x: lean_ops.conv3x3(x, k)))(x), J(jac(lambda x: ref(x, k)))(x),
                                    rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(J(jax.jacfwd(lambda k: vgg.conv3x3(x, k)))(k), J(jax.jacfwd(lambda k: ref(x, k)))(k),
+    np.testing.assert_allclose(J(jax.jacfwd(lambda k: lean_ops.conv3x3(x, k)))(k), J(jax.jacfwd(lambda k: ref(x, k)))(k),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -175,7 +176,7 @@ def test_input_gradient_convolutions_read_the_kernel_in_hwio_order(tiny_params):
     """Every convolution of the network's value-and-gradient, the input-gradient ones included, takes its kernel in
     HWIO order (output features last): the order XLA:CPU's convolution library takes inside loop bodies too."""
     x = jnp.zeros((16, 16, 3))
-    loss = lambda x: jnp.sum(vgg.features(tiny_params, x, ["relu3_1"])["relu3_1"] ** 2)  # noqa: E731
+    loss = lambda x: jnp.sum(vgg.features(tiny_params, x, ["relu3_1"], ops="lean")["relu3_1"] ** 2)  # noqa: E731
     jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(x)
 
     def convs(jx):
@@ -192,3 +193,24 @@ def test_input_gradient_convolutions_read_the_kernel_in_hwio_order(tiny_params):
     for eqn in found:
         rhs_spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature dim, in feature dim, spatial...)
         assert rhs_spec == (3, 2, 0, 1), rhs_spec
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_lean_and_lax_network_paths_are_equal_in_value_and_gradient(tiny_params, pooling):
+    """The two network op paths (``ops="lax"``, the reference, and ``ops="lean"``) give the same features and the
+    same input and parameter gradients of a style-like loss, at odd sizes."""
+    x = jax.random.uniform(jax.random.PRNGKey(3), (23, 30, 3))
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_2", "relu5_1"]
+
+    def loss(params, x, ops):
+        f = vgg.features(params, x, layers, pooling=pooling, ops=ops)
+        return sum(jnp.mean(jnp.sin(f[n])) for n in layers)
+
+    vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+    (va, (gpa, gxa)), (vb, (gpb, gxb)) = vg(tiny_params, x, "lax"), vg(tiny_params, x, "lean")
+    np.testing.assert_allclose(va, vb, rtol=1e-6)
+    np.testing.assert_allclose(gxa, gxb, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree_util.tree_leaves(gpa), jax.tree_util.tree_leaves(gpb)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="ops"):
+        vgg.features(tiny_params, x, layers, ops="fast")

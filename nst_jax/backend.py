@@ -1,0 +1,51 @@
+"""Per-backend defaults: the one table that says what ``"auto"`` means on CPU, GPU and TPU.
+
+Every entry is one overridable setting whose ``"auto"`` value is resolved here:
+
+=========  ==========  ========  ========  =======================================================================
+setting    cpu         gpu       tpu       what it chooses
+=========  ==========  ========  ========  =======================================================================
+ops        lean        lax       lax       network op path (``LossConfig.ops``): memory-lean custom derivatives
+                                           (:mod:`nst_jax.lean_ops`) or the plain ``lax`` ops
+loop       host        while     while     how a chunk of iterations runs (``SolverConfig.loop``)
+members    unroll      vmap      vmap      how a sweep evaluates its K losses (``SolverConfig.members``)
+=========  ==========  ========  ========  =======================================================================
+
+The CPU column was chosen by measurement on a 2-core CPU (``benchmarks/RESULTS.md``); the accelerator columns are
+the plain forms, unmeasured until an accelerator is lent (``benchmarks/device_check.py`` measures them).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+__all__ = ["DEFAULTS", "resolve", "current_backend"]
+
+DEFAULTS: Dict[str, Dict[str, str]] = {
+    "cpu": {"ops": "lean", "loop": "host", "members": "unroll"},
+    "gpu": {"ops": "lax", "loop": "while", "members": "vmap"},
+    "tpu": {"ops": "lax", "loop": "while", "members": "vmap"},
+}
+
+
+def current_backend() -> str:
+    """``jax.default_backend()`` ("cpu", "gpu", "tpu"; other platforms count as "gpu")."""
+    import jax
+
+    name = jax.default_backend()
+    return name if name in DEFAULTS else "gpu"
+
+
+def resolve(setting: str, value: str, backend: Optional[str] = None) -> str:
+    """``value`` itself, or for ``"auto"`` the table's entry for ``setting`` on ``backend`` (default: this one).
+
+    Example:
+      >>> resolve("loop", "while"), resolve("ops", "auto", "cpu"), resolve("members", "auto", "tpu")
+      ('while', 'lean', 'vmap')
+    """
+    if value != "auto":
+        return value
+    table = DEFAULTS[backend or current_backend()]
+    if setting not in table:
+        raise ValueError(f"no per-backend default for {setting!r}; known: {', '.join(table)}")
+    return table[setting]

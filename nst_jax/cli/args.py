@@ -1,0 +1,171 @@
+"""Command-line flags of the problem and the solve, and the settings objects built from them (once per run)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional, Sequence, Tuple
+
+from nst_jax.config import ProblemSpec, SolveOptions, SolverConfig, SpatialConfig, split_kwargs
+
+__all__ = ["floats", "names", "pairs", "add_problem_args", "styles_and_spatial", "problem_spec", "solve_options"]
+
+
+def floats(text: str, flag: str) -> List[float]:
+    """``"1e-3,1e-2"`` -> [0.001, 0.01]; one-line errors naming ``--flag``."""
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{flag} takes comma-separated numbers, got {text!r}") from None
+    if not vals:
+        raise ValueError(f"--{flag} is empty; give comma-separated numbers")
+    return vals
+
+
+def names(text: Optional[str]) -> Optional[List[str]]:
+    """``"relu1_1, relu2_1"`` -> ["relu1_1", "relu2_1"] (None stays None)."""
+    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+
+
+def pairs(items: Sequence[str], flag: str) -> List[Tuple[str, str]]:
+    """``["sky=a.png", ...]`` -> [("sky", "a.png"), ...]; refuses a missing ``=`` and repeated names."""
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} takes REGION=FILE, got {item!r}")
+        out.append((name, path))
+    seen = [n for n, _ in out]
+    dup = sorted({n for n in seen if seen.count(n) > 1})
+    if dup:
+        raise ValueError(f"{flag} names region(s) {dup} more than once")
+    return out
+
+
+def add_problem_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by stylize and sweep: everything that defines the loss, and the solver."""
+    g = p.add_argument_group("loss")
+    g.add_argument("--size", type=int, default=512, help="longest side of the output in pixels (default 512)")
+    g.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size (default 1)")
+    g.add_argument("--preset", default="gatys", help="loss convention: gatys (default) or neural-style")
+    g.add_argument("--content-weight", type=float, default=None, help="alpha (preset default)")
+    g.add_argument("--style-weight", type=float, default=None, help="beta (preset default)")
+    g.add_argument("--tv-weight", type=float, default=None, help="total-variation weight (preset default)")
+    g.add_argument("--style-blend", default=None, help="comma-separated blend weights, one per style image")
+    g.add_argument("--content-layers", default=None, help="comma-separated, default relu4_2")
+    g.add_argument("--style-layers", default=None,
+                   help="comma-separated, default relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
+    g.add_argument("--layer-weights", default=None, help="comma-separated per style layer (default 1/C_l^2)")
+    g.add_argument("--pooling", choices=("max", "avg"), default="max", help="max (default) or avg (the 2016 paper)")
+    g.add_argument("--weights", default="auto", help="weight source or file (default auto; see 'nst-jax weights list')")
+    g.add_argument("--color", default="none",
+                   help="colour control: none, luminance, match-style, match-content, original")
+    g.add_argument("--match-mode", default="pca", help="colour matching transform: chol, pca (default), sym")
+    g.add_argument("--lum-match", default="meanstd", help="luminance matching: meanstd (default), mean, none")
+    g.add_argument("--remat", action="store_true",
+                   help="rematerialise VGG blocks in the backward pass (GPU/TPU; ignored on CPU, where it keeps more "
+                        "memory, not less)")
+    g.add_argument("--bf16", action="store_true",
+                   help="bfloat16 activations, float32 losses and optimiser (saves memory on GPU/TPU only)")
+    sc = p.add_argument_group("spatial control (Gatys et al. 2017)")
+    sc.add_argument("--style", dest="region_style", action="append", default=[], metavar="REGION=FILE",
+                    help="style image for one region (repeat per region); replaces positional styles")
+    sc.add_argument("--content-mask", action="append", default=[], metavar="REGION=FILE",
+                    help="grey mask of a content region (white = inside); repeat per region")
+    sc.add_argument("--style-mask", action="append", default=[], metavar="REGION=FILE",
+                    help="mask of that region in its style image (default: the whole style image)")
+    sc.add_argument("--content-labels", default=None, metavar="FILE",
+                    help="colour-coded label image of the content regions (instead of --content-mask; needs --legend)")
+    sc.add_argument("--style-labels", action="append", default=[], metavar="FILE",
+                    help="colour-coded label image of a style image (one per style, in order)")
+    sc.add_argument("--legend", default=None, metavar="REGION=COLOUR;...",
+                    help="region colours of the label images, e.g. 'sky=#87ceeb;ground=#228b22'")
+    sc.add_argument("--spatial", default="gram", help="guided loss: gram (default), sums, sums+gram, stacked")
+    sc.add_argument("--propagation", default="simple", help="guide propagation: simple (default), inside, all")
+    sc.add_argument("--erode", type=int, default=0, help="extra erosion (>0) / dilation (<0) in feature pixels")
+    sc.add_argument("--global-channel", action="store_true", help="add an all-ones guidance channel")
+    s = p.add_argument_group("solver")
+    s.add_argument("--iters", type=int, default=500, help="solver iterations (default 500)")
+    s.add_argument("--init", default="content", help="content (default), noise, style, or an image file")
+    s.add_argument("--solver", default="lbfgs", help="lbfgs (default), jaxopt, optax-lbfgs, adam")
+    s.add_argument("--history", type=int, default=100, help="L-BFGS history size (default 100)")
+    s.add_argument("--no-precondition", dest="precondition", action="store_false",
+                   help="plain L-BFGS: start the lbfgs solver's recursion from gamma*I instead of the smoothing "
+                        "preconditioner (see nst_jax.lbfgs)")
+    s.add_argument("--lr", type=float, default=None, help="step size (lbfgs 1.0, adam 0.02)")
+    s.add_argument("--seed", type=int, default=0, help="PRNG seed for --init noise (default 0)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _labelled_spatial(args) -> Tuple[List[str], dict]:
+    if not args.legend:
+        raise ValueError("--content-labels needs --legend 'REGION=COLOUR;...' (e.g. 'sky=#87ceeb;ground=#228b22')")
+    if args.style_labels and len(args.style_labels) != len(args.style):
+        raise ValueError(f"{len(args.style_labels)} --style-labels for {len(args.style)} style images; "
+                         "give one per style")
+    return list(args.style), dict(
+        content_labels=args.content_labels, legend=args.legend, style_labels=list(args.style_labels) or None,
+        style_masks=None if args.style_labels else [None] * len(args.style))
+
+
+def styles_and_spatial(args) -> Tuple[List[str], Optional[SpatialConfig]]:
+    """Resolve positional styles, ``--style REGION=FILE``, masks and label images into (style files, spatial)."""
+    named = pairs(args.region_style, "--style")
+    c_masks = pairs(args.content_mask, "--content-mask")
+    s_masks = pairs(args.style_mask, "--style-mask")
+    common = dict(mode=args.spatial, propagation=args.propagation, erode=args.erode,
+                  global_channel=args.global_channel)
+    if named and args.style:
+        raise ValueError("give style images either positionally or as --style REGION=FILE, not both")
+    if args.content_labels:
+        if c_masks or s_masks or named:
+            raise ValueError("--content-labels replaces --content-mask/--style-mask/--style REGION=FILE; use one way")
+        styles, fields = _labelled_spatial(args)
+        return styles, SpatialConfig(**fields, **common)
+    if args.style_labels or args.legend:
+        raise ValueError("--style-labels and --legend need --content-labels FILE")
+    if not c_masks:
+        if named or s_masks:
+            raise ValueError("--style REGION=FILE and --style-mask need --content-mask REGION=FILE for each region")
+        return list(args.style), None
+    regions = [n for n, _ in c_masks]
+    if named:
+        styles = list(dict.fromkeys(path for _, path in named))
+        region_to_style = {n: styles.index(path) for n, path in named}
+        missing = [r for r in regions if r not in region_to_style]
+        if missing:
+            raise ValueError(f"content region(s) {missing} have no --style REGION=FILE; give one per region")
+        extra = [n for n in region_to_style if n not in regions]
+        if extra:
+            raise ValueError(f"--style names region(s) {extra} that no --content-mask has")
+    else:
+        styles = list(args.style)
+        if len(styles) != 1:
+            raise ValueError("with masks, give one positional style or one --style REGION=FILE per region")
+        region_to_style = {n: 0 for n in regions}
+    unknown = [n for n, _ in s_masks if n not in region_to_style]
+    if unknown:
+        raise ValueError(f"--style-mask names region(s) {unknown} that no --content-mask has")
+    style_masks = [{n: path for n, path in s_masks if region_to_style.get(n) == j} or None for j in range(len(styles))]
+    return styles, SpatialConfig(content_masks=dict(c_masks), style_masks=style_masks,
+                                 region_to_style=region_to_style, **common)
+
+
+def problem_spec(args, spatial: Optional[SpatialConfig]) -> ProblemSpec:
+    """The :class:`ProblemSpec` of the command's flags."""
+    spec, _ = split_kwargs(
+        spatial=spatial, weights=args.weights, size=args.size, style_scale=args.style_scale, preset=args.preset,
+        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+        style_blend=None if args.style_blend is None else floats(args.style_blend, "style-blend"),
+        content_layers=names(args.content_layers), style_layers=names(args.style_layers),
+        layer_weights=None if args.layer_weights is None else floats(args.layer_weights, "layer-weights"),
+        pooling=args.pooling, color=args.color, match_mode=args.match_mode, lum_match=args.lum_match,
+        remat=args.remat, compute_dtype="bfloat16" if args.bf16 else None)
+    return spec
+
+
+def solve_options(args, **extra) -> SolveOptions:
+    """The :class:`SolveOptions` of the command's flags (``extra``: callback, save_every, checkpoint_every)."""
+    solver = SolverConfig(name=args.solver, history=args.history, lr=args.lr, precondition=args.precondition)
+    return SolveOptions(iters=args.iters, init=args.init, seed=args.seed, solver=solver,
+                        progress=not args.no_progress, **extra)

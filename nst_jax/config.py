@@ -1,0 +1,538 @@
+"""Static settings, validated once: loss structure, solver, solve options, colour and spatial control, the problem.
+
+Everything here is a frozen dataclass checked in its ``__post_init__``, so an object that exists is valid and every
+check lives in exactly one place. Numbers that vary between runs of one compiled program (α, β, layer weights, ...)
+are not here: they are the traced :class:`nst_jax.objective.Weights`.
+
+* :class:`LossConfig` -- the structure of the loss (layers, pooling, Gram normalisation, spatial mode, network op
+  path): part of the compile key.
+* :class:`SolverConfig` -- which optimiser and how its iterations run (history, step, chunking, loop mode).
+* :class:`SolveOptions` -- one run's solve settings: iterations, initial image, seed, solver, progress, saves.
+* :class:`ColorConfig`, :class:`SpatialConfig` -- the 2017 paper's colour and spatial control.
+* :class:`ProblemSpec` -- what a transfer is made of: weights, size, preset, loss weights, layers, controls.
+
+:func:`split_kwargs` routes flat keyword arguments (``size=256, iters=150, solver="adam"``) to the object and field
+they belong to, which is how :func:`nst_jax.stylize` keeps its flat keyword form without re-listing them.
+
+A refused value raises :class:`SettingError`, a ``ValueError`` that names the setting (``iters must be an integer
+>= 0, got -1``); the command line prints the same message with the flag (``--iters``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+__all__ = [
+    "SettingError",
+    "DEFAULT_CONTENT_LAYERS",
+    "DEFAULT_STYLE_LAYERS",
+    "SOLVERS",
+    "POOLINGS",
+    "GRAM_NORMS",
+    "SPATIAL_MODES",
+    "PROPAGATIONS",
+    "COLOR_MODES",
+    "MATCH_MODES",
+    "LUM_MATCH_MODES",
+    "INITS",
+    "NETWORK_OPS",
+    "PRESETS",
+    "MIN_SIDE",
+    "LossConfig",
+    "SolverConfig",
+    "SolveOptions",
+    "ColorConfig",
+    "SpatialConfig",
+    "ProblemSpec",
+    "preset",
+    "split_kwargs",
+]
+
+DEFAULT_CONTENT_LAYERS = ("relu4_2",)
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
+POOLINGS = ("max", "avg")
+GRAM_NORMS = ("hw", "chw", "none")
+SPATIAL_MODES = ("gram", "sums", "sums+gram", "stacked")
+PROPAGATIONS = ("simple", "inside", "all")
+COLOR_MODES = ("none", "luminance", "match-style", "match-content", "original")
+MATCH_MODES = ("chol", "pca", "sym")
+LUM_MATCH_MODES = ("meanstd", "mean", "none")
+INITS = ("content", "noise", "style")
+NETWORK_OPS = ("auto", "lax", "lean")
+LOOPS = ("auto", "while", "host")
+MEMBERS = ("auto", "vmap", "unroll")
+COMPUTE_DTYPES = (None, "float32", "bfloat16")
+
+#: Smallest image side (px), before and after resizing: VGG halves the size 4 times before relu5_1.
+MIN_SIDE = 16
+#: Largest seed accepted (seeds feed ``jax.random.PRNGKey``, which takes 32-bit values).
+MAX_SEED = 2 ** 32 - 1
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # Gatys et al. 2016/2017 as in the 2017 paper's code: Gram / (H W), layer weights 1/C_l^2, alpha 1, beta 1e3.
+    "gatys": dict(content_weight=1.0, style_weight=1e3, tv_weight=0.0, gram_norm="hw", layer_weights="inv_c2"),
+    # jcjohnson/neural-style: Gram / (C H W), equal layer weights, content 5, style 100, TV 1e-3.
+    "neural-style": dict(content_weight=5.0, style_weight=100.0, tv_weight=1e-3, gram_norm="chw",
+                         layer_weights="ones"),
+}
+
+
+class SettingError(ValueError):
+    """A refused setting. ``setting`` is its name (the keyword argument; the CLI flag without ``--``), ``template``
+    the message with ``{setting}`` where the name goes: ``str(e)`` uses the keyword, :meth:`for_flag` the flag.
+
+    Example:
+      >>> e = SettingError("save_every", "{setting} must be an integer >= 1, got 0")
+      >>> str(e), e.for_flag()
+      ('save_every must be an integer >= 1, got 0', '--save-every must be an integer >= 1, got 0')
+    """
+
+    def __init__(self, setting: str, template: str):
+        self.setting, self.template = setting, template
+        super().__init__(template.format(setting=setting))
+
+    def for_flag(self) -> str:
+        """The message naming the command-line flag (``--save-every``) instead of the keyword."""
+        return self.template.format(setting="--" + self.setting.replace("_", "-"))
+
+
+# --------------------------------------------------------------------------------------------------- checks
+
+def _choice(setting: str, value, choices: Sequence) -> None:
+    if value not in choices:
+        shown = ", ".join(str(c) for c in choices)
+        raise SettingError(setting, f"{{setting}} must be one of {shown}, got {value!r}")
+
+
+def _int(setting: str, value, lo: int, hi: Optional[int] = None, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= lo and (
+        hi is None or value <= hi)
+    if not ok:
+        rng = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+        raise SettingError(setting, f"{{setting}} must be an integer {rng}, got {value!r}")
+
+
+def _number(setting: str, value, *, positive: bool = False, optional: bool = False) -> None:
+    """A finite real number, >= 0 (or > 0 with ``positive``)."""
+    if optional and value is None:
+        return
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) and (
+        float(value) > 0 if positive else float(value) >= 0)
+    if not ok:
+        raise SettingError(setting, f"{{setting}} must be a finite number {'> 0' if positive else '>= 0'}, "
+                                    f"got {value!r}")
+
+
+def _layers(setting: str, value, allow_empty: bool) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",")]
+    names = tuple(str(v).strip() for v in value)
+    if any(not n for n in names) or (not names and not allow_empty):
+        raise SettingError(setting, f"{{setting}} must be layer names such as relu4_2, got {list(value)!r}")
+    return names
+
+
+def _set(obj, name: str, value) -> None:
+    object.__setattr__(obj, name, value)
+
+
+# --------------------------------------------------------------------------------------------------- loss, solver
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Static structure of the loss (hashable: part of the compile key). Numbers that vary live in ``Weights``.
+
+    Attributes:
+      content_layers / style_layers: layer names (checked against a network by :meth:`check_layers`).
+      pooling: "max" or "avg".
+      gram_norm: "hw" (G = F^T F / (H W), gatys), "chw" (/ (C H W), neural-style) or "none".
+      channels: 3 for RGB, 1 for luminance-only transfer (the 1-channel variable is replicated to RGB for VGG).
+      spatial: None, or "gram" | "sums" | "sums+gram" | "stacked" (guided losses, Gatys et al. 2017).
+      remat: rematerialise VGG blocks in the backward pass (False, True, or a ``jax.checkpoint_policies`` name).
+      compute_dtype: None (float32) or "bfloat16" activations (losses and optimiser state stay float32).
+      ops: network op path, "lax" (plain ``lax`` ops, the reference), "lean" (memory-lean custom derivatives,
+        :mod:`nst_jax.lean_ops`) or "auto" (per backend, :mod:`nst_jax.backend`).
+    """
+
+    content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
+    style_layers: Tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    pooling: str = "max"
+    gram_norm: str = "hw"
+    channels: int = 3
+    spatial: Optional[str] = None
+    remat: Any = False
+    compute_dtype: Optional[str] = None
+    ops: str = "auto"
+
+    def __post_init__(self):
+        _set(self, "content_layers", _layers("content_layers", self.content_layers, allow_empty=True))
+        _set(self, "style_layers", _layers("style_layers", self.style_layers, allow_empty=True))
+        if not self.content_layers and not self.style_layers:
+            raise SettingError("style_layers", "{setting} and content layers are both empty; give at least one layer")
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("gram_norm", self.gram_norm, GRAM_NORMS)
+        _choice("channels", self.channels, (1, 3))
+        _choice("spatial", self.spatial, (None,) + SPATIAL_MODES)
+        _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        _choice("ops", self.ops, NETWORK_OPS)
+        if not (isinstance(self.remat, bool) or isinstance(self.remat, str)):
+            raise SettingError("remat", f"{{setting}} must be True, False or a jax.checkpoint_policies name, "
+                                        f"got {self.remat!r}")
+
+    @property
+    def all_layers(self) -> Tuple[str, ...]:
+        """Content then style layers, each once."""
+        return tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+    def check_layers(self, layer_names: Sequence[str]) -> None:
+        """Refuse layers the network lacks; ``layer_names``: every layer of the network (``vgg.layer_names``)."""
+        names = set(layer_names)
+        for layer in self.all_layers:
+            if layer not in names:
+                relus = ", ".join(n for n in layer_names if n.startswith("relu"))
+                setting = "content_layers" if layer in self.content_layers else "style_layers"
+                raise SettingError(setting, f"unknown layer {layer!r} in {{setting}}; valid layers are conv/relu/pool "
+                                            f"names such as relu4_2 (this network: {relus})")
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverConfig:
+    """Static solver settings.
+
+    Attributes:
+      name: ``"lbfgs"`` (projected, preconditioned L-BFGS with one f+g per iteration, :mod:`nst_jax.lbfgs`),
+        ``"jaxopt"`` (jaxopt.LBFGSB), ``"optax-lbfgs"`` (optax.lbfgs with its zoom line search) or ``"adam"``.
+      history: L-BFGS memory (pairs kept).
+      lr: step multiplier (lbfgs; default 1.0) or learning rate (adam; default 0.02).
+      chunk: iterations between host reports (progress, checkpoints); chunks never change the result.
+      loop: ``"while"`` (one compiled ``lax.while_loop`` per chunk), ``"host"`` (one compiled, donated step per
+        iteration dispatched from Python, read back once per chunk) or ``"auto"`` (:mod:`nst_jax.backend`).
+      members: how a sweep evaluates its K losses, ``"vmap"`` (one batched network pass), ``"unroll"`` (K
+        single-image passes side by side in one program, :mod:`nst_jax.batching`) or ``"auto"``.
+      precondition: start each L-BFGS recursion from a smoothing filter ``gamma P`` instead of ``gamma I``
+        (``"lbfgs"`` only).
+    """
+
+    name: str = "lbfgs"
+    history: int = 100
+    lr: Optional[float] = None
+    chunk: int = 25
+    loop: str = "auto"
+    members: str = "auto"
+    precondition: bool = True
+
+    def __post_init__(self):
+        if self.name not in SOLVERS:
+            raise SettingError("solver", f"unknown {{setting}} {self.name!r}; choose one of {', '.join(SOLVERS)}")
+        _int("history", self.history, 1)
+        _number("lr", self.lr, positive=True, optional=True)
+        _int("chunk", self.chunk, 1)
+        _choice("loop", self.loop, LOOPS)
+        _choice("members", self.members, MEMBERS)
+        if not isinstance(self.precondition, bool):
+            raise SettingError("precondition", f"{{setting}} must be True or False, got {self.precondition!r}")
+
+    @property
+    def step(self) -> float:
+        """The step multiplier or learning rate in effect."""
+        if self.lr is not None:
+            return float(self.lr)
+        return 0.02 if self.name == "adam" else 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveOptions:
+    """How one solve runs (everything but the problem and the run's files).
+
+    Attributes:
+      iters: solver iterations (``lbfgs``/``adam``: one f+g each; line-search solvers use more).
+      init: ``"content"``, ``"noise"`` (uniform, from ``seed``), ``"style"``, or an image path / [H, W, 3] array.
+      seed: PRNG seed of ``init="noise"`` (0 .. 2^32 - 1).
+      solver: a :class:`SolverConfig`.
+      progress: show a progress bar.
+      save_every: call ``callback(iteration, image_HW3)`` every N iterations.
+      checkpoint_every: write a checkpoint every N iterations (with a checkpoint path, see ``solve_problem``).
+      callback: ``callback(iteration, image_HW3)`` for intermediate saves.
+    """
+
+    iters: int = 500
+    init: Any = "content"
+    seed: int = 0
+    solver: SolverConfig = SolverConfig()
+    progress: bool = True
+    save_every: Optional[int] = None
+    checkpoint_every: Optional[int] = None
+    callback: Optional[Callable] = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        _int("iters", self.iters, 0)
+        _int("seed", self.seed, 0, MAX_SEED)
+        _int("save_every", self.save_every, 1, optional=True)
+        _int("checkpoint_every", self.checkpoint_every, 1, optional=True)
+        if not isinstance(self.solver, SolverConfig):
+            raise SettingError("solver", f"{{setting}} must be a SolverConfig, got {type(self.solver).__name__}")
+        if isinstance(self.init, str) and self.init not in INITS and not _looks_like_path(self.init):
+            raise SettingError("init", f"{{setting}} must be 'content', 'noise', 'style' or an image file, "
+                                      f"got {self.init!r}")
+
+    @property
+    def report_every(self) -> int:
+        """Iterations per chunk: the solver's chunk, cut so that saves and checkpoints fall on chunk ends."""
+        return min(v for v in (self.solver.chunk, self.save_every, self.checkpoint_every) if v)
+
+
+def _looks_like_path(text: str) -> bool:
+    """A file name (it has a suffix or a folder), as opposed to a misspelt init mode."""
+    return bool(os.path.splitext(text)[1]) or os.sep in text or "/" in text
+
+
+# --------------------------------------------------------------------------------------------------- controls
+
+@dataclasses.dataclass(frozen=True)
+class ColorConfig:
+    """Colour control (Gatys et al. 2017, Sec. 5), see :mod:`nst_jax.color`.
+
+    Attributes:
+      mode: "none", "luminance" (luminance-only transfer), "match-style" (recolour the style to the content),
+        "match-content" (recolour the content to the style) or "original" (keep the content's colours afterwards).
+      match_mode: colour matching transform, "chol", "pca" or "sym".
+      lum_match: luminance matching of the style to the content, "meanstd" (the paper's), "mean" or "none".
+    """
+
+    mode: str = "none"
+    match_mode: str = "pca"
+    lum_match: str = "meanstd"
+
+    def __post_init__(self):
+        for setting, what, value, choices in (("color", "colour mode", self.mode, COLOR_MODES),
+                                              ("match_mode", "colour match mode", self.match_mode, MATCH_MODES),
+                                              ("lum_match", "luminance match mode", self.lum_match, LUM_MATCH_MODES)):
+            if value not in choices:
+                raise SettingError(setting, f"unknown {what} {value!r} ({{setting}}); choose one of "
+                                            f"{', '.join(choices)}")
+
+    @property
+    def channels(self) -> int:
+        """Channels of the optimised variable: 1 for luminance-only transfer, else 3."""
+        return 1 if self.mode == "luminance" else 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SpatialConfig:
+    """Spatial control (Gatys et al. 2017, Sec. 4), see :mod:`nst_jax.guidance`.
+
+    Regions are named. Give the content's regions as ``content_masks`` ``{region: path or [H, W] array}`` or as one
+    colour-coded ``content_labels`` image with a ``legend``; each style image's regions as ``style_masks`` (one
+    ``{region: mask}`` or None per style; None lends the whole image to the regions assigned to it) or
+    ``style_labels``.
+
+    Attributes:
+      mode: guided loss, "gram", "sums", "sums+gram" or "stacked".
+      region_to_style: ``{region: style index}`` (default: each region from the one style naming it).
+      propagation: guides to each layer, "simple", "inside" or "all"; ``erode``: extra erosion (> 0) or dilation
+        (< 0) in feature pixels; ``threshold``: binarisation of the binary modes; ``global_channel``: add an
+        all-ones guide.
+      guide_scale: stacked mode's scale of the guide channels (default: the style's mean activation per layer).
+      region_weights: one weight per region (default 1/R).
+    """
+
+    mode: str = "gram"
+    content_masks: Optional[Mapping[str, Any]] = None
+    style_masks: Optional[Sequence[Any]] = None
+    content_labels: Any = None
+    style_labels: Optional[Sequence[Any]] = None
+    legend: Any = None
+    region_to_style: Optional[Mapping[str, int]] = None
+    propagation: str = "simple"
+    erode: int = 0
+    threshold: float = 0.5
+    global_channel: bool = False
+    guide_scale: Optional[float] = None
+    region_weights: Optional[Sequence[float]] = None
+
+    def __post_init__(self):
+        if self.mode not in SPATIAL_MODES:
+            raise SettingError("spatial", f"unknown {{setting}} mode {self.mode!r}; choose one of "
+                                          f"{', '.join(SPATIAL_MODES)}")
+        if self.propagation not in PROPAGATIONS:
+            raise SettingError("propagation", f"unknown guide {{setting}} {self.propagation!r}; choose one of "
+                                              f"{', '.join(PROPAGATIONS)}")
+        _int("erode", self.erode, -10 ** 6)
+        if not (isinstance(self.threshold, numbers.Real) and 0.0 < float(self.threshold) <= 1.0):
+            raise SettingError("threshold", f"{{setting}} must be a number in (0, 1], got {self.threshold!r}")
+        _number("guide_scale", self.guide_scale, positive=True, optional=True)
+        if self.content_labels is not None and self.content_masks:
+            raise SettingError("content_labels", "give the content regions either as masks or as a label image "
+                                                 "({setting}), not both")
+        if self.content_labels is not None and not self.legend:
+            raise SettingError("legend", "a label image needs a {setting}: region=colour pairs such as "
+                                         "'sky=#87ceeb;ground=#228b22'")
+
+    @property
+    def summary(self) -> Dict[str, Any]:
+        """The scalar settings (for the settings written beside an output)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+# --------------------------------------------------------------------------------------------------- the problem
+
+def preset(name: str) -> Dict[str, Any]:
+    """The settings of a named loss convention (see :data:`PRESETS`).
+
+    Example:
+      >>> preset("gatys")["style_weight"], preset("neural-style")["gram_norm"]
+      (1000.0, 'chw')
+    """
+    if name not in PRESETS:
+        raise SettingError("preset", f"unknown {{setting}} {name!r}; choose one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemSpec:
+    """What a transfer is made of (everything but the images): network, sizes, loss weights, layers and controls.
+
+    Attributes:
+      weights: a weight source name or file (see ``nst-jax weights list``) or a params tree.
+      size: longest side of the output in pixels (None: the content's own size); at least 16.
+      style_scale: the style images' longest side relative to the content's.
+      preset: "gatys" or "neural-style": the defaults of the loss weights and the Gram normalisation.
+      content_weight / style_weight / tv_weight: α, β and the total-variation weight (None: the preset's).
+      style_blend: one weight per style image (blended Gram targets); None: equal.
+      content_layers / style_layers: layer names (None: relu4_2 and relu1_1 .. relu5_1).
+      layer_weights: per style layer: "inv_c2" (1/C_l^2), "ones", a sequence, or None (the preset's).
+      pooling: "max" or "avg" (the 2016 paper's choice).
+      color: a :class:`ColorConfig` (or its mode as a string).
+      spatial: a :class:`SpatialConfig` (or a dict of its fields), or None.
+      remat, compute_dtype, ops: as :class:`LossConfig`.
+    """
+
+    weights: Any = "auto"
+    size: Optional[int] = 512
+    style_scale: float = 1.0
+    preset: str = "gatys"
+    content_weight: Optional[float] = None
+    style_weight: Optional[float] = None
+    tv_weight: Optional[float] = None
+    style_blend: Optional[Sequence[float]] = None
+    content_layers: Optional[Sequence[str]] = None
+    style_layers: Optional[Sequence[str]] = None
+    layer_weights: Any = None
+    pooling: str = "max"
+    color: Any = ColorConfig()
+    spatial: Any = None
+    remat: Any = False
+    compute_dtype: Optional[str] = None
+    ops: str = "auto"
+
+    def __post_init__(self):
+        preset(self.preset)
+        if self.size is not None and not (isinstance(self.size, numbers.Integral) and not isinstance(self.size, bool)
+                                          and self.size >= MIN_SIDE):
+            raise SettingError("size", f"{{setting}} must be at least {MIN_SIDE} px (the network halves the image 4 "
+                                       f"times), got {self.size!r}")
+        _number("style_scale", self.style_scale, positive=True)
+        for setting in ("content_weight", "style_weight", "tv_weight"):
+            _number(setting, getattr(self, setting), optional=True)
+        if isinstance(self.color, str):
+            _set(self, "color", ColorConfig(mode=self.color))
+        elif not isinstance(self.color, ColorConfig):
+            raise SettingError("color", f"{{setting}} must be a colour mode or a ColorConfig, got {self.color!r}")
+        if isinstance(self.spatial, Mapping):
+            _set(self, "spatial", SpatialConfig(**self.spatial))
+        elif self.spatial is not None and not isinstance(self.spatial, SpatialConfig):
+            raise SettingError("spatial", f"{{setting}} must be a SpatialConfig, a dict of its fields or None, "
+                                          f"got {self.spatial!r}")
+        for setting in ("content_layers", "style_layers"):
+            value = getattr(self, setting)
+            if value is not None:
+                _set(self, setting, _layers(setting, value, allow_empty=setting == "content_layers"))
+        if self.style_blend is not None:
+            _set(self, "style_blend", tuple(self.style_blend))
+        if self.layer_weights is not None and not isinstance(self.layer_weights, str):
+            _set(self, "layer_weights", tuple(self.layer_weights))
+        self.loss_config()  # validates pooling, layers, remat, compute dtype, ops
+
+    def loss_config(self) -> LossConfig:
+        """The static loss structure this problem compiles to."""
+        return LossConfig(
+            content_layers=DEFAULT_CONTENT_LAYERS if self.content_layers is None else self.content_layers,
+            style_layers=DEFAULT_STYLE_LAYERS if self.style_layers is None else self.style_layers,
+            pooling=self.pooling, gram_norm=PRESETS[self.preset]["gram_norm"], channels=self.color.channels,
+            spatial=None if self.spatial is None else self.spatial.mode, remat=self.remat,
+            compute_dtype=self.compute_dtype, ops=self.ops)
+
+    def weight_settings(self) -> Dict[str, Any]:
+        """Content, style and TV weight and the layer weights: the given ones, else the preset's."""
+        pre = PRESETS[self.preset]
+        return {key: pre[key] if getattr(self, key) is None else getattr(self, key)
+                for key in ("content_weight", "style_weight", "tv_weight", "layer_weights")}
+
+    def summary(self) -> Dict[str, Any]:
+        """The settings written beside an output (JSON-able; the weights as their name)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("weights", "color", "spatial")}
+        out.update(self.weight_settings())
+        cfg = self.loss_config()
+        out.update(color=self.color.mode, match_mode=self.color.match_mode, lum_match=self.color.lum_match,
+                   gram_norm=cfg.gram_norm, content_layers=cfg.content_layers, style_layers=cfg.style_layers)
+        for key in ("style_blend", "content_layers", "style_layers", "layer_weights"):
+            if isinstance(out[key], tuple):
+                out[key] = list(out[key])
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- keywords
+
+_COLOR_KEYS = {"color": "mode", "match_mode": "match_mode", "lum_match": "lum_match"}
+_SOLVER_KEYS = {"solver": "name", "history": "history", "lr": "lr", "chunk": "chunk", "loop": "loop",
+                "members": "members", "precondition": "precondition"}
+
+
+def split_kwargs(spec: Optional[ProblemSpec] = None, options: Optional[SolveOptions] = None,
+                 **kwargs) -> Tuple[ProblemSpec, SolveOptions]:
+    """Apply flat keyword arguments to a problem and its solve options; returns the new ``(spec, options)``.
+
+    Each keyword is a field of :class:`ProblemSpec`, :class:`SolveOptions`, :class:`ColorConfig` (``color`` for
+    its mode, ``match_mode``, ``lum_match``) or :class:`SolverConfig` (``solver`` for its name, ``history``,
+    ``lr``, ``chunk``, ``loop``, ``members``, ``precondition``). An unknown keyword raises ``TypeError``.
+
+    Example:
+      >>> spec, opts = split_kwargs(size=256, color="luminance", iters=10, solver="adam", lr=0.05)
+      >>> spec.size, spec.color.mode, opts.iters, opts.solver.name, opts.solver.lr
+      (256, 'luminance', 10, 'adam', 0.05)
+    """
+    spec = ProblemSpec() if spec is None else spec
+    options = SolveOptions() if options is None else options
+    spec_keys = {f.name for f in dataclasses.fields(ProblemSpec)} - {"color"}
+    opt_keys = {f.name for f in dataclasses.fields(SolveOptions)} - {"solver"}
+    problem_kw, option_kw, color_kw, solver_kw = {}, {}, {}, {}
+    for key, value in kwargs.items():
+        if key == "color" and isinstance(value, ColorConfig):
+            problem_kw["color"] = value
+        elif key == "solver" and isinstance(value, SolverConfig):
+            option_kw["solver"] = value
+        elif key in _COLOR_KEYS:
+            color_kw[_COLOR_KEYS[key]] = value
+        elif key in _SOLVER_KEYS:
+            solver_kw[_SOLVER_KEYS[key]] = value
+        elif key in spec_keys:
+            problem_kw[key] = value
+        elif key in opt_keys:
+            option_kw[key] = value
+        else:
+            known = sorted(spec_keys | opt_keys | set(_COLOR_KEYS) | set(_SOLVER_KEYS))
+            raise TypeError(f"unexpected keyword argument {key!r}; known: {', '.join(known)}")
+    if color_kw:
+        problem_kw["color"] = dataclasses.replace(problem_kw.get("color", spec.color), **color_kw)
+    if solver_kw:
+        option_kw["solver"] = dataclasses.replace(option_kw.get("solver", options.solver), **solver_kw)
+    return dataclasses.replace(spec, **problem_kw), dataclasses.replace(options, **option_kw)

@@ -1,0 +1,323 @@
+"""The runner: one compiled solve, run in chunks, with progress, checkpoints, interruption and resume.
+
+::
+
+    run = Solve(loss_cfg, solver_cfg)                          # light: compiled programs live in jit's cache
+    out = run(params, targets, weights, x0_HWC, iters)         # SolveOutput: image, trace, terms, timings
+
+A sweep is the same program under ``jax.vmap`` over a leading K axis of ``x0`` and ``weights`` (and of ``targets``
+with ``Members(targets=0)``); one compile serves all K. The jitted pieces (:func:`init_state`, :func:`step`,
+:func:`run_chunk`, :func:`final_terms`) take the configs as static arguments, so every ``Solve`` with equal configs
+shares them, and new images or weights of the same shapes compile nothing.
+
+A chunk runs ``SolverConfig.chunk`` iterations as one ``lax.while_loop`` (``loop="while"``) or as that many
+dispatches of one compiled, donated step read back once at the chunk's end (``loop="host"``); both compute the same
+iterates. Between chunks the runner reports progress, calls the hooks and polls ``stop``. A non-finite loss stops
+a member where it happened, keeping its last finite state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import backend, batching, objective, solvers
+from nst_jax.config import LossConfig, SolverConfig
+
+__all__ = ["Members", "SolveOutput", "Solve", "init_state", "step", "run_chunk", "final_terms", "CompileClock"]
+
+
+class Members(NamedTuple):
+    """Which arguments carry the leading K axis of a sweep (0) and which are shared (None); ``x0`` always does."""
+
+    targets: Optional[int] = None
+    weights: Optional[int] = 0
+
+
+class ChunkOut(NamedTuple):
+    state: Any
+    values: jax.Array  # [chunk] loss after each iteration (NaN past the end)
+    nfevs: jax.Array  # [chunk] cumulative f+g after each iteration
+    done: jax.Array  # iterations run before a non-finite loss (or all of them)
+    bad: jax.Array  # a non-finite loss stopped the run (the state is the last finite one)
+
+
+class SolveOutput(NamedTuple):
+    """Result of a compiled solve. With a sweep, arrays carry a leading K axis."""
+
+    image: np.ndarray  # [H, W, C] (or [K, H, W, C]) in [0, 1]
+    values: np.ndarray  # [T] (or [K, T]) loss after each iteration, entry 0 the initial image
+    nfevs: np.ndarray  # [T] (or [K, T]) cumulative f+g evaluations
+    terms: Dict[str, np.ndarray]  # final content / style / tv / total ([] or [K])
+    compile_seconds: float
+    run_seconds: float
+    stopped_nonfinite: np.ndarray  # bool [] (or [K]): a non-finite loss stopped the member
+    nonfinite_term: Any  # the first non-finite term's name (a list per member for a sweep), None if none
+    interrupted: bool = False  # ``stop()`` ended the run early
+    iters_done: Any = 0  # iterations run ([] or [K]; including those before a resume; a stopped member's stop there)
+
+
+class CompileClock:
+    """Context manager summing the seconds JAX spends tracing, lowering and compiling (or fetching from its
+    persistent cache) while it is active, from ``jax.monitoring`` duration events; ``seconds`` and ``compiles``
+    (backend compilations and cache fetches) after it exits."""
+
+    _EVENTS = ("/jax/core/compile/", "/jax/compilation_cache/cache_retrieval")
+
+    def __init__(self):
+        self.seconds, self.compiles = 0.0, 0
+
+    def _listen(self, event: str, duration: float, **_):
+        if event.startswith(self._EVENTS):
+            self.seconds += duration
+            self.compiles += event.endswith("backend_compile_duration") or "cache_retrieval" in event
+
+    def __enter__(self) -> "CompileClock":
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+# --------------------------------------------------------------------------------------------------- compiled pieces
+
+def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
+    f = functools.partial(objective.total_loss, cfg=loss_cfg)
+    vg = jax.value_and_grad(f)
+    if solver_cfg.members == "unroll" and solver_cfg.name != "optax-lbfgs":  # its line search differentiates f
+        vg = batching.unrolled_over_members(vg)
+    return solvers.make_solver(solver_cfg, vg, f)
+
+
+def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tuple = ()):
+    """``fn(member_args..., params, targets, weights, *extra)`` vmapped over the member axes (identity if None)."""
+    if members is None:
+        return fn
+    axes = (0,) * shared_before + (None, members.targets, members.weights) + (None,) * len(extra)
+    return jax.vmap(fn, in_axes=axes)
+
+
+def _guarded(solver, st, params, targets, weights, active=True):
+    """One solver step that refuses a non-finite result: (state, bad, value, nfev); on ``bad`` (or when the member
+    is not ``active``) the state is the previous one."""
+    new = solver.step(st, params, targets, weights, active=active)
+    bad = solver.failed(new) & active
+    keep = bad | ~jnp.asarray(active)
+    nfev = jnp.where(active, solver.nfev(new), solver.nfev(st))  # an inactive member evaluates nothing
+    return solver.revert(st, new, keep), bad, jnp.where(keep, jnp.nan, solver.value(new)), nfev
+
+
+@functools.partial(jax.jit, static_argnames=("loss_cfg", "solver_cfg", "members"))
+def init_state(x0, params, targets, weights, loss_cfg: LossConfig, solver_cfg: SolverConfig,
+               members: Optional[Members] = None):
+    """The solver state at ``x0`` (one f+g)."""
+    solver = _solver(loss_cfg, solver_cfg)
+    return _batched(solver.init, members, 1)(x0, params, targets, weights)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_cfg", "solver_cfg", "members"), donate_argnums=(0,))
+def step(state, bad, params, targets, weights, loss_cfg: LossConfig, solver_cfg: SolverConfig,
+         members: Optional[Members] = None):
+    """One guarded iteration (the host loop's unit): ``(state, bad, value, nfev)``; a member already ``bad`` stays."""
+    solver = _solver(loss_cfg, solver_cfg)
+
+    def one(st, was_bad, params, targets, weights):
+        st, new_bad, v, nfev = _guarded(solver, st, params, targets, weights, active=~was_bad)
+        return st, was_bad | new_bad, v, nfev
+
+    return _batched(one, members, 2)(state, bad, params, targets, weights)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_cfg", "solver_cfg", "members"), donate_argnums=(0,))
+def run_chunk(state, bad, params, targets, weights, n, loss_cfg: LossConfig, solver_cfg: SolverConfig,
+              members: Optional[Members] = None) -> ChunkOut:
+    """Up to ``n`` (<= ``solver_cfg.chunk``) iterations in one ``lax.while_loop``, stopping at a non-finite loss;
+    a member already ``bad`` runs none."""
+    solver = _solver(loss_cfg, solver_cfg)
+    size = solver_cfg.chunk
+
+    def one(state, was_bad, params, targets, weights, n):
+        def cond(c):
+            i, _, _, _, bad = c
+            return (i < n) & ~bad
+
+        def body(c):
+            i, st, values, nfevs, _ = c
+            st, bad, v, nfev = _guarded(solver, st, params, targets, weights)
+            return i + 1, st, values.at[i].set(v), nfevs.at[i].set(nfev), bad
+
+        init = (jnp.asarray(0), state, jnp.full((size,), jnp.nan, jnp.float32), jnp.zeros((size,), jnp.int32),
+                was_bad)
+        i, state, values, nfevs, bad = jax.lax.while_loop(cond, body, init)
+        return ChunkOut(state, values, nfevs, i, bad)
+
+    return _batched(one, members, 2, extra=(n,))(state, bad, params, targets, weights, n)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_cfg", "members"))
+def final_terms(x, params, targets, weights, loss_cfg: LossConfig, members: Optional[Members] = None):
+    """:func:`nst_jax.objective.loss_terms` of the final image(s)."""
+    def terms(x, params, targets, weights):
+        return objective.loss_terms(params, x, targets, weights, loss_cfg)
+
+    return _batched(terms, members, 1)(x, params, targets, weights)
+
+
+# --------------------------------------------------------------------------------------------------- the runner
+
+class Solve:
+    """A compiled solve for one (loss structure, solver) pair; ``members`` (a :class:`Members`) makes it a sweep.
+
+    ``"auto"`` settings are resolved here (:mod:`nst_jax.backend`), so equal settings share compiled programs.
+    """
+
+    def __init__(self, loss_cfg: LossConfig, solver_cfg: SolverConfig = SolverConfig(), *,
+                 members: Optional[Members] = None, batched: bool = False):
+        self.loss_cfg = dataclasses.replace(loss_cfg, ops=backend.resolve("ops", loss_cfg.ops))
+        self.solver_cfg = dataclasses.replace(solver_cfg, loop=backend.resolve("loop", solver_cfg.loop),
+                                              members=backend.resolve("members", solver_cfg.members))
+        self.members = members if members is not None else (Members() if batched else None)
+        self.loop = self.solver_cfg.loop
+        self._get = _solver(self.loss_cfg, self.solver_cfg)
+
+    def _member_shape(self, x0) -> Tuple[int, ...]:
+        return (int(np.shape(x0)[0]),) if self.members is not None else ()
+
+    def _read(self, fn_name: str, state):
+        fn = getattr(self._get, fn_name)
+        return np.asarray(jax.vmap(fn)(state) if self.members is not None else fn(state))
+
+    def _resumed_state(self, resume, x0, params, targets, weights, iters):
+        """The saved state, checked against the one this solve would build (count, shapes, dtypes)."""
+        lc, sc, mb = self.loss_cfg, self.solver_cfg, self.members
+        template = jax.eval_shape(lambda *a: init_state(*a, lc, sc, mb), x0, params, targets, weights)
+        t_leaves, treedef = jax.tree_util.tree_flatten(template)
+        leaves = list(resume["leaves"])
+        if len(leaves) != len(t_leaves):
+            raise ValueError(f"the saved solver state has {len(leaves)} arrays but the {sc.name} solver of this run "
+                             f"has {len(t_leaves)}; resume with the solver and history it was saved with")
+        for j, (a, t) in enumerate(zip(leaves, t_leaves)):
+            if tuple(np.shape(a)) != tuple(t.shape) or np.asarray(a).dtype != t.dtype:
+                raise ValueError(f"saved solver state array {j} is {np.asarray(a).dtype}{list(np.shape(a))} but this "
+                                 f"run needs {t.dtype}{list(t.shape)}; resume with the same size, solver and history")
+        done = int(resume["iteration"])
+        if done > iters:
+            raise ValueError(f"the saved run has already done {done} iterations, more than the {iters} asked for; "
+                             f"ask for at least {done}")
+        state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a, t.dtype) for a, t in zip(leaves, t_leaves)])
+        return state, done, [np.asarray(resume["values"], np.float32)], [np.asarray(resume["nfevs"], np.int32)]
+
+    def _chunk_fn(self, member_shape) -> Callable:
+        lc, sc, mb = self.loss_cfg, self.solver_cfg, self.members
+        if self.loop == "while":
+            return lambda state, bad, p, t, w, n: run_chunk(state, jnp.asarray(bad), p, t, w,
+                                                            jnp.asarray(n, jnp.int32), lc, sc, mb)
+        sc_step = dataclasses.replace(sc, chunk=1)  # the step does not depend on the chunk length
+
+        def host_chunk(state, bad, p, t, w, n):
+            was_bad, bad = bad, jnp.asarray(bad)
+            vs, ns = [], []
+            for _ in range(n):
+                state, bad, v, nfev = step(state, bad, p, t, w, lc, sc_step, mb)
+                vs.append(v)
+                ns.append(nfev)
+            values = np.stack([np.asarray(v) for v in vs], -1) if n else np.zeros(member_shape + (0,), np.float32)
+            nfevs = np.stack([np.asarray(v) for v in ns], -1) if n else np.zeros(member_shape + (0,), np.int32)
+            bad = np.asarray(bad)
+            # iterations run before the first non-finite value, per member (as the while loop reports them)
+            done = np.where(bad, np.argmax(~np.isfinite(values), -1), n) if n else np.zeros(member_shape, int)
+            done = np.where(was_bad, 0, done)
+            return ChunkOut(state, values, nfevs, done, bad)
+
+        return host_chunk
+
+    def __call__(self, params, targets, weights, x0, iters: int, *, callback: Optional[Callable] = None,
+                 progress: Optional[Callable] = None, resume: Optional[Mapping[str, Any]] = None,
+                 on_chunk: Optional[Callable] = None, stop: Optional[Callable[[], bool]] = None) -> SolveOutput:
+        """Run ``iters`` solver iterations from ``x0`` (or continue a saved run, see ``resume``).
+
+        Args:
+          x0: [H, W, C] (or [K, H, W, C] for a sweep) initial image in [0, 1].
+          callback: after each chunk, ``callback(done_iters, x, values_so_far)`` (intermediate saves).
+          progress: after each chunk, ``progress(done_iters, loss, nfev)`` (progress bars).
+          resume: ``{"leaves": [...], "iteration": int, "values": [T], "nfevs": [T]}``: the saved solver state's
+            leaves in ``tree_leaves`` order, the iterations already run and the trace so far (from entry 0). Chunks
+            are the same compiled program whatever their length, so the continued run computes exactly what an
+            uninterrupted one would.
+          on_chunk: after each chunk, ``on_chunk(done_iters, x, state, values_so_far, nfevs_so_far)`` (checkpoints;
+            ``state`` is valid until the next chunk runs).
+          stop: polled after each chunk (after ``on_chunk``); True ends the run there (``interrupted``).
+        """
+        if iters < 0:
+            raise ValueError(f"iterations must be >= 0, got {iters}")
+        lc, sc, mb = self.loss_cfg, self.solver_cfg, self.members
+        x0 = jnp.asarray(x0, jnp.float32)
+        member_shape = self._member_shape(x0)
+        t_start = time.perf_counter()
+        with CompileClock() as clock:
+            if resume is None:
+                state = init_state(x0, params, targets, weights, lc, sc, mb)
+                values, nfevs, dispatched = [self._read("value", state)[..., None]], [
+                    self._read("nfev", state)[..., None]], 0
+            else:
+                state, dispatched, values, nfevs = self._resumed_state(resume, x0, params, targets, weights, iters)
+            ran = np.full(member_shape, dispatched)  # iterations each member ran before any non-finite stop
+            chunk = self._chunk_fn(member_shape)
+            bad, interrupted = np.zeros(member_shape, bool), False
+            while dispatched < iters and not np.all(bad) and not interrupted:
+                n = min(sc.chunk, iters - dispatched)
+                out = chunk(state, bad, params, targets, weights, n)
+                state, done = out.state, np.asarray(out.done)
+                k = int(np.max(done))
+                values.append(np.asarray(out.values)[..., :k])
+                nfevs.append(np.asarray(out.nfevs)[..., :k])
+                bad, ran, dispatched = bad | np.asarray(out.bad), ran + done, dispatched + n
+                self._report(dispatched, state, values, nfevs, progress, callback, on_chunk)
+                interrupted = bool(stop is not None and stop() and dispatched < iters and not np.all(bad))
+            x = self._read("x", state)
+            terms = {k: np.asarray(v) for k, v in final_terms(x, params, targets, weights, lc, mb).items()}
+            nonfinite = self._nonfinite_terms(params, targets, weights, state, bad) if np.any(bad) else None
+        run_seconds = time.perf_counter() - t_start - clock.seconds
+        return SolveOutput(x, np.concatenate(values, axis=-1), np.concatenate(nfevs, axis=-1), terms, clock.seconds,
+                           run_seconds, bad, nonfinite, interrupted, ran)
+
+    def _report(self, done, state, values, nfevs, progress, callback, on_chunk):
+        if progress is not None:
+            progress(done, self._read("value", state), self._read("nfev", state))
+        if callback is not None or on_chunk is not None:
+            x = self._read("x", state)
+            if callback is not None:
+                callback(done, x, np.concatenate(values, axis=-1))
+            if on_chunk is not None:
+                on_chunk(done, x, state, np.concatenate(values, axis=-1), np.concatenate(nfevs, axis=-1))
+
+    def _nonfinite_terms(self, params, targets, weights, state, bad):
+        """After a non-finite stop: evaluate the loss at the failing trial point and name its first non-finite term
+        ("gradient" when all terms are finite), per member for a sweep (None for members that did not stop)."""
+        lc, solver = self.loss_cfg, self._get
+
+        def one(st, targets, weights):
+            x = solver.trial_point(st, params, targets, weights)
+            return objective.loss_terms(params, x, targets, weights, lc)
+
+        mb = self.members
+        fn = jax.jit(one if mb is None else jax.vmap(one, in_axes=(0, mb.targets, mb.weights)))
+        terms = {k: np.asarray(v) for k, v in fn(state, targets, weights).items()}
+
+        def name(k=None):
+            for term in ("content", "style", "tv", "total"):
+                v = terms[term] if k is None else terms[term][k]
+                if not np.all(np.isfinite(v)):
+                    return term
+            return "gradient"
+
+        if mb is None:
+            return name()
+        return [name(k) if bad[k] else None for k in range(len(bad))]

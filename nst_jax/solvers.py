@@ -1,0 +1,185 @@
+"""The solvers behind ``SolverConfig.name``, behind one interface the runner drives.
+
+A solver binds a value-and-gradient function ``vg(x, *args) -> (f, g)`` (``args``: params, targets, weights) and
+offers::
+
+    state = solver.init(x0, *args)               # evaluates f+g at x0 (counted)
+    state = solver.step(state, *args, active=m)  # one iteration; inactive members keep their state
+    solver.x(state), solver.value(state), solver.nfev(state), solver.failed(state)
+    solver.revert(old, new, keep_old)            # old where keep_old (a failed or inactive step)
+    solver.trial_point(state, *args)             # where the next step evaluates (to name a non-finite term)
+
+* ``"lbfgs"`` -- :func:`nst_jax.lbfgs.guarded_lbfgs` (one f+g per iteration, exact f+g counts under ``vmap``).
+* ``"jaxopt"`` -- ``jaxopt.LBFGSB`` (L-BFGS-B with its line search) with the box [0, 1] as a true bound constraint,
+  on the objective scaled by ``c = 1 / max|g(x0)|`` (its step bounds assume unit scale; reported values unscaled).
+* ``"optax-lbfgs"`` -- ``optax.lbfgs`` (zoom line search); the iterate is projected onto [0, 1] after each update and
+  value and gradient are evaluated afresh at the projected point (counted).
+* ``"adam"`` -- ``optax.adam`` with projection onto [0, 1] (one f+g per iteration).
+
+Under ``vmap`` a line search's ``lax.cond`` runs both branches, so the f+g counts of the line-search solvers are
+logical evaluations; the count of ``lbfgs`` and ``adam`` is exact in all cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from nst_jax import lbfgs
+from nst_jax.config import SolverConfig
+
+__all__ = ["make_solver", "LBFGSSolver", "JaxoptLBFGSB", "OptaxSolver"]
+
+
+def _select(keep_old, old, new):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(keep_old, a, b), old, new)
+
+
+class _Fields:
+    """Accessors for solvers whose state names its iterate, loss and f+g count ``x``, ``value``, ``nfev``."""
+
+    @staticmethod
+    def x(st):
+        return st.x
+
+    @staticmethod
+    def value(st):
+        return st.value
+
+    @staticmethod
+    def nfev(st):
+        return st.nfev
+
+    def failed(self, st) -> jax.Array:
+        """True when the step produced a non-finite loss or iterate (the run then stops, keeping the old state)."""
+        return ~jnp.isfinite(self.value(st)) | ~jnp.all(jnp.isfinite(self.x(st)))
+
+    @staticmethod
+    def revert(old, new, keep_old):
+        """``old`` where ``keep_old`` else ``new`` (a whole-state select)."""
+        return _select(keep_old, old, new)
+
+    def trial_point(self, st, *args):
+        """Where the next step evaluates the loss."""
+        return self.x(self.step(st, *args))
+
+
+class LBFGSSolver(_Fields):
+    """:func:`nst_jax.lbfgs.guarded_lbfgs` bound to ``vg``."""
+
+    def __init__(self, vg: Callable, cfg: SolverConfig):
+        self.vg = vg
+        self.opt = lbfgs.guarded_lbfgs(cfg.history, cfg.step, cfg.precondition)
+
+    def init(self, x0, *args):
+        return self.opt.init(x0, *self.vg(x0, *args))
+
+    def step(self, st, *args, active=True):
+        xt = self.opt.propose(st)
+        ft, gt = self.vg(xt, *args)
+        return self.opt.update(st, xt, ft, gt, active)
+
+    def failed(self, st) -> jax.Array:
+        return self.opt.failed(st)
+
+    @staticmethod
+    def revert(old, new, keep_old):
+        # the histories need no select: a rejected, failed or inactive step never writes them
+        kept = ("s_hist", "y_hist")
+        return new._replace(**{f: jnp.where(keep_old, getattr(old, f), getattr(new, f))
+                               for f in lbfgs.LBFGSState._fields if f not in kept})
+
+    def trial_point(self, st, *args):
+        return self.opt.propose(st)
+
+
+class JaxoptLBFGSB(_Fields):
+    """``jaxopt.LBFGSB`` on the objective scaled by ``c = 1 / max|g(x0)|`` (a traced number kept in the state)."""
+
+    def __init__(self, vg: Callable, cfg: SolverConfig):
+        import jaxopt
+
+        def scaled(x, c, *args):
+            f, g = vg(x, *args)
+            return f * c, g * c
+
+        self.vg = vg
+        self.solver = jaxopt.LBFGSB(fun=scaled, value_and_grad=True, history_size=cfg.history, maxiter=10 ** 9,
+                                    tol=0.0)
+
+    @staticmethod
+    def _bounds(x):
+        return (jnp.zeros_like(x), jnp.ones_like(x))
+
+    def init(self, x0, *args):
+        _, g0 = self.vg(x0, *args)
+        c = 1.0 / jnp.maximum(jnp.max(jnp.abs(g0)), 1e-30)
+        return (x0, self.solver.init_state(x0, self._bounds(x0), c, *args), c)
+
+    def step(self, st, *args, active=True):  # inactive members are reverted by the caller
+        x, s, c = st
+        x, s = self.solver.update(x, s, self._bounds(x), c, *args)
+        return (x, s, c)
+
+    @staticmethod
+    def x(st):
+        return st[0]
+
+    @staticmethod
+    def value(st):
+        return st[1].value / st[2]
+
+    @staticmethod
+    def nfev(st):
+        # + 1: the f+g at x0 that set the scale (jaxopt counts its own evaluations only)
+        return st[1].num_fun_eval.astype(jnp.int32) + 1
+
+
+class _OptaxState(NamedTuple):
+    x: jax.Array
+    opt: Any
+    value: jax.Array
+    grad: jax.Array
+    nfev: jax.Array
+
+
+class OptaxSolver(_Fields):
+    """``optax.lbfgs`` (zoom line search; its value function ``f`` is the loss alone, so a line-search evaluation
+    runs no discarded backward pass) or ``optax.adam``, projected onto [0, 1] after each update."""
+
+    def __init__(self, vg: Callable, cfg: SolverConfig, f: Optional[Callable] = None):
+        import optax
+
+        self.vg, self.adam = vg, cfg.name == "adam"
+        self.f = f if f is not None else (lambda x, *args: vg(x, *args)[0])
+        self.opt = optax.adam(cfg.step) if self.adam else optax.lbfgs(memory_size=cfg.history)
+
+    def init(self, x0, *args):
+        f, g = self.vg(x0, *args)
+        return _OptaxState(x0, self.opt.init(x0), f, g, jnp.asarray(1))
+
+    def step(self, st: _OptaxState, *args, active=True):  # inactive members are reverted by the caller
+        import optax
+
+        if self.adam:
+            upd, opt = self.opt.update(st.grad, st.opt, st.x)
+            extra = jnp.asarray(0)
+        else:
+            fn = lambda x: self.f(x, *args)  # noqa: E731
+            upd, opt = self.opt.update(st.grad, st.opt, st.x, value=st.value, grad=st.grad, value_fn=fn)
+            extra = jnp.asarray(optax.tree_utils.tree_get(opt, "num_linesearch_steps"), jnp.int32)
+        x = jnp.clip(optax.apply_updates(st.x, upd), 0.0, 1.0)
+        f, g = self.vg(x, *args)
+        return _OptaxState(x, opt, f, g, st.nfev + 1 + extra)
+
+
+def make_solver(cfg: SolverConfig, vg: Callable, f: Optional[Callable] = None):
+    """The solver named by ``cfg`` over ``vg(x, *args) -> (f, g)``; ``f(x, *args)``: the value alone (for
+    ``optax-lbfgs``'s line search)."""
+    if cfg.name == "lbfgs":
+        return LBFGSSolver(vg, cfg)
+    if cfg.name == "jaxopt":
+        return JaxoptLBFGSB(vg, cfg)
+    return OptaxSolver(vg, cfg, f if cfg.name == "optax-lbfgs" else None)
