@@ -22,7 +22,8 @@ UNROLL_GROUPS = 8
 
 
 def unrolled_over_members(vg: Callable) -> Callable:
-    """``vg(x, params, targets, weights) -> (f, g)`` whose batching rule evaluates members as separate calls.
+    """``vg(x, params, targets, weights) -> outputs`` (any pytree, e.g. ``(f, g, aux)``) whose batching rule
+    evaluates members as separate calls.
 
     Only the vmap rule changes: unbatched calls are ``vg`` itself. Its outputs must not be differentiated
     (``custom_vmap`` has no reverse-mode rule); the solvers only read them.
@@ -44,17 +45,15 @@ def unrolled_over_members(vg: Callable) -> Callable:
                 return a[lo] if single else a[lo:hi]
             return jax.tree_util.tree_map(pick, args, in_batched)
 
-        values, grads = [], []
+        outs = []
         for g in groups:
             lo, hi = int(g[0]), int(g[-1]) + 1
             if hi - lo == 1:
-                v, gr = vg(*take(lo, hi, True))
-                v, gr = v[None], gr[None]
+                outs.append(jax.tree_util.tree_map(lambda a: a[None], vg(*take(lo, hi, True))))
             else:
                 axes = jax.tree_util.tree_map(lambda b: 0 if b else None, in_batched)
-                v, gr = jax.vmap(vg, in_axes=tuple(axes))(*take(lo, hi, False))
-            values.append(v)
-            grads.append(gr)
-        return (jnp.concatenate(values), jnp.concatenate(grads)), (True, True)
+                outs.append(jax.vmap(vg, in_axes=tuple(axes))(*take(lo, hi, False)))
+        out = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)
+        return out, jax.tree_util.tree_map(lambda _: True, out)
 
     return fn

@@ -11,6 +11,8 @@ A checkpoint ``OUT.ckpt.npz`` (next to the output ``OUT.png``, see :func:`checkp
     seed            int64          the PRNG seed of the run (``--init noise``)
     trace_values    float32 [T]    loss after each iteration so far (T = iteration + 1: entry 0 is the initial image)
     trace_nfevs     int32   [T]    cumulative f+g after each iteration
+    trace_terms     float32 [3, T] the unweighted content, style and TV terms after each iteration
+    trace_seconds   float64 [T]    solve seconds (compile excluded) at each iteration
     state_names     str [N]        ``jax.tree_util.keystr`` path of each solver-state leaf, in ``tree_leaves`` order
     state/00000 ..  [...]          the N leaves of the solver state pytree (L-BFGS history, Adam moments, ...)
 
@@ -34,6 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from nst_jax.files import atomic_write
+from nst_jax.objective import TERMS
 
 __all__ = [
     "FORMAT",
@@ -65,11 +68,16 @@ class Checkpoint:
     trace_nfevs: np.ndarray  # [T] int32
     state_names: List[str]
     state_leaves: List[np.ndarray]
+    trace_terms: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # {term: [T]}
+    trace_seconds: Optional[np.ndarray] = None  # [T]
 
     def resume_args(self) -> Dict[str, Any]:
         """The ``resume`` argument of :meth:`nst_jax.runner.Solve.__call__`."""
-        return {"leaves": self.state_leaves, "iteration": self.iteration, "values": self.trace_values,
-                "nfevs": self.trace_nfevs}
+        out = {"leaves": self.state_leaves, "iteration": self.iteration, "values": self.trace_values,
+               "nfevs": self.trace_nfevs, "terms": self.trace_terms}
+        if self.trace_seconds is not None:
+            out["seconds"] = self.trace_seconds
+        return out
 
 
 def checkpoint_path(output) -> pathlib.Path:
@@ -101,8 +109,9 @@ def flatten_state(state) -> Tuple[List[str], List[np.ndarray]]:
 
 
 def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nfevs, settings: Mapping[str, Any],
-                    seed: int) -> pathlib.Path:
-    """Write one checkpoint atomically (layout in the module docstring). ``state``: the solver-state pytree.
+                    seed: int, terms: Optional[Mapping[str, Any]] = None, seconds=None) -> pathlib.Path:
+    """Write one checkpoint atomically (layout in the module docstring). ``state``: the solver-state pytree;
+    ``terms`` ({content, style, tv: [T]}) and ``seconds`` ([T]) complete the trace (NaN / 0 when not given).
 
     Example (a round trip through :func:`load_checkpoint`):
       >>> import tempfile
@@ -130,6 +139,10 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
         "seed": np.array(int(seed), np.int64),
         "trace_values": np.asarray(values, np.float32).reshape(-1),
         "trace_nfevs": np.asarray(nfevs, np.int32).reshape(-1),
+        "trace_terms": np.stack([np.asarray((terms or {}).get(k, np.full(len(np.ravel(values)), np.nan)),
+                                            np.float32).reshape(-1) for k in TERMS]),
+        "trace_seconds": np.asarray(np.zeros(len(np.ravel(values))) if seconds is None else seconds,
+                                    np.float64).reshape(-1),
         "state_names": np.array(names, dtype=str) if names else np.zeros((0,), "<U1"),
     }
     for j, leaf in enumerate(leaves):
@@ -179,8 +192,12 @@ def load_checkpoint(path) -> Checkpoint:
     if values.shape != (it + 1,) or nfevs.shape != (it + 1,) or data["image"].ndim != 3:
         raise ValueError(f"checkpoint {path} is inconsistent (iteration {it}, trace of {values.shape[0]}); "
                          "delete it and start again")
+    terms = {k: np.asarray(data["trace_terms"][j], np.float32) for j, k in enumerate(TERMS)} \
+        if "trace_terms" in data and data["trace_terms"].shape == (len(TERMS), it + 1) else {}
+    seconds = np.asarray(data["trace_seconds"], np.float64) if "trace_seconds" in data and \
+        data["trace_seconds"].shape == (it + 1,) else None
     return Checkpoint(path, settings, np.asarray(data["image"], np.float32), it, int(data["n_fg"]),
-                      int(data["seed"]), values, nfevs, names, leaves)
+                      int(data["seed"]), values, nfevs, names, leaves, terms, seconds)
 
 
 def _show(v) -> str:

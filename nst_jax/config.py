@@ -259,6 +259,8 @@ class SolveOptions:
       progress: show a progress bar.
       save_every: call ``callback(iteration, image_HW3)`` every N iterations.
       checkpoint_every: write a checkpoint every N iterations (with a checkpoint path, see ``solve_problem``).
+      report_seconds: report progress (and poll for interruption) about this often; chunks of iterations are sized
+        to it, at most ``solver.chunk`` iterations each (chunking never changes the result).
       callback: ``callback(iteration, image_HW3)`` for intermediate saves.
     """
 
@@ -269,6 +271,7 @@ class SolveOptions:
     progress: bool = True
     save_every: Optional[int] = None
     checkpoint_every: Optional[int] = None
+    report_seconds: float = 1.0
     callback: Optional[Callable] = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
@@ -276,6 +279,7 @@ class SolveOptions:
         _int("seed", self.seed, 0, MAX_SEED)
         _int("save_every", self.save_every, 1, optional=True)
         _int("checkpoint_every", self.checkpoint_every, 1, optional=True)
+        _number("report_seconds", self.report_seconds, positive=True)
         if not isinstance(self.solver, SolverConfig):
             raise SettingError("solver", f"{{setting}} must be a SolverConfig, got {type(self.solver).__name__}")
         if isinstance(self.init, str) and self.init not in INITS and not _looks_like_path(self.init):
@@ -283,9 +287,9 @@ class SolveOptions:
                                       f"got {self.init!r}")
 
     @property
-    def report_every(self) -> int:
-        """Iterations per chunk: the solver's chunk, cut so that saves and checkpoints fall on chunk ends."""
-        return min(v for v in (self.solver.chunk, self.save_every, self.checkpoint_every) if v)
+    def chunk_ends(self) -> Tuple[int, ...]:
+        """Iteration counts whose multiples must end a chunk: where saves and checkpoints fall."""
+        return tuple(v for v in (self.save_every, self.checkpoint_every) if v)
 
 
 def _looks_like_path(text: str) -> bool:

@@ -29,7 +29,7 @@ the early iterations move the latter. Its effect on the benchmark is recorded in
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -58,14 +58,16 @@ class LBFGSState(NamedTuple):
     nfev: jax.Array  # f+g evaluations (init counts one)
     step: jax.Array  # step multiplier in (0, 1]: shrunk when a trial is rejected, doubled (up to 1) when accepted
     trial: jax.Array  # f at the last trial point (non-finite: the caller stops)
+    aux: Any = None  # what the caller evaluated with f at x (e.g. the loss terms), kept with the accepted point
 
 
 class GuardedLBFGS(NamedTuple):
     """The optimiser as pure functions (see the module docstring).
 
-    ``init(x0, f0, g0) -> state``; ``propose(state) -> x_trial``; ``update(state, x_trial, f, g, active=True) ->
-    state`` (an inactive update only counts nothing and changes nothing but ``it``/``nfev``: used for members of a
-    batch that already stopped); ``failed(state)``: the last evaluation or the iterate is not finite.
+    ``init(x0, f0, g0, aux=None) -> state``; ``propose(state) -> x_trial``; ``update(state, x_trial, f, g,
+    active=True, aux=None) -> state`` (an inactive update accepts nothing: used for members of a batch that already
+    stopped); ``failed(state)``: the last evaluation or the iterate is not finite. ``aux``: any pytree evaluated with
+    ``f`` (e.g. the loss terms), kept in the state with the accepted point.
     """
 
     init: Callable
@@ -162,10 +164,10 @@ def guarded_lbfgs(history: int = 100, lr: float = 1.0, precondition: bool = True
       ([0.0, 0.3, 0.8, 1.0], 31)
     """
 
-    def init(x0, f0, g0) -> LBFGSState:
+    def init(x0, f0, g0, aux=None) -> LBFGSState:
         z = jnp.zeros((history,) + x0.shape, x0.dtype)
         return LBFGSState(x0, f0, g0, z, z, jnp.zeros(history, jnp.float32), jnp.asarray(0), jnp.asarray(0),
-                          jnp.asarray(0), jnp.asarray(1), jnp.asarray(1.0, jnp.float32), f0)
+                          jnp.asarray(0), jnp.asarray(1), jnp.asarray(1.0, jnp.float32), f0, aux)
 
     def propose(st: LBFGSState) -> jax.Array:
         precond = smoother(st.x.shape) if precondition else (lambda v: v)
@@ -174,7 +176,7 @@ def guarded_lbfgs(history: int = 100, lr: float = 1.0, precondition: bool = True
         t = jnp.where(st.count == 0, first, 1.0) * lr * st.step
         return jnp.clip(st.x + t * d, lower, upper)
 
-    def update(st: LBFGSState, xt, ft, gt, active=True) -> LBFGSState:
+    def update(st: LBFGSState, xt, ft, gt, active=True, aux=None) -> LBFGSState:
         s, y = xt - st.x, gt - st.grad
         sy = _vdot(s, y)
         gs = _vdot(st.grad, s)  # directional derivative along the (projected) trial step
@@ -191,9 +193,10 @@ def guarded_lbfgs(history: int = 100, lr: float = 1.0, precondition: bool = True
         shrink = jnp.where(curv > 0, -gs / (2.0 * jnp.where(curv > 0, curv, 1.0)), 0.5)
         shrink = jnp.clip(jnp.where(jnp.isfinite(shrink), shrink, 0.5), 0.1, 0.5)
         step = jnp.where(accept, jnp.minimum(2.0 * st.step, 1.0), shrink * st.step)
+        kept_aux = st.aux if aux is None else jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), aux, st.aux)
         return LBFGSState(jnp.where(accept, xt, st.x), jnp.where(accept, ft, st.value),
                           jnp.where(accept, gt, st.grad), s_hist, y_hist, rho, head, count, st.it + 1, st.nfev + 1,
-                          step, ft)
+                          step, ft, kept_aux)
 
     def failed(st: LBFGSState) -> jax.Array:
         return (~jnp.isfinite(st.trial) | ~jnp.isfinite(st.value) | ~jnp.all(jnp.isfinite(st.grad))

@@ -353,7 +353,7 @@ def _compiled_solve(spec, shape_HW, history, remat, compute_dtype, iters):
         def iterate(state, params, targets, weights):
             bad = jnp.zeros((), bool)
             for _ in range(iters):
-                state, bad, _, _ = step_c(state, bad, params, targets, weights)
+                state, bad, *_ = step_c(state, bad, params, targets, weights)
             return state
     return cfg, weights, init_c, iterate
 

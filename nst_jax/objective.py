@@ -40,8 +40,13 @@ __all__ = [
     "check_weights",
     "loss_terms",
     "total_loss",
+    "total_and_terms",
     "weights_summary",
+    "TERMS",
 ]
+
+#: The unweighted loss terms, in the order traces list them.
+TERMS = ("content", "style", "tv")
 
 
 @struct.dataclass
@@ -120,6 +125,13 @@ def loss_terms(params, image_HWC: jax.Array, targets: Targets, weights: Weights,
 def total_loss(image_HWC: jax.Array, params, targets: Targets, weights: Weights, cfg: LossConfig) -> jax.Array:
     """The scalar total of :func:`loss_terms` (argument order suited to ``jax.value_and_grad`` w.r.t. the image)."""
     return loss_terms(params, image_HWC, targets, weights, cfg)["total"]
+
+
+def total_and_terms(image_HWC: jax.Array, params, targets: Targets, weights: Weights, cfg: LossConfig):
+    """``(total, {"content", "style", "tv"})``: :func:`total_loss` with the unweighted terms as auxiliary output
+    (for ``jax.value_and_grad(..., has_aux=True)``: the solvers carry the terms of every accepted image)."""
+    terms = loss_terms(params, image_HWC, targets, weights, cfg)
+    return terms["total"], {k: terms[k] for k in TERMS}
 
 
 def _content_features(params, content_HWC, cfg: LossConfig):

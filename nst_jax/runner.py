@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ class ChunkOut(NamedTuple):
     state: Any
     values: jax.Array  # [chunk] loss after each iteration (NaN past the end)
     nfevs: jax.Array  # [chunk] cumulative f+g after each iteration
+    terms: Dict[str, jax.Array]  # {term: [chunk]} the unweighted loss terms after each iteration
     done: jax.Array  # iterations run before a non-finite loss (or all of them)
     bad: jax.Array  # a non-finite loss stopped the run (the state is the last finite one)
 
@@ -55,6 +56,9 @@ class SolveOutput(NamedTuple):
     values: np.ndarray  # [T] (or [K, T]) loss after each iteration, entry 0 the initial image
     nfevs: np.ndarray  # [T] (or [K, T]) cumulative f+g evaluations
     terms: Dict[str, np.ndarray]  # final content / style / tv / total ([] or [K])
+    terms_trace: Dict[str, np.ndarray]  # {content, style, tv: [T] (or [K, T])} unweighted terms after each iteration
+    seconds: np.ndarray  # [T] solve seconds (compile excluded) when each iteration was done; measured at chunk ends
+    #                     and interpolated linearly within a chunk
     compile_seconds: float
     run_seconds: float
     stopped_nonfinite: np.ndarray  # bool [] (or [K]): a non-finite loss stopped the member
@@ -64,19 +68,30 @@ class SolveOutput(NamedTuple):
 
 
 class CompileClock:
-    """Context manager summing the seconds JAX spends tracing, lowering and compiling (or fetching from its
-    persistent cache) while it is active, from ``jax.monitoring`` duration events; ``seconds`` and ``compiles``
-    (backend compilations and cache fetches) after it exits."""
+    """Context manager measuring the seconds JAX spends tracing, lowering and compiling (or fetching from its
+    persistent cache) while it is active, from ``jax.monitoring`` duration events: ``seconds`` is the length of the
+    union of the events' time spans (nested traces count once), ``compiles`` the number of backend compilations and
+    cache fetches."""
 
     _EVENTS = ("/jax/core/compile/", "/jax/compilation_cache/cache_retrieval")
 
     def __init__(self):
-        self.seconds, self.compiles = 0.0, 0
+        self.compiles, self._spans = 0, []
 
     def _listen(self, event: str, duration: float, **_):
         if event.startswith(self._EVENTS):
-            self.seconds += duration
+            end = time.perf_counter()
+            self._spans.append((end - duration, end))
             self.compiles += event.endswith("backend_compile_duration") or "cache_retrieval" in event
+
+    @property
+    def seconds(self) -> float:
+        total, reach = 0.0, -np.inf
+        for start, end in sorted(self._spans):
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total
 
     def __enter__(self) -> "CompileClock":
         jax.monitoring.register_event_duration_secs_listener(self._listen)
@@ -90,7 +105,12 @@ class CompileClock:
 
 def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
     f = functools.partial(objective.total_loss, cfg=loss_cfg)
-    vg = jax.value_and_grad(f)
+    vg_aux = jax.value_and_grad(functools.partial(objective.total_and_terms, cfg=loss_cfg), has_aux=True)
+
+    def vg(x, *args):
+        (value, terms), grad = vg_aux(x, *args)
+        return value, grad, terms
+
     if solver_cfg.members == "unroll" and solver_cfg.name != "optax-lbfgs":  # its line search differentiates f
         vg = batching.unrolled_over_members(vg)
     return solvers.make_solver(solver_cfg, vg, f)
@@ -105,13 +125,14 @@ def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tupl
 
 
 def _guarded(solver, st, params, targets, weights, active=True):
-    """One solver step that refuses a non-finite result: (state, bad, value, nfev); on ``bad`` (or when the member
-    is not ``active``) the state is the previous one."""
+    """One solver step that refuses a non-finite result: (state, bad, value, nfev, terms); on ``bad`` (or when the
+    member is not ``active``) the state is the previous one and value and terms are NaN."""
     new = solver.step(st, params, targets, weights, active=active)
     bad = solver.failed(new) & active
     keep = bad | ~jnp.asarray(active)
     nfev = jnp.where(active, solver.nfev(new), solver.nfev(st))  # an inactive member evaluates nothing
-    return solver.revert(st, new, keep), bad, jnp.where(keep, jnp.nan, solver.value(new)), nfev
+    terms = jax.tree_util.tree_map(lambda t: jnp.where(keep, jnp.nan, t), solver.aux(new))
+    return solver.revert(st, new, keep), bad, jnp.where(keep, jnp.nan, solver.value(new)), nfev, terms
 
 
 @functools.partial(jax.jit, static_argnames=("loss_cfg", "solver_cfg", "members"))
@@ -125,12 +146,13 @@ def init_state(x0, params, targets, weights, loss_cfg: LossConfig, solver_cfg: S
 @functools.partial(jax.jit, static_argnames=("loss_cfg", "solver_cfg", "members"), donate_argnums=(0,))
 def step(state, bad, params, targets, weights, loss_cfg: LossConfig, solver_cfg: SolverConfig,
          members: Optional[Members] = None):
-    """One guarded iteration (the host loop's unit): ``(state, bad, value, nfev)``; a member already ``bad`` stays."""
+    """One guarded iteration (the host loop's unit): ``(state, bad, value, nfev, terms)``; a member already ``bad``
+    stays."""
     solver = _solver(loss_cfg, solver_cfg)
 
     def one(st, was_bad, params, targets, weights):
-        st, new_bad, v, nfev = _guarded(solver, st, params, targets, weights, active=~was_bad)
-        return st, was_bad | new_bad, v, nfev
+        st, new_bad, v, nfev, terms = _guarded(solver, st, params, targets, weights, active=~was_bad)
+        return st, was_bad | new_bad, v, nfev, terms
 
     return _batched(one, members, 2)(state, bad, params, targets, weights)
 
@@ -145,18 +167,20 @@ def run_chunk(state, bad, params, targets, weights, n, loss_cfg: LossConfig, sol
 
     def one(state, was_bad, params, targets, weights, n):
         def cond(c):
-            i, _, _, _, bad = c
+            i, _, _, _, _, bad = c
             return (i < n) & ~bad
 
         def body(c):
-            i, st, values, nfevs, _ = c
-            st, bad, v, nfev = _guarded(solver, st, params, targets, weights)
-            return i + 1, st, values.at[i].set(v), nfevs.at[i].set(nfev), bad
+            i, st, values, nfevs, terms, _ = c
+            st, bad, v, nfev, t = _guarded(solver, st, params, targets, weights)
+            terms = {k: terms[k].at[i].set(t[k]) for k in terms}
+            return i + 1, st, values.at[i].set(v), nfevs.at[i].set(nfev), terms, bad
 
-        init = (jnp.asarray(0), state, jnp.full((size,), jnp.nan, jnp.float32), jnp.zeros((size,), jnp.int32),
+        nan = jnp.full((size,), jnp.nan, jnp.float32)
+        init = (jnp.asarray(0), state, nan, jnp.zeros((size,), jnp.int32), {k: nan for k in objective.TERMS},
                 was_bad)
-        i, state, values, nfevs, bad = jax.lax.while_loop(cond, body, init)
-        return ChunkOut(state, values, nfevs, i, bad)
+        i, state, values, nfevs, terms, bad = jax.lax.while_loop(cond, body, init)
+        return ChunkOut(state, values, nfevs, terms, i, bad)
 
     return _batched(one, members, 2, extra=(n,))(state, bad, params, targets, weights, n)
 
@@ -171,6 +195,26 @@ def final_terms(x, params, targets, weights, loss_cfg: LossConfig, members: Opti
 
 
 # --------------------------------------------------------------------------------------------------- the runner
+
+class _Trace:
+    """The trace of a run as it grows chunk by chunk: values, f+g counts, terms, solve seconds ([..., T] arrays)."""
+
+    def __init__(self, values, nfevs, terms, seconds):
+        self.values, self.nfevs, self.seconds = [values], [nfevs], [np.asarray(seconds, np.float64)]
+        self.terms = {k: [v] for k, v in terms.items()}
+
+    def add(self, out: ChunkOut, k: int, t0: float, t1: float) -> None:
+        """The first ``k`` iterations of a chunk that ran from solve second ``t0`` to ``t1``."""
+        self.values.append(np.asarray(out.values)[..., :k])
+        self.nfevs.append(np.asarray(out.nfevs)[..., :k])
+        for name in self.terms:
+            self.terms[name].append(np.asarray(out.terms[name])[..., :k])
+        self.seconds.append(t0 + (t1 - t0) * np.arange(1, k + 1) / max(k, 1))
+
+    def arrays(self):
+        cat = lambda parts: np.concatenate(parts, axis=-1)  # noqa: E731
+        return cat(self.values), cat(self.nfevs), {k: cat(v) for k, v in self.terms.items()}, cat(self.seconds)
+
 
 class Solve:
     """A compiled solve for one (loss structure, solver) pair; ``members`` (a :class:`Members`) makes it a sweep.
@@ -192,10 +236,11 @@ class Solve:
 
     def _read(self, fn_name: str, state):
         fn = getattr(self._get, fn_name)
-        return np.asarray(jax.vmap(fn)(state) if self.members is not None else fn(state))
+        out = jax.vmap(fn)(state) if self.members is not None else fn(state)
+        return jax.tree_util.tree_map(np.asarray, out)
 
     def _resumed_state(self, resume, x0, params, targets, weights, iters):
-        """The saved state, checked against the one this solve would build (count, shapes, dtypes)."""
+        """The saved state, checked against the one this solve would build (count, shapes, dtypes), and the trace."""
         lc, sc, mb = self.loss_cfg, self.solver_cfg, self.members
         template = jax.eval_shape(lambda *a: init_state(*a, lc, sc, mb), x0, params, targets, weights)
         t_leaves, treedef = jax.tree_util.tree_flatten(template)
@@ -212,48 +257,68 @@ class Solve:
             raise ValueError(f"the saved run has already done {done} iterations, more than the {iters} asked for; "
                              f"ask for at least {done}")
         state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a, t.dtype) for a, t in zip(leaves, t_leaves)])
-        return state, done, [np.asarray(resume["values"], np.float32)], [np.asarray(resume["nfevs"], np.int32)]
+        values = np.asarray(resume["values"], np.float32)
+        nan = np.full(values.shape, np.nan, np.float32)
+        terms = {k: np.asarray(resume.get("terms", {}).get(k, nan), np.float32) for k in objective.TERMS}
+        seconds = np.asarray(resume.get("seconds", np.zeros(values.shape[-1])), np.float64)
+        return state, done, _Trace(values, np.asarray(resume["nfevs"], np.int32), terms, seconds)
 
-    def _chunk_fn(self, member_shape) -> Callable:
+    def _chunk_fn(self, member_shape, stop) -> Callable:
+        """``chunk(state, bad, params, targets, weights, n) -> (ChunkOut, iterations run)``."""
         lc, sc, mb = self.loss_cfg, self.solver_cfg, self.members
         if self.loop == "while":
-            return lambda state, bad, p, t, w, n: run_chunk(state, jnp.asarray(bad), p, t, w,
-                                                            jnp.asarray(n, jnp.int32), lc, sc, mb)
+            return lambda state, bad, p, t, w, n: (run_chunk(state, jnp.asarray(bad), p, t, w,
+                                                             jnp.asarray(n, jnp.int32), lc, sc, mb), n)
         sc_step = dataclasses.replace(sc, chunk=1)  # the step does not depend on the chunk length
 
         def host_chunk(state, bad, p, t, w, n):
             was_bad, bad = bad, jnp.asarray(bad)
-            vs, ns = [], []
+            outs = []
             for _ in range(n):
-                state, bad, v, nfev = step(state, bad, p, t, w, lc, sc_step, mb)
-                vs.append(v)
-                ns.append(nfev)
-            values = np.stack([np.asarray(v) for v in vs], -1) if n else np.zeros(member_shape + (0,), np.float32)
-            nfevs = np.stack([np.asarray(v) for v in ns], -1) if n else np.zeros(member_shape + (0,), np.int32)
+                state, bad, *rest = step(state, bad, p, t, w, lc, sc_step, mb)
+                outs.append(rest)
+                if stop is not None and stop():  # answer an interruption at the next iteration
+                    break
+            n = len(outs)  # >= 1: a chunk has at least one iteration
+            values, nfevs, terms = jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(v) for v in a], -1), *outs)
             bad = np.asarray(bad)
             # iterations run before the first non-finite value, per member (as the while loop reports them)
-            done = np.where(bad, np.argmax(~np.isfinite(values), -1), n) if n else np.zeros(member_shape, int)
-            done = np.where(was_bad, 0, done)
-            return ChunkOut(state, values, nfevs, done, bad)
+            done = np.where(bad, np.argmax(~np.isfinite(values), -1), n)
+            return ChunkOut(state, values, nfevs, terms, np.where(was_bad, 0, done), bad), n
 
         return host_chunk
 
+    def _chunk_length(self, dispatched: int, iters: int, every: Sequence[int], per_iter: Optional[float],
+                      report_seconds: Optional[float]) -> int:
+        """Iterations of the next chunk: about ``report_seconds`` of work (the first chunk: one iteration), at most
+        ``SolverConfig.chunk``, ending at every multiple of each of ``every`` and at ``iters``."""
+        n = self.solver_cfg.chunk
+        if report_seconds is not None:
+            n = 1 if per_iter is None else int(np.clip(report_seconds / max(per_iter, 1e-9), 1, n))
+        n = min(n, iters - dispatched)
+        for e in every:
+            n = min(n, e - dispatched % e)
+        return n
+
     def __call__(self, params, targets, weights, x0, iters: int, *, callback: Optional[Callable] = None,
                  progress: Optional[Callable] = None, resume: Optional[Mapping[str, Any]] = None,
-                 on_chunk: Optional[Callable] = None, stop: Optional[Callable[[], bool]] = None) -> SolveOutput:
+                 on_chunk: Optional[Callable] = None, stop: Optional[Callable[[], bool]] = None,
+                 every: Sequence[int] = (), report_seconds: Optional[float] = None) -> SolveOutput:
         """Run ``iters`` solver iterations from ``x0`` (or continue a saved run, see ``resume``).
 
         Args:
           x0: [H, W, C] (or [K, H, W, C] for a sweep) initial image in [0, 1].
           callback: after each chunk, ``callback(done_iters, x, values_so_far)`` (intermediate saves).
           progress: after each chunk, ``progress(done_iters, loss, nfev)`` (progress bars).
-          resume: ``{"leaves": [...], "iteration": int, "values": [T], "nfevs": [T]}``: the saved solver state's
-            leaves in ``tree_leaves`` order, the iterations already run and the trace so far (from entry 0). Chunks
-            are the same compiled program whatever their length, so the continued run computes exactly what an
-            uninterrupted one would.
-          on_chunk: after each chunk, ``on_chunk(done_iters, x, state, values_so_far, nfevs_so_far)`` (checkpoints;
-            ``state`` is valid until the next chunk runs).
-          stop: polled after each chunk (after ``on_chunk``); True ends the run there (``interrupted``).
+          resume: ``{"leaves": [...], "iteration": int, "values": [T], "nfevs": [T]}`` (and optionally
+            ``"terms": {name: [T]}``, ``"seconds": [T]``): the saved solver state's leaves in ``tree_leaves`` order,
+            the iterations already run and the trace so far (from entry 0). Chunks are the same compiled program
+            whatever their length, so the continued run computes exactly what an uninterrupted one would.
+          on_chunk: after each chunk, ``on_chunk(done_iters, x, state, trace)`` with ``trace`` a dict of the trace so
+            far (``values``, ``nfevs``, ``terms``, ``seconds``) (checkpoints; ``state`` is valid until the next chunk).
+          stop: polled after each chunk (and, in the host loop, after each iteration); True ends the run there.
+          every: chunks end at every multiple of each of these (saves and checkpoints fall on chunk ends).
+          report_seconds: aim for chunks of about this much work (None: ``SolverConfig.chunk`` iterations each).
         """
         if iters < 0:
             raise ValueError(f"iterations must be >= 0, got {iters}")
@@ -262,41 +327,47 @@ class Solve:
         member_shape = self._member_shape(x0)
         t_start = time.perf_counter()
         with CompileClock() as clock:
+            solve_seconds = lambda: time.perf_counter() - t_start - clock.seconds  # noqa: E731
             if resume is None:
                 state = init_state(x0, params, targets, weights, lc, sc, mb)
-                values, nfevs, dispatched = [self._read("value", state)[..., None]], [
-                    self._read("nfev", state)[..., None]], 0
+                trace = _Trace(self._read("value", state)[..., None], self._read("nfev", state)[..., None],
+                               {k: v[..., None] for k, v in self._read("aux", state).items()}, [solve_seconds()])
+                dispatched = 0
             else:
-                state, dispatched, values, nfevs = self._resumed_state(resume, x0, params, targets, weights, iters)
+                state, dispatched, trace = self._resumed_state(resume, x0, params, targets, weights, iters)
+            offset = float(trace.seconds[-1][-1]) - solve_seconds()  # a resumed run's clock continues the saved one
             ran = np.full(member_shape, dispatched)  # iterations each member ran before any non-finite stop
-            chunk = self._chunk_fn(member_shape)
-            bad, interrupted = np.zeros(member_shape, bool), False
+            chunk = self._chunk_fn(member_shape, stop)
+            bad, interrupted, per_iter = np.zeros(member_shape, bool), False, None
             while dispatched < iters and not np.all(bad) and not interrupted:
-                n = min(sc.chunk, iters - dispatched)
-                out = chunk(state, bad, params, targets, weights, n)
+                n = self._chunk_length(dispatched, iters, every, per_iter, report_seconds)
+                t0 = solve_seconds()
+                out, n = chunk(state, bad, params, targets, weights, n)  # the host loop may stop early
                 state, done = out.state, np.asarray(out.done)
-                k = int(np.max(done))
-                values.append(np.asarray(out.values)[..., :k])
-                nfevs.append(np.asarray(out.nfevs)[..., :k])
+                t1 = solve_seconds()
+                trace.add(out, int(np.max(done)), offset + t0, offset + t1)
+                per_iter = (t1 - t0) / max(n, 1)
                 bad, ran, dispatched = bad | np.asarray(out.bad), ran + done, dispatched + n
-                self._report(dispatched, state, values, nfevs, progress, callback, on_chunk)
+                self._report(dispatched, state, trace, progress, callback, on_chunk)
                 interrupted = bool(stop is not None and stop() and dispatched < iters and not np.all(bad))
             x = self._read("x", state)
             terms = {k: np.asarray(v) for k, v in final_terms(x, params, targets, weights, lc, mb).items()}
             nonfinite = self._nonfinite_terms(params, targets, weights, state, bad) if np.any(bad) else None
         run_seconds = time.perf_counter() - t_start - clock.seconds
-        return SolveOutput(x, np.concatenate(values, axis=-1), np.concatenate(nfevs, axis=-1), terms, clock.seconds,
-                           run_seconds, bad, nonfinite, interrupted, ran)
+        values, nfevs, terms_trace, seconds = trace.arrays()
+        return SolveOutput(x, values, nfevs, terms, terms_trace, seconds, clock.seconds, run_seconds, bad, nonfinite,
+                           interrupted, ran)
 
-    def _report(self, done, state, values, nfevs, progress, callback, on_chunk):
+    def _report(self, done, state, trace: _Trace, progress, callback, on_chunk):
         if progress is not None:
             progress(done, self._read("value", state), self._read("nfev", state))
         if callback is not None or on_chunk is not None:
             x = self._read("x", state)
+            values, nfevs, terms, seconds = trace.arrays()
             if callback is not None:
-                callback(done, x, np.concatenate(values, axis=-1))
+                callback(done, x, values)
             if on_chunk is not None:
-                on_chunk(done, x, state, np.concatenate(values, axis=-1), np.concatenate(nfevs, axis=-1))
+                on_chunk(done, x, state, {"values": values, "nfevs": nfevs, "terms": terms, "seconds": seconds})
 
     def _nonfinite_terms(self, params, targets, weights, state, bad):
         """After a non-finite stop: evaluate the loss at the failing trial point and name its first non-finite term

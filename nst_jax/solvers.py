@@ -1,11 +1,11 @@
 """The solvers behind ``SolverConfig.name``, behind one interface the runner drives.
 
-A solver binds a value-and-gradient function ``vg(x, *args) -> (f, g)`` (``args``: params, targets, weights) and
-offers::
+A solver binds a value-and-gradient function ``vg(x, *args) -> (f, g, aux)`` (``args``: params, targets, weights;
+``aux``: what was evaluated with ``f``, the loss terms) and offers::
 
     state = solver.init(x0, *args)               # evaluates f+g at x0 (counted)
     state = solver.step(state, *args, active=m)  # one iteration; inactive members keep their state
-    solver.x(state), solver.value(state), solver.nfev(state), solver.failed(state)
+    solver.x(state), solver.value(state), solver.aux(state), solver.nfev(state), solver.failed(state)
     solver.revert(old, new, keep_old)            # old where keep_old (a failed or inactive step)
     solver.trial_point(state, *args)             # where the next step evaluates (to name a non-finite term)
 
@@ -52,6 +52,10 @@ class _Fields:
     def nfev(st):
         return st.nfev
 
+    @staticmethod
+    def aux(st):
+        return st.aux
+
     def failed(self, st) -> jax.Array:
         """True when the step produced a non-finite loss or iterate (the run then stops, keeping the old state)."""
         return ~jnp.isfinite(self.value(st)) | ~jnp.all(jnp.isfinite(self.x(st)))
@@ -74,12 +78,13 @@ class LBFGSSolver(_Fields):
         self.opt = lbfgs.guarded_lbfgs(cfg.history, cfg.step, cfg.precondition)
 
     def init(self, x0, *args):
-        return self.opt.init(x0, *self.vg(x0, *args))
+        f, g, aux = self.vg(x0, *args)
+        return self.opt.init(x0, f, g, aux)
 
     def step(self, st, *args, active=True):
         xt = self.opt.propose(st)
-        ft, gt = self.vg(xt, *args)
-        return self.opt.update(st, xt, ft, gt, active)
+        ft, gt, aux = self.vg(xt, *args)
+        return self.opt.update(st, xt, ft, gt, active, aux)
 
     def failed(self, st) -> jax.Array:
         return self.opt.failed(st)
@@ -88,7 +93,7 @@ class LBFGSSolver(_Fields):
     def revert(old, new, keep_old):
         # the histories need no select: a rejected, failed or inactive step never writes them
         kept = ("s_hist", "y_hist")
-        return new._replace(**{f: jnp.where(keep_old, getattr(old, f), getattr(new, f))
+        return new._replace(**{f: _select(keep_old, getattr(old, f), getattr(new, f))
                                for f in lbfgs.LBFGSState._fields if f not in kept})
 
     def trial_point(self, st, *args):
@@ -102,19 +107,19 @@ class JaxoptLBFGSB(_Fields):
         import jaxopt
 
         def scaled(x, c, *args):
-            f, g = vg(x, *args)
-            return f * c, g * c
+            f, g, aux = vg(x, *args)
+            return (f * c, aux), g * c
 
         self.vg = vg
-        self.solver = jaxopt.LBFGSB(fun=scaled, value_and_grad=True, history_size=cfg.history, maxiter=10 ** 9,
-                                    tol=0.0)
+        self.solver = jaxopt.LBFGSB(fun=scaled, value_and_grad=True, has_aux=True, history_size=cfg.history,
+                                    maxiter=10 ** 9, tol=0.0)
 
     @staticmethod
     def _bounds(x):
         return (jnp.zeros_like(x), jnp.ones_like(x))
 
     def init(self, x0, *args):
-        _, g0 = self.vg(x0, *args)
+        _, g0, _ = self.vg(x0, *args)
         c = 1.0 / jnp.maximum(jnp.max(jnp.abs(g0)), 1e-30)
         return (x0, self.solver.init_state(x0, self._bounds(x0), c, *args), c)
 
@@ -132,6 +137,10 @@ class JaxoptLBFGSB(_Fields):
         return st[1].value / st[2]
 
     @staticmethod
+    def aux(st):
+        return st[1].aux
+
+    @staticmethod
     def nfev(st):
         # + 1: the f+g at x0 that set the scale (jaxopt counts its own evaluations only)
         return st[1].num_fun_eval.astype(jnp.int32) + 1
@@ -143,6 +152,7 @@ class _OptaxState(NamedTuple):
     value: jax.Array
     grad: jax.Array
     nfev: jax.Array
+    aux: Any
 
 
 class OptaxSolver(_Fields):
@@ -157,8 +167,8 @@ class OptaxSolver(_Fields):
         self.opt = optax.adam(cfg.step) if self.adam else optax.lbfgs(memory_size=cfg.history)
 
     def init(self, x0, *args):
-        f, g = self.vg(x0, *args)
-        return _OptaxState(x0, self.opt.init(x0), f, g, jnp.asarray(1))
+        f, g, aux = self.vg(x0, *args)
+        return _OptaxState(x0, self.opt.init(x0), f, g, jnp.asarray(1), aux)
 
     def step(self, st: _OptaxState, *args, active=True):  # inactive members are reverted by the caller
         import optax
@@ -171,12 +181,12 @@ class OptaxSolver(_Fields):
             upd, opt = self.opt.update(st.grad, st.opt, st.x, value=st.value, grad=st.grad, value_fn=fn)
             extra = jnp.asarray(optax.tree_utils.tree_get(opt, "num_linesearch_steps"), jnp.int32)
         x = jnp.clip(optax.apply_updates(st.x, upd), 0.0, 1.0)
-        f, g = self.vg(x, *args)
-        return _OptaxState(x, opt, f, g, st.nfev + 1 + extra)
+        f, g, aux = self.vg(x, *args)
+        return _OptaxState(x, opt, f, g, st.nfev + 1 + extra, aux)
 
 
 def make_solver(cfg: SolverConfig, vg: Callable, f: Optional[Callable] = None):
-    """The solver named by ``cfg`` over ``vg(x, *args) -> (f, g)``; ``f(x, *args)``: the value alone (for
+    """The solver named by ``cfg`` over ``vg(x, *args) -> (f, g, aux)``; ``f(x, *args)``: the value alone (for
     ``optax-lbfgs``'s line search)."""
     if cfg.name == "lbfgs":
         return LBFGSSolver(vg, cfg)

@@ -97,7 +97,8 @@ def sweep(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], rati
     run = runner.Solve(problem.cfg, options.solver, members=runner.Members(targets=None, weights=0))
     bar, update = progress_bar(options.iters, f"sweep x{k}", options.progress)
     try:
-        out = run(problem.params, problem.targets, weights, x0, options.iters, progress=update)
+        out = run(problem.params, problem.targets, weights, x0, options.iters, progress=update,
+                  report_seconds=options.report_seconds)
     finally:
         if bar is not None:
             bar.close()

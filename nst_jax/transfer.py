@@ -25,7 +25,9 @@ class Result:
 
     Attributes:
       image: [H, W, 3] float32 in [0, 1].
-      loss_trace: one dict per iteration, ``{"iter", "fg", "loss"}`` (iteration 0 is the initial image).
+      loss_trace: one dict per iteration, ``{"iter", "fg", "loss", "content", "style", "tv", "seconds"}``
+        (iteration 0 is the initial image; ``content``/``style``/``tv`` unweighted; ``seconds`` of solving, compile
+        excluded, measured at chunk ends and interpolated linearly within a chunk).
       n_fg: function+gradient evaluations spent.
       compile_seconds / run_seconds: time spent compiling (0 when cached) and running.
       terms: final ``content``, ``style``, ``tv`` and ``total`` loss values.
@@ -79,8 +81,11 @@ def result_of(problem: Problem, out: runner.SolveOutput, settings: Mapping[str, 
     pick = (lambda a: a) if member is None else (lambda a: a[member])
     done = int(pick(np.asarray(out.iters_done)))
     # a member's trace ends where it ran to (a sweep member stopped by a non-finite loss ends early)
-    values, nfevs = np.asarray(pick(out.values))[:done + 1], np.asarray(pick(out.nfevs))[:done + 1]
-    trace = [{"iter": i, "fg": int(n), "loss": float(v)} for i, (v, n) in enumerate(zip(values, nfevs))]
+    cut = lambda a: np.asarray(pick(a))[:done + 1]  # noqa: E731
+    values, nfevs, terms = cut(out.values), cut(out.nfevs), {k: cut(v) for k, v in out.terms_trace.items()}
+    trace = [dict({"iter": i, "fg": int(nfevs[i]), "loss": float(values[i])},
+                  **{k: float(v[i]) for k, v in terms.items()}, seconds=round(float(out.seconds[i]), 4))
+             for i in range(len(values))]
     term = out.nonfinite_term if member is None or out.nonfinite_term is None else out.nonfinite_term[member]
     return Result(image=finish(problem, np.asarray(pick(out.image))), loss_trace=trace, n_fg=int(nfevs[-1]),
                   compile_seconds=out.compile_seconds, run_seconds=out.run_seconds,
@@ -126,12 +131,14 @@ def _checkpoint_hook(problem: Problem, options: SolveOptions, path, settings, re
     every = options.checkpoint_every
     last = {"done": 0 if resume is None else resume.iteration}
 
-    def on_chunk(done, x, state, values, nfevs):
+    def on_chunk(done, x, state, trace):
         due = bool(every) and done // every > last["done"] // every and done < options.iters
         last["done"] = done
         if due or (stop is not None and stop() and done < options.iters):
-            CK.save_checkpoint(path, image=np.asarray(x), state=state, iteration=done, n_fg=int(np.asarray(nfevs)[-1]),
-                               values=values, nfevs=nfevs, settings=dict(settings or {}), seed=options.seed)
+            CK.save_checkpoint(path, image=np.asarray(x), state=state, iteration=done,
+                               n_fg=int(np.asarray(trace["nfevs"])[-1]), values=trace["values"],
+                               nfevs=trace["nfevs"], terms=trace["terms"], seconds=trace["seconds"],
+                               settings=dict(settings or {}), seed=options.seed)
 
     return on_chunk
 
@@ -177,7 +184,7 @@ def solve_output(problem: Problem, options: SolveOptions, *, desc: str = "styliz
     if resume is not None and tuple(resume.image.shape) != tuple(x0.shape):
         raise ValueError(f"the checkpoint holds a {list(resume.image.shape)} image but this run makes "
                          f"{list(x0.shape)}; resume with the same size and colour settings")
-    run = runner.Solve(problem.cfg, dataclasses.replace(options.solver, chunk=options.report_every))
+    run = runner.Solve(problem.cfg, options.solver)
     bar, update = progress_bar(options.iters, desc, options.progress)
     cb = None
     if options.callback is not None and options.save_every:
@@ -190,7 +197,7 @@ def solve_output(problem: Problem, options: SolveOptions, *, desc: str = "styliz
     try:
         return run(problem.params, problem.targets, problem.weights, x0, options.iters, callback=cb,
                    progress=update, resume=None if resume is None else resume.resume_args(), on_chunk=on_chunk,
-                   stop=stop)
+                   stop=stop, every=options.chunk_ends, report_seconds=options.report_seconds)
     finally:
         if bar is not None:
             bar.close()

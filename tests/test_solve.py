@@ -41,14 +41,17 @@ def test_each_solver_lowers_loss_and_counts_fg(tiny_params, images, problem, mon
     """Count f+g independently with a host callback inside the loss, and compare with what the solver reports."""
     cfg, t, w = problem
     calls = []
-    real = objective.total_loss
 
-    def counted(x, params, targets, weights, cfg):
-        v = real(x, params, targets, weights, cfg)
-        jax.debug.callback(lambda: calls.append(1))
-        return v
+    def counting(real):
+        def counted(x, params, targets, weights, cfg):
+            v = real(x, params, targets, weights, cfg)
+            jax.debug.callback(lambda: calls.append(1))
+            return v
+        return counted
 
-    monkeypatch.setattr(objective, "total_loss", counted)
+    # what the solvers differentiate: the total with its terms (every solver) and the total alone (line searches)
+    monkeypatch.setattr(objective, "total_and_terms", counting(objective.total_and_terms))
+    monkeypatch.setattr(objective, "total_loss", counting(objective.total_loss))
     jax.clear_caches()  # the compiled programs without the counting callback must not be reused
     run = runner.Solve(cfg, SolverConfig(name=name, history=5, chunk=4, lr=0.005 if name == "adam" else None))
     out = run(tiny_params, t, w, images[0], 10)
@@ -344,3 +347,39 @@ def test_custom_sweep_by_vmap_over_a_weights_field(tiny_params, images):
     out = nst_jax.Solve(cfg, nst_jax.SolverConfig(history=5, loop="while"), members=nst_jax.runner.Members())(
         tiny_params, targets, ws, np.stack([images[0]] * 3), 6)
     np.testing.assert_allclose(out.image, xs, atol=1e-4)
+
+
+def test_trace_keeps_every_term_and_the_solve_seconds(tiny_params, images):
+    """Each trace entry carries the unweighted terms of that iteration's image (their weighted sum is the loss) and
+    the solve seconds, which start at >= 0 and never decrease."""
+    r = stylize(images[0], images[1], weights=tiny_params, size=SIZE, iters=6, progress=False, history=5,
+                content_weight=2.0, style_weight=3e-3, tv_weight=0.5)
+    for e in r.loss_trace:
+        assert set(e) == {"iter", "fg", "loss", "content", "style", "tv", "seconds"}
+        np.testing.assert_allclose(e["loss"], 2.0 * e["content"] + 3e-3 * e["style"] + 0.5 * e["tv"], rtol=1e-5)
+    assert r.loss_trace[-1]["style"] == pytest.approx(r.terms["style"], rel=1e-5)
+    seconds = [e["seconds"] for e in r.loss_trace]
+    assert seconds[0] >= 0 and all(b >= a for a, b in zip(seconds, seconds[1:])) and seconds[-1] <= r.run_seconds
+
+
+@pytest.mark.parametrize("loop", ["host", "while"])
+def test_chunks_sized_by_time_change_nothing_and_answer_stop_quickly(tiny_params, images, problem, loop):
+    """Chunks of about ``report_seconds`` of work (1 iteration when tiny, ``chunk`` when huge), cut at the multiples
+    of ``every``, give the iterates of fixed chunks; in the host loop ``stop`` is answered after one iteration."""
+    cfg, t, w = problem
+    run = runner.Solve(cfg, SolverConfig(history=5, chunk=4, loop=loop))
+    ends = []
+    fixed = run(tiny_params, t, w, images[0], 9, progress=lambda done, *_: ends.append(done))
+    assert ends == [4, 8, 9]
+    ends.clear()
+    timed = run(tiny_params, t, w, images[0], 9, progress=lambda done, *_: ends.append(done), report_seconds=1e-9,
+                every=(3,))
+    assert ends == list(range(1, 10))
+    np.testing.assert_array_equal(timed.values, fixed.values)
+    np.testing.assert_array_equal(timed.image, fixed.image)
+    ends.clear()
+    run(tiny_params, t, w, images[0], 9, progress=lambda done, *_: ends.append(done), report_seconds=1e9, every=(3,))
+    assert ends == [1, 3, 6, 9]  # a first 1-iteration chunk measures the speed; then up to 4, cut at multiples of 3
+    polls = []
+    out = run(tiny_params, t, w, images[0], 9, stop=lambda: polls.append(1) or len(polls) >= 2)
+    assert out.interrupted and int(out.iters_done) == (2 if loop == "host" else 8)  # while: at chunk ends (4, 8)
