@@ -23,29 +23,37 @@ The public API, all importable from ``nst_jax``:
   ``memory``, ``image``, ``files``, ``figures``.
 """
 
-from nst_jax import (backend, batching, checkpoint, color, config, figures, files, guidance, guided, image, lbfgs,
-                     lean_ops, losses, masks, memory, objective, problem, pyramid, runner, solvers, sweeps, transfer, vgg,
-                     weights)
-
-from nst_jax.color import match_color, match_luminance, original_colors, rgb_to_yiq, yiq_to_rgb
-from nst_jax.config import (ColorConfig, LossConfig, ProblemSpec, SettingError, SolveOptions, SolverConfig,
-                            SpatialConfig)
-from nst_jax.files import atomic_write
-from nst_jax.guidance import propagate_guides
-from nst_jax.guided import guided_gram, guided_sum, stacked_gram
-from nst_jax.image import load_image, sample_path, save_image
-from nst_jax.lbfgs import guarded_lbfgs
-from nst_jax.losses import content_loss, gram, style_loss, tv_loss
-from nst_jax.masks import load_guides
-from nst_jax.objective import Targets, Weights, compute_targets, loss_terms, make_weights, total_loss
-from nst_jax.problem import Problem, prepare
-from nst_jax.runner import Solve
-from nst_jax.sweeps import SweepResult, sweep
-from nst_jax.transfer import Result, solve_problem, stylize
-from nst_jax.vgg import deprocess, features, init_params, layer_names, preprocess
-from nst_jax.weights import WeightsInfo, load_weights
+import importlib
 
 __version__ = "0.1.0"
+
+#: The submodules, imported on first use (PEP 562): ``import nst_jax`` and ``import nst_jax.cli`` stay light, so the
+#: command starts at once and answers Ctrl-C while JAX is still loading.
+_MODULES = ("backend", "batching", "checkpoint", "color", "config", "figures", "files", "guidance", "guided", "image",
+            "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "pyramid", "runner", "solvers",
+            "sweeps", "transfer", "vgg", "weights")
+
+#: Public name -> the module defining it (imported on first use, as the submodules).
+_API = {
+    "nst_jax.color": ("match_color", "match_luminance", "original_colors", "rgb_to_yiq", "yiq_to_rgb"),
+    "nst_jax.config": ("ColorConfig", "LossConfig", "ProblemSpec", "SettingError", "SolveOptions", "SolverConfig",
+                       "SpatialConfig"),
+    "nst_jax.files": ("atomic_write",),
+    "nst_jax.guidance": ("propagate_guides",),
+    "nst_jax.guided": ("guided_gram", "guided_sum", "stacked_gram"),
+    "nst_jax.image": ("load_image", "sample_path", "save_image"),
+    "nst_jax.lbfgs": ("guarded_lbfgs",),
+    "nst_jax.losses": ("content_loss", "gram", "style_loss", "tv_loss"),
+    "nst_jax.masks": ("load_guides",),
+    "nst_jax.objective": ("Targets", "Weights", "compute_targets", "loss_terms", "make_weights", "total_loss"),
+    "nst_jax.problem": ("Problem", "prepare"),
+    "nst_jax.runner": ("Solve",),
+    "nst_jax.sweeps": ("SweepResult", "sweep"),
+    "nst_jax.transfer": ("Result", "solve_problem", "stylize"),
+    "nst_jax.vgg": ("deprocess", "features", "init_params", "layer_names", "preprocess"),
+    "nst_jax.weights": ("WeightsInfo", "load_weights"),
+}
+_WHERE = {name: module for module, names in _API.items() for name in names}
 
 __all__ = [
     "stylize", "sweep", "Result", "SweepResult", "prepare", "Problem", "solve_problem",
@@ -62,3 +70,18 @@ __all__ = [
     "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "pyramid", "runner", "solvers",
     "sweeps", "transfer", "vgg", "weights",
 ]
+
+
+def __getattr__(name: str):
+    """A submodule or public name, imported on first use (PEP 562)."""
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

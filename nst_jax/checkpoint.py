@@ -3,7 +3,7 @@
 A checkpoint ``OUT.ckpt.npz`` (next to the output ``OUT.png``, see :func:`checkpoint_path`) holds, without pickles
 (``np.load(..., allow_pickle=False)`` reads it)::
 
-    format          str            FORMAT ("nst-jax-checkpoint/1")
+    format          str            FORMAT ("nst-jax-checkpoint/2"; version 1 files, without ``slots/``, load too)
     settings        str            JSON: everything that defines the run (file sha256s, sizes, weights, solver, seed)
     image           float32 [H, W, C]   the current iterate as the solver sees it (C = 1 for luminance transfer)
     iteration       int64          solver iterations done
@@ -15,6 +15,13 @@ A checkpoint ``OUT.ckpt.npz`` (next to the output ``OUT.png``, see :func:`checkp
     trace_seconds   float64 [T]    solve seconds (compile excluded) at each iteration
     state_names     str [N]        ``jax.tree_util.keystr`` path of each solver-state leaf, in ``tree_leaves`` order
     state/00000 ..  [...]          the N leaves of the solver state pytree (L-BFGS history, Adam moments, ...)
+    slots/00000 ..  int64 [k]      (only for a compacted leaf) which of its ``shape/00000[0]`` slots along axis 0 are
+    shape/00000 ..  int64 [ndim]   stored in ``state/00000``; the others are all-zero bits (e.g. the L-BFGS history
+                                   pairs not yet in use), restored exactly on load
+
+Compacting leaves by their all-zero slots is exact and needs no knowledge of the solver: an L-BFGS history with
+``count`` of ``m`` pairs in use is stored at ``count / m`` of its size (its size then is ``2 m H W C`` float32, so
+``--history`` is what bounds a long run's checkpoint; :func:`nst_jax.memory.checkpoint_bytes` estimates it).
 
 The write is atomic (hidden temp file in the same folder, fsync, ``os.replace``), so a crash while saving leaves the
 previous checkpoint intact. :func:`compare_settings` refuses to resume under different settings, naming the first
@@ -28,14 +35,12 @@ import hashlib
 import json
 import os
 import pathlib
-import signal
-import tempfile
-import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from nst_jax.files import atomic_write
+from nst_jax.interrupts import InterruptFlag  # noqa: F401  (re-exported: the solve's Ctrl-C / SIGTERM flag)
 from nst_jax.objective import TERMS
 
 __all__ = [
@@ -47,10 +52,12 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "compare_settings",
+    "RESUME_FIX",
     "InterruptFlag",
 ]
 
-FORMAT = "nst-jax-checkpoint/1"
+FORMAT = "nst-jax-checkpoint/2"
+FORMATS = ("nst-jax-checkpoint/1", FORMAT)  # what load_checkpoint reads
 SUFFIX = ".ckpt.npz"
 
 
@@ -146,9 +153,37 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
         "state_names": np.array(names, dtype=str) if names else np.zeros((0,), "<U1"),
     }
     for j, leaf in enumerate(leaves):
-        arrays[f"state/{j:05d}"] = leaf
+        arrays.update(_compacted(j, leaf))
     atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
+
+
+def _compacted(j: int, leaf: np.ndarray) -> Dict[str, np.ndarray]:
+    """``{state/j: leaf}``, or, when some slots along axis 0 are all-zero bits, only the others with their indices
+    (``slots/j``) and the full shape (``shape/j``)."""
+    arr = np.asarray(leaf)
+    if arr.ndim >= 2 and arr.shape[0] > 1 and arr.size:
+        bits = np.ascontiguousarray(arr).reshape(arr.shape[0], -1).view(np.uint8)
+        used = np.flatnonzero(np.any(bits, axis=1))
+        if len(used) < arr.shape[0]:
+            return {f"state/{j:05d}": arr[used], f"slots/{j:05d}": used.astype(np.int64),
+                    f"shape/{j:05d}": np.array(arr.shape, np.int64)}
+    return {f"state/{j:05d}": arr}
+
+
+def _expanded(data: Mapping[str, np.ndarray], j: int) -> np.ndarray:
+    """Leaf ``j`` as saved, compacted slots put back among zeros (see :func:`_compacted`)."""
+    stored = data[f"state/{j:05d}"]
+    if f"slots/{j:05d}" not in data:
+        return stored
+    shape = tuple(int(v) for v in data[f"shape/{j:05d}"])
+    slots = np.asarray(data[f"slots/{j:05d}"], np.int64)
+    if len(shape) != stored.ndim or shape[1:] != stored.shape[1:] or slots.shape != stored.shape[:1] or (
+            slots.size and (slots.min() < 0 or slots.max() >= shape[0])):
+        raise ValueError(f"state leaf {j} has {stored.shape} stored for slots {slots.tolist()[:5]} of {shape}")
+    full = np.zeros(shape, stored.dtype)
+    full[slots] = stored
+    return full
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -161,7 +196,7 @@ def load_checkpoint(path) -> Checkpoint:
       ...     load_checkpoint(f"{tmp}/other.npz")
       Traceback (most recent call last):
       ...
-      ValueError: .../other.npz is not an nst-jax checkpoint (nst-jax-checkpoint/1); pass the OUT.ckpt.npz file of a run
+      ValueError: .../other.npz is not an nst-jax checkpoint (nst-jax-checkpoint/2); pass the OUT.ckpt.npz file of a run
     """
     path = pathlib.Path(path)
     if not path.exists():
@@ -173,31 +208,58 @@ def load_checkpoint(path) -> Checkpoint:
             data = {k: z[k] for k in z.files}
     except Exception as e:  # BadZipFile, ValueError, OSError, EOFError, zlib.error ...
         msg = " ".join(str(e).split())
-        raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}: {msg}); "
-                         "it is damaged: delete it and start again with --overwrite") from None
-    if "format" not in data or str(data["format"]) != FORMAT:
+        raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}: {msg}); it is damaged: "
+                         f"{_DAMAGED}") from None
+    if "format" not in data or str(data["format"]) not in FORMATS:
         raise ValueError(f"{path} is not an nst-jax checkpoint ({FORMAT}); pass the OUT{SUFFIX} file of a run")
     missing = [k for k in ("settings", "image", "iteration", "n_fg", "seed", "trace_values", "trace_nfevs",
                            "state_names") if k not in data]
     if missing:
-        raise ValueError(f"checkpoint {path} lacks {missing}; it is damaged: delete it and start again")
-    names = [str(n) for n in data["state_names"]]
+        raise ValueError(f"checkpoint {path} lacks {missing}; {_DAMAGED}")
     try:
-        leaves = [data[f"state/{j:05d}"] for j in range(len(names))]
-        settings = json.loads(str(data["settings"]))
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); delete it and start again") from None
-    it = int(data["iteration"])
-    values, nfevs = np.asarray(data["trace_values"], np.float32), np.asarray(data["trace_nfevs"], np.int32)
-    if values.shape != (it + 1,) or nfevs.shape != (it + 1,) or data["image"].ndim != 3:
-        raise ValueError(f"checkpoint {path} is inconsistent (iteration {it}, trace of {values.shape[0]}); "
-                         "delete it and start again")
+        return _checked(path, data)
+    except (KeyError, ValueError, TypeError, OverflowError, IndexError) as e:
+        raise ValueError(f"checkpoint {path} is damaged or was edited ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}); {_DAMAGED}") from None
+
+
+_DAMAGED = "delete it and start again (nst-jax stylize ... --overwrite)"
+
+
+def _scalar_int(data, key: str, lo: int = 0) -> int:
+    a = np.asarray(data[key])
+    if a.shape != () or a.dtype.kind not in "iu" or int(a) < lo:
+        raise ValueError(f"{key} must be an integer >= {lo}, got {a.dtype}{list(a.shape)}")
+    return int(a)
+
+
+def _numeric(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{what} has dtype {a.dtype}; expected numbers")
+    return a
+
+
+def _checked(path: pathlib.Path, data: Mapping[str, np.ndarray]) -> Checkpoint:
+    """The checkpoint's fields, every type, shape and range checked (a hand-edited file must not get further)."""
+    names = [str(n) for n in np.asarray(data["state_names"]).reshape(-1)]
+    leaves = [_numeric(_expanded(data, j), f"state leaf {j}") for j in range(len(names))]
+    settings = json.loads(str(data["settings"]))
+    if not isinstance(settings, dict):
+        raise ValueError(f"settings must be a JSON object, got {type(settings).__name__}")
+    it, n_fg, seed = _scalar_int(data, "iteration"), _scalar_int(data, "n_fg"), _scalar_int(data, "seed")
+    values = np.asarray(_numeric(data["trace_values"], "trace_values"), np.float32)
+    nfevs = np.asarray(_numeric(data["trace_nfevs"], "trace_nfevs"), np.int32)
+    image = _numeric(data["image"], "image")
+    if values.shape != (it + 1,) or nfevs.shape != (it + 1,) or image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"inconsistent: iteration {it}, a trace of {values.shape}, an image of {image.shape}")
+    image = np.asarray(image, np.float32)
+    if not np.all(np.isfinite(image)):
+        raise ValueError("the image holds NaN or inf")
     terms = {k: np.asarray(data["trace_terms"][j], np.float32) for j, k in enumerate(TERMS)} \
         if "trace_terms" in data and data["trace_terms"].shape == (len(TERMS), it + 1) else {}
     seconds = np.asarray(data["trace_seconds"], np.float64) if "trace_seconds" in data and \
         data["trace_seconds"].shape == (it + 1,) else None
-    return Checkpoint(path, settings, np.asarray(data["image"], np.float32), it, int(data["n_fg"]),
-                      int(data["seed"]), values, nfevs, names, leaves, terms, seconds)
+    return Checkpoint(path, settings, image, it, n_fg, seed, values, nfevs, names, leaves, terms, seconds)
 
 
 def _show(v) -> str:
@@ -205,47 +267,18 @@ def _show(v) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def compare_settings(saved: Mapping[str, Any], current: Mapping[str, Any], *, ignore: Sequence[str] = ()) -> None:
+#: What to do when the settings differ, for a run given its arguments again (``nst-jax stylize ... --resume``).
+RESUME_FIX = "resume with the same arguments (or use 'nst-jax resume CHECKPOINT'), or pass --overwrite to start again"
+
+
+def compare_settings(saved: Mapping[str, Any], current: Mapping[str, Any], *, ignore: Sequence[str] = (),
+                     fix: str = RESUME_FIX) -> None:
     """Raise a one-line ``ValueError`` naming the first setting (sorted by key) that differs between a checkpoint's
-    ``saved`` settings and the ``current`` run's; keys in ``ignore`` are not compared."""
+    ``saved`` settings and the ``current`` run's, then ``fix``; keys in ``ignore`` are not compared."""
     keys = sorted((set(saved) | set(current)) - set(ignore))
     diff = [k for k in keys if json.dumps(saved.get(k), sort_keys=True) != json.dumps(current.get(k), sort_keys=True)]
     if diff:
         k = diff[0]
         more = f" (and {len(diff) - 1} more: {', '.join(diff[1:])})" if len(diff) > 1 else ""
         raise ValueError(f"the checkpoint was made with different settings: {k} was {_show(saved.get(k))}, now "
-                         f"{_show(current.get(k))}{more}; resume with the same arguments (or use 'nst-jax resume "
-                         f"CHECKPOINT'), or pass --overwrite to start again")
-
-
-class InterruptFlag:
-    """Context manager: while active, the first SIGINT (Ctrl-C) only sets :attr:`set` (the run stops at the next chunk
-    boundary and saves); a second SIGINT raises ``KeyboardInterrupt`` at once. Outside the main thread it does
-    nothing (signal handlers can only be installed there). Call the instance to read the flag."""
-
-    def __init__(self, message: Optional[str] = None):
-        self.set = False
-        self.message = message
-        self._previous = None
-
-    def __call__(self) -> bool:
-        return self.set
-
-    def _handler(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-        if self.message:
-            import sys
-
-            print(self.message, file=sys.stderr, flush=True)
-
-    def __enter__(self) -> "InterruptFlag":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+                         f"{_show(current.get(k))}{more}; {fix}")

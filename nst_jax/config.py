@@ -130,6 +130,19 @@ def _number(setting: str, value, *, positive: bool = False, optional: bool = Fal
                                     f"got {value!r}")
 
 
+def _reals(setting: str, value, what: str) -> Tuple[float, ...]:
+    """A sequence of finite real numbers >= 0 (not complex, strings or booleans) as a tuple of floats."""
+    try:
+        items = list(value.reshape(-1)) if hasattr(value, "reshape") else list(value)
+    except TypeError:
+        raise SettingError(setting, f"{what} ({{setting}}) must be a sequence of numbers, got {value!r}") from None
+    bad = [v for v in items if isinstance(v, (bool, str, bytes)) or not isinstance(v, numbers.Real)
+           or not math.isfinite(float(v)) or float(v) < 0]
+    if bad:
+        raise SettingError(setting, f"{what} ({{setting}}) must be finite real numbers >= 0, got {bad[0]!r}")
+    return tuple(float(v) for v in items)
+
+
 def _layers(setting: str, value, allow_empty: bool) -> Tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in value.split(",")]
@@ -262,6 +275,8 @@ class SolveOptions:
       report_seconds: report progress (and poll for interruption) about this often; chunks of iterations are sized
         to it, at most ``solver.chunk`` iterations each (chunking never changes the result).
       callback: ``callback(iteration, image_HW3)`` for intermediate saves.
+      print_every: print one line with the loss and its content, style and TV terms every N iterations (stdout).
+      verbose: with ``print_every``, the term of every layer too.
     """
 
     iters: int = 500
@@ -273,9 +288,14 @@ class SolveOptions:
     checkpoint_every: Optional[int] = None
     report_seconds: float = 1.0
     callback: Optional[Callable] = dataclasses.field(default=None, compare=False)
+    print_every: Optional[int] = None
+    verbose: bool = False
 
     def __post_init__(self):
         _int("iters", self.iters, 0)
+        _int("print_every", self.print_every, 1, optional=True)
+        if not isinstance(self.verbose, bool):
+            raise SettingError("verbose", f"{{setting}} must be True or False, got {self.verbose!r}")
         _int("seed", self.seed, 0, MAX_SEED)
         _int("save_every", self.save_every, 1, optional=True)
         _int("checkpoint_every", self.checkpoint_every, 1, optional=True)
@@ -289,7 +309,8 @@ class SolveOptions:
     @property
     def chunk_ends(self) -> Tuple[int, ...]:
         """Iteration counts whose multiples must end a chunk: where saves and checkpoints fall."""
-        return tuple(v for v in (self.save_every, self.checkpoint_every) if v)
+        return tuple(v for v in (self.save_every, self.checkpoint_every, self.print_every if self.verbose else None)
+                     if v)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -372,6 +393,8 @@ class SpatialConfig:
         if not (isinstance(self.threshold, numbers.Real) and 0.0 < float(self.threshold) <= 1.0):
             raise SettingError("threshold", f"{{setting}} must be a number in (0, 1], got {self.threshold!r}")
         _number("guide_scale", self.guide_scale, positive=True, optional=True)
+        if self.region_weights is not None:
+            _set(self, "region_weights", _reals("region_weights", self.region_weights, "region weights"))
         if self.content_labels is not None and self.content_masks:
             raise SettingError("content_labels", "give the content regions either as masks or as a label image "
                                                  "({setting}), not both")
@@ -460,9 +483,9 @@ class ProblemSpec:
             if value is not None:
                 _set(self, setting, _layers(setting, value, allow_empty=setting == "content_layers"))
         if self.style_blend is not None:
-            _set(self, "style_blend", tuple(self.style_blend))
+            _set(self, "style_blend", _reals("style_blend", self.style_blend, "style blend weights"))
         if self.layer_weights is not None and not isinstance(self.layer_weights, str):
-            _set(self, "layer_weights", tuple(self.layer_weights))
+            _set(self, "layer_weights", _reals("layer_weights", self.layer_weights, "layer weights"))
         self.loss_config()  # validates pooling, layers, remat, compute dtype, ops
 
     def loss_config(self) -> LossConfig:

@@ -48,6 +48,11 @@ __all__ = [
     "check_fits",
     "estimate_for_config",
     "feature_shapes",
+    "RUNTIME_BASELINE",
+    "decode_bytes",
+    "forward_bytes",
+    "checkpoint_bytes",
+    "estimate_run",
 ]
 
 PEAK_LAYERS = 2
@@ -257,6 +262,112 @@ def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:
         gb = 1024 ** 3
         raise ValueError(f"this solve needs ~{estimate / gb:.2f} GiB but only {limit_bytes / gb:.2f} GiB are available; "
                          "try --history 20, a smaller --size, or --bf16 on a GPU/TPU")
+
+
+# --------------------------------------------------------------------------------------------------- the guard
+# Everything a run holds at its worst moment, not only the solve: decoding each input at full size, each image's pass
+# through the network (styles at their own size, every pyramid level, every sweep member), a checkpoint being written
+# and the runtime itself. :func:`estimate_run` adds them up; the command line refuses a run above the free memory.
+
+#: Resident memory of the runtime before any solve (Python, JAX, XLA:CPU's client and compiled programs), measured as
+#: the resident set of a process after importing nst_jax and running one tiny solve (benchmarks/RESULTS.md).
+RUNTIME_BASELINE = 450 * 2 ** 20
+#: Bytes per pixel of decoding an image file at full size and making it float: Pillow's 4-byte pixels, a mode
+#: conversion, the float32 RGB copy and its resized copy.
+DECODE_BYTES_PER_PIXEL = 32
+
+
+def decode_bytes(shape_HW, target_HW=None, fmt: Optional[str] = None) -> int:
+    """Peak bytes of loading an [H, W] image file resized to ``target_HW`` (:func:`nst_jax.image.load_image`): above
+    ``image.REDUCE_ABOVE_PIXELS`` pixels the file is decoded reduced (JPEG at 1/2..1/8 scale, others in their 4-byte
+    mode and box-reduced) before the float copies are made.
+
+    Example:
+      >>> format_bytes(decode_bytes((512, 512))), format_bytes(decode_bytes((11000, 15000), (256, 349), "PNG"))
+      ('8.0 MiB', '1.2 GiB')
+      >>> format_bytes(decode_bytes((11000, 15000), (256, 349), "JPEG"))   # libjpeg decodes it at 1/8 scale
+      '78.7 MiB'
+    """
+    from nst_jax.image import REDUCE_ABOVE_PIXELS
+
+    h, w = (int(v) for v in shape_HW)
+    if target_HW is None or h * w <= REDUCE_ABOVE_PIXELS:
+        return DECODE_BYTES_PER_PIXEL * h * w
+    th, tw = (max(int(v), 1) for v in target_HW)
+    if fmt == "JPEG":
+        scale = max([s for s in (1, 2, 4, 8) if w // s >= 2 * tw and h // s >= 2 * th] or [1])
+        return DECODE_BYTES_PER_PIXEL * (h // scale) * (w // scale)
+    return 8 * h * w + DECODE_BYTES_PER_PIXEL * 4 * th * tw  # full 4-byte decode + its conversion, then small floats
+
+
+def forward_bytes(shape_HW, *, arch="vgg19", layers: Optional[Sequence[str]] = None, compute_dtype=None) -> int:
+    """Peak bytes of one forward pass (no gradient) of an [H, W] image up to the deepest of ``layers``: what computing
+    a style image's Gram targets or the content features costs (activations at the widest layer, plus the layers
+    read)."""
+    spec = vgg.get_spec(arch)
+    c = _layer_stats(spec, shape_HW, tuple(_DEFAULT_LAYERS if layers is None else layers))
+    act_bytes = 2 if compute_dtype == "bfloat16" else 4
+    return int((PEAK_LAYERS * c.widest + c.taps) * act_bytes + 4 * 3 * math.prod(shape_HW))
+
+
+def checkpoint_bytes(shape_HW, *, channels: int = 3, history: int = 100, solver: str = "lbfgs", batch: int = 1) -> int:
+    """Size of a checkpoint file of a solve of an [H, W, ``channels``] image with every history pair in use (the
+    L-BFGS history dominates: 2 x history image-sized float32 arrays; see :mod:`nst_jax.checkpoint`).
+
+    Example:
+      >>> format_bytes(checkpoint_bytes((160, 160))), format_bytes(checkpoint_bytes((160, 160), history=20))
+      ('59.8 MiB', '12.9 MiB')
+    """
+    n = int(shape_HW[0]) * int(shape_HW[1]) * channels
+    pairs = 2 * history if solver in ("lbfgs", "jaxopt", "optax-lbfgs") else 2
+    return int(4 * batch * n * (pairs + 4))
+
+
+def estimate_run(levels, *, arch="vgg19", layers: Optional[Sequence[str]] = None,
+                 content_layers: Sequence[str] = ("relu4_2",), style_shapes=(), decode=(), n_masks: int = 0,
+                 history: int = 100, batch: int = 1, remat=False, compute_dtype: Optional[str] = None,
+                 solver: str = "lbfgs", channels: int = 3, checkpoint: bool = True,
+                 baseline: int = RUNTIME_BASELINE) -> Dict[str, int]:
+    """Peak bytes of a whole run, by phase: ``{"decode", "targets", "solve", "checkpoint", "baseline", "peak"}``.
+
+    Args:
+      levels: the (H, W) of every solve (one, or each pyramid level).
+      style_shapes: per level, the (H, W) of each style image at its ``style_scale`` (a list per level, or one list
+        used for every level).
+      decode: ``[(full (H, W), target (H, W) or None, format)]`` of every input file (see :func:`decode_bytes`).
+      n_masks: region masks / guide channels held at the content size.
+      batch: members of a sweep solved at once. checkpoint: a checkpoint may be written (Ctrl-C always writes one).
+      the rest: as :func:`estimate_peak_bytes`.
+
+    ``peak = baseline + max(decode, targets, solve + checkpoint)``: the phases follow each other, the runtime stays.
+
+    Example:
+      >>> est = estimate_run([(512, 512)], style_shapes=[[(284, 512)]], decode=[((512, 512), None, "JPEG")])
+      >>> est["peak"] == est["baseline"] + max(est["decode"], est["targets"], est["solve"] + est["checkpoint"])
+      True
+    """
+    levels = [tuple(int(v) for v in hw) for hw in levels]
+    if not levels:
+        raise ValueError("give at least one level shape")
+    per_level = list(style_shapes) if style_shapes and isinstance(style_shapes[0], (list, tuple)) and \
+        style_shapes[0] and isinstance(style_shapes[0][0], (list, tuple)) else [list(style_shapes)] * len(levels)
+    n_styles = max(1, max(len(s) for s in per_level))
+    solve = targets = ckpt = 0
+    for hw, styles in zip(levels, per_level):
+        solve = max(solve, estimate_peak_bytes(hw, arch=arch, layers=layers, content_layers=content_layers,
+                                               n_styles=n_styles, history=history, batch=batch, remat=remat,
+                                               compute_dtype=compute_dtype, solver=solver, channels=channels))
+        passes = [hw] + [tuple(s) for s in styles]
+        masks = 2 * 4 * n_masks * hw[0] * hw[1]
+        targets = max(targets, max(forward_bytes(p, arch=arch, layers=layers, compute_dtype=compute_dtype)
+                                   for p in passes) + masks)
+        if checkpoint:  # host copies of the state while it is written
+            ckpt = max(ckpt, checkpoint_bytes(hw, channels=channels, history=history, solver=solver, batch=batch))
+    dec = max([decode_bytes(full, target, fmt) for full, target, fmt in decode] or [0])
+    out = {"decode": int(dec), "targets": int(targets), "solve": int(solve), "checkpoint": int(ckpt),
+           "baseline": int(baseline)}
+    out["peak"] = int(baseline + max(dec, targets, solve + ckpt))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- measurement

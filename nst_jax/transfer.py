@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from nst_jax import runner
+from nst_jax import progress, runner
 from nst_jax.config import ProblemSpec, SolveOptions, split_kwargs
 from nst_jax.problem import ImageLike, Problem, finish, initial_image, prepare
 
@@ -59,20 +59,8 @@ class Result:
 
 
 def progress_bar(total: int, desc: str, enabled: bool):
-    """``(bar, update)``: a tqdm bar and its ``update(done, loss, nfev)`` hook (``(None, no-op)`` when disabled)."""
-    if not enabled:
-        return None, lambda *a: None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="it", leave=False)
-    state = {"done": 0}
-
-    def update(done, loss, nfev):
-        bar.update(done - state["done"])
-        state["done"] = done
-        bar.set_postfix(loss=f"{float(np.nanmin(np.asarray(loss))):.4g}", fg=int(np.max(nfev)))
-
-    return bar, update
+    """``(bar, update)``: :func:`nst_jax.progress.progress_bar` (kept here for the sweep)."""
+    return progress.progress_bar(total, desc, enabled)
 
 
 def result_of(problem: Problem, out: runner.SolveOutput, settings: Mapping[str, Any], member: Optional[int] = None
@@ -185,22 +173,48 @@ def solve_output(problem: Problem, options: SolveOptions, *, desc: str = "styliz
         raise ValueError(f"the checkpoint holds a {list(resume.image.shape)} image but this run makes "
                          f"{list(x0.shape)}; resume with the same size and colour settings")
     run = runner.Solve(problem.cfg, options.solver)
-    bar, update = progress_bar(options.iters, desc, options.progress)
+    bar = _progress(problem, options, desc, x0, 0 if resume is None else resume.iteration)
     cb = None
     if options.callback is not None and options.save_every:
         def cb(it, x, _values):
             if it % options.save_every == 0 or it == options.iters:
                 options.callback(it, finish(problem, np.asarray(x)))
 
-    on_chunk = None if checkpoint is None else _checkpoint_hook(problem, options, checkpoint, checkpoint_settings,
-                                                                resume, stop)
+    save = None if checkpoint is None else _checkpoint_hook(problem, options, checkpoint, checkpoint_settings,
+                                                            resume, stop)
+
+    def on_chunk(done, x, state, trace):
+        bar.on_chunk(done, x, state, trace)
+        if save is not None:
+            save(done, x, state, trace)
+
     try:
         return run(problem.params, problem.targets, problem.weights, x0, options.iters, callback=cb,
-                   progress=update, resume=None if resume is None else resume.resume_args(), on_chunk=on_chunk,
+                   progress=bar.update, resume=None if resume is None else resume.resume_args(), on_chunk=on_chunk,
                    stop=stop, every=options.chunk_ends, report_seconds=options.report_seconds)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+
+
+def _progress(problem: Problem, options: SolveOptions, desc: str, x0, start: int) -> progress.Progress:
+    """The run's :class:`nst_jax.progress.Progress`, with its memory estimate and (verbose) per-layer terms."""
+    memory = None
+    if options.progress:
+        from nst_jax import memory as M
+        from nst_jax import vgg
+
+        try:
+            memory = M.format_bytes(M.estimate_for_config(np.shape(x0)[:2], problem.cfg, arch=vgg.spec_from_params(
+                problem.params), n_styles=len(problem.styles_in), history=options.solver.history,
+                solver=options.solver.name))
+        except ValueError:
+            memory = None
+    layers = None
+    if options.print_every and options.verbose:
+        def layers(x):
+            return progress.layer_terms(problem.params, x, problem.targets, problem.weights, problem.cfg)
+    return progress.Progress(options.iters, desc, options.progress, print_every=options.print_every, layers=layers,
+                             memory=memory, start=start)
 
 
 def _leaves(tree):

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from nst_jax.config import ProblemSpec, SolveOptions, SolverConfig, SpatialConfig, split_kwargs
 
-__all__ = ["floats", "names", "pairs", "add_problem_args", "styles_and_spatial", "problem_spec", "solve_options"]
+__all__ = ["floats", "names", "size_arg", "pairs", "add_problem_args", "styles_and_spatial", "problem_spec", "solve_options"]
 
 
 def floats(text: str, flag: str) -> List[float]:
@@ -21,9 +21,28 @@ def floats(text: str, flag: str) -> List[float]:
     return vals
 
 
-def names(text: Optional[str]) -> Optional[List[str]]:
-    """``"relu1_1, relu2_1"`` -> ["relu1_1", "relu2_1"] (None stays None)."""
-    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+def names(text: Optional[str], flag: str = "layers") -> Optional[List[str]]:
+    """``"relu1_1, relu2_1"`` -> ["relu1_1", "relu2_1"] (None stays None; ``"none"`` -> []); an empty name (``","``,
+    ``"relu1_1,"``) is refused."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    out = [v.strip() for v in text.split(",")]
+    if not all(out):
+        raise ValueError(f"--{flag} takes comma-separated layer names such as relu1_1,relu2_1 (or 'none'), got "
+                         f"{text!r}")
+    return out
+
+
+def size_arg(text: str) -> Optional[int]:
+    """``--size``: a number of pixels, or ``original`` (None: the content's own size)."""
+    if text.strip().lower() == "original":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number of pixels or 'original', got {text!r}") from None
 
 
 def pairs(items: Sequence[str], flag: str) -> List[Tuple[str, str]]:
@@ -44,7 +63,8 @@ def pairs(items: Sequence[str], flag: str) -> List[Tuple[str, str]]:
 def add_problem_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by stylize and sweep: everything that defines the loss, and the solver."""
     g = p.add_argument_group("loss")
-    g.add_argument("--size", type=int, default=512, help="longest side of the output in pixels (default 512)")
+    g.add_argument("--size", type=size_arg, default=512,
+                   help="longest side of the output in pixels (default 512), or 'original' (the content's size)")
     g.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size (default 1)")
     g.add_argument("--preset", default="gatys", help="loss convention: gatys (default) or neural-style")
     g.add_argument("--content-weight", type=float, default=None, help="alpha (preset default)")
@@ -94,6 +114,13 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--lr", type=float, default=None, help="step size (lbfgs 1.0, adam 0.02)")
     s.add_argument("--seed", type=int, default=0, help="PRNG seed for --init noise (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--print-every", type=int, default=None, metavar="N",
+                   help="print one line with the loss and its content, style and TV terms every N iterations (also "
+                        "when the output is not a terminal)")
+    s.add_argument("--verbose", action="store_true", help="with --print-every: the terms of every layer too")
+    s.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="refuse runs whose estimated peak memory exceeds SIZE, e.g. 8GB (default: the free memory; "
+                        "'none': no check)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -157,7 +184,8 @@ def problem_spec(args, spatial: Optional[SpatialConfig]) -> ProblemSpec:
         spatial=spatial, weights=args.weights, size=args.size, style_scale=args.style_scale, preset=args.preset,
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         style_blend=None if args.style_blend is None else floats(args.style_blend, "style-blend"),
-        content_layers=names(args.content_layers), style_layers=names(args.style_layers),
+        content_layers=names(args.content_layers, "content-layers"),
+        style_layers=names(args.style_layers, "style-layers"),
         layer_weights=None if args.layer_weights is None else floats(args.layer_weights, "layer-weights"),
         pooling=args.pooling, color=args.color, match_mode=args.match_mode, lum_match=args.lum_match,
         remat=args.remat, compute_dtype="bfloat16" if args.bf16 else None)
@@ -168,4 +196,4 @@ def solve_options(args, **extra) -> SolveOptions:
     """The :class:`SolveOptions` of the command's flags (``extra``: callback, save_every, checkpoint_every)."""
     solver = SolverConfig(name=args.solver, history=args.history, lr=args.lr, precondition=args.precondition)
     return SolveOptions(iters=args.iters, init=args.init, seed=args.seed, solver=solver,
-                        progress=not args.no_progress, **extra)
+                        progress=not args.no_progress, print_every=args.print_every, verbose=args.verbose, **extra)

@@ -4,29 +4,145 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import re
 import sys
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nst_jax.files import atomic_write
+from nst_jax.files import atomic_write, same_file
 
-__all__ = ["check_output", "strict_json", "write_json", "say_random", "parse_bytes"]
+__all__ = ["OUTPUT_ARGS", "file_of", "input_files", "weights_files", "check_outputs", "check_output", "unique_names",
+           "strict_json", "json_writer", "write_json", "say_random", "parse_bytes"]
+
+
+#: Argument names that are outputs, never inputs.
+OUTPUT_ARGS = frozenset({"output", "checkpoint_file"})
+#: How a positional argument or an oddly named flag is called in messages (default: ``--name-with-dashes``).
+_LABELS = {"content": "content image", "style": "style image", "region_style": "--style", "source": "source image",
+           "target": "target image", "coarse": "coarse style", "fine": "fine style", "file": "input file",
+           "checkpoint": "checkpoint"}
+
+
+def _label(key: str) -> str:
+    return _LABELS.get(key, "--" + key.replace("_", "-"))
+
+
+def _names_a_file(text: str) -> bool:
+    """An existing file (or pipe / device), not a folder."""
+    try:
+        return os.path.exists(text) and not os.path.isdir(text)
+    except (OSError, ValueError):  # a name too long for the OS, an embedded NUL ...
+        return False
+
+
+def file_of(item: str) -> Optional[Tuple[str, str]]:
+    """``(region, path)`` if ``item`` names an existing file, itself or as ``REGION=FILE``; else None."""
+    if _names_a_file(item):
+        return "", item
+    name, sep, path = item.partition("=")
+    if sep and name and _names_a_file(path):
+        return name, path
+    return None
+
+
+def input_files(args, extra: Sequence[Tuple[str, str]] = ()) -> List[Tuple[str, str]]:
+    """Every input file of a command, whichever flag names it: ``[(label, path), ...]`` for each argument value (or
+    list item, or ``REGION=FILE`` item) that names an existing file, outputs (:data:`OUTPUT_ARGS`) excepted, plus
+    ``extra``. Found by value, so a flag added later is protected without being listed here.
+
+    Example:
+      >>> import argparse
+      >>> input_files(argparse.Namespace(content=__file__, style=["sky=" + __file__], size=32, output=__file__))
+      [('content image', '...outputs.py'), ('style image sky', '...outputs.py')]
+    """
+    out = []
+    for key, value in sorted(vars(args).items()):
+        if key in OUTPUT_ARGS:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            found = file_of(item) if isinstance(item, str) and item else None
+            if found:
+                region, path = found
+                out.append((f"{_label(key)} {region}".strip(), path))
+    return out + list(extra)
+
+
+def weights_files(name) -> List[Tuple[str, str]]:
+    """The cache files a named weight source reads (``--weights vgg16-hed``: its ``.npz`` and ``.npz.json``), as
+    inputs to protect; ``auto`` may read any pretrained source's. Empty for random weights or a file path."""
+    from nst_jax.weights import SOURCES, cache
+
+    if not isinstance(name, str) or _names_a_file(name):
+        return []
+    names = [n for n in SOURCES if n != "auto"] if name == "auto" else [name] if name in SOURCES else []
+    try:
+        folder = cache.cache_dir()
+    except ValueError:
+        return []
+    return [("--weights", str(p)) for n in names for p in cache.cache_paths(n, folder) if p.exists()]
+
+
+def check_outputs(outputs: Sequence[Tuple[str, pathlib.Path]], inputs: Sequence[Tuple[str, str]], overwrite: bool,
+                  must_not_exist: Sequence[pathlib.Path] = ()) -> None:
+    """Refuse before any work (one-line ``ValueError``):
+
+    * an output folder that does not exist;
+    * an output that is one of the inputs (same path, symlink or hard link; with or without ``--overwrite``);
+    * two outputs with the same name;
+    * an existing output among ``must_not_exist`` (default: all of them) without ``overwrite``.
+
+    ``outputs``: ``[(what, path)]`` such as ``("output", out.png)``, ``("loss trace", out.json)``.
+    """
+    for what, out in outputs:
+        if not out.parent.exists():
+            raise ValueError(f"{what} folder {out.parent} does not exist; create it or choose another -o path")
+        for label, path in inputs:
+            if same_file(out, path):
+                raise ValueError(f"{what} {out} is one of the inputs ({label} {path}); choose another -o path")
+    for j, (what, out) in enumerate(outputs):
+        for other, path in outputs[:j]:
+            if same_file(out, path):
+                raise ValueError(f"the {other} and the {what} of this run would both be {out}; choose another -o "
+                                 "path")
+    if not overwrite:
+        for what, out in outputs:
+            if (not must_not_exist or out in must_not_exist) and out.exists():
+                raise ValueError(f"{what} {out} exists; pass --overwrite to replace it or choose another -o path")
 
 
 def check_output(path, inputs, overwrite: bool, what: str = "output") -> pathlib.Path:
-    """Refuse before any work: missing folder, an input as output, or an existing file without --overwrite."""
+    """:func:`check_outputs` for one output; ``inputs``: paths or ``(label, path)`` pairs."""
     out = pathlib.Path(path)
-    if not out.parent.exists():
-        raise ValueError(f"{what} folder {out.parent} does not exist; create it or choose another -o path")
-    for i in inputs:
-        ip = pathlib.Path(i)
-        if ip.exists() and out.exists() and out.resolve() == ip.resolve():
-            raise ValueError(f"{what} {out} is one of the inputs; choose another -o path")
-    if out.exists() and not overwrite:
-        raise ValueError(f"{what} {out} exists; pass --overwrite to replace it or choose another -o path")
+    pairs = [i if isinstance(i, tuple) else ("input", str(i)) for i in inputs]
+    check_outputs([(what, out)], pairs, overwrite)
     return out
+
+
+def unique_names(values: Sequence[float], template: str = "ratio_{}", what: str = "ratio") -> List[str]:
+    """File stems naming numbers exactly (the shortest scientific form that reads back as the same float), so distinct
+    numbers never share a file; a repeated number is refused.
+
+    Example:
+      >>> unique_names([1e-4, 1e-3, 1.5e-3, 1.0001e-3])
+      ['ratio_1e-04', 'ratio_1e-03', 'ratio_1.5e-03', 'ratio_1.0001e-03']
+    """
+    values = [float(v) for v in values]
+    dup = sorted({v for v in values if values.count(v) > 1})
+    if dup:
+        raise ValueError(f"{what} {dup[0]:g} is given more than once; give each {what} once")
+    return [template.format(_shortest(v)) for v in values]
+
+
+def _shortest(v: float) -> str:
+    """``1.5e-3 -> '1.5e-03'``: the fewest significant digits whose scientific form reads back as ``v``."""
+    for digits in range(1, 18):
+        text = f"{v:.{digits - 1}e}"
+        if float(text) == v:
+            return text
+    return repr(v)
 
 
 def strict_json(obj):
@@ -48,10 +164,15 @@ def strict_json(obj):
     return obj
 
 
+def json_writer(obj):
+    """``write(binary_file)`` of ``obj`` as strict JSON (NaN/inf become null), for :class:`nst_jax.files.OutputSet`."""
+    text = json.dumps(strict_json(obj), indent=1, allow_nan=False).encode()
+    return lambda f: f.write(text)
+
+
 def write_json(path, obj) -> None:
     """Write ``obj`` atomically as strict JSON (NaN/inf become null)."""
-    text = json.dumps(strict_json(obj), indent=1, allow_nan=False)
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, json_writer(obj))
 
 
 def say_random(result_settings) -> None:
