@@ -33,8 +33,14 @@ def _current_umask() -> int:
 
 
 def _renamed(e: OSError, path) -> OSError:
-    """``e`` (same type and errno) naming ``path`` instead of a temp file."""
-    return type(e)(e.errno, e.strerror or str(e), str(path))
+    """``e`` (same type and errno) naming ``path`` instead of a temp file; an error that is not the operating
+    system's (no errno, e.g. a failed download raised by ``write``) stays as it is."""
+    if e.errno is None:
+        return e
+    try:
+        return type(e)(e.errno, e.strerror or str(e), str(path))
+    except TypeError:  # a subclass with its own constructor
+        return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def _write_temp(path: pathlib.Path, write: Callable[[BinaryIO], None], mode: Optional[int]) -> str:

@@ -435,6 +435,7 @@ def spatial_targets(params, content_HW3, styles: Sequence, spatial: SpatialConfi
                         pooling=cfg.pooling, erode=spatial.erode, threshold=spatial.threshold, norm=cfg.gram_norm,
                         global_channel=spatial.global_channel)
     valid = c_valid & st["valid_LR"]
+    guided.refuse_vanished_regions(np.asarray(valid), layers, names)
     guided.report_empty_regions(np.asarray(valid), layers, names)
     if spatial.mode == "gram":
         style = guided.GuidedGramTargets(guides=g_norm, valid=valid, grams=st["grams"])

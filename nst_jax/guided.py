@@ -29,6 +29,7 @@ from nst_jax import losses
 __all__ = [
     "normalize_guides",
     "report_empty_regions",
+    "refuse_vanished_regions",
     "guided_gram",
     "guided_style_loss",
     "guided_sum",
@@ -72,6 +73,20 @@ def report_empty_regions(valid_LR, layers: Sequence[str], region_names: Sequence
         desc = "; ".join(f"region {k!r} at {', '.join(ls)}" for k, ls in by_region.items())
         warnings.warn(f"empty guidance channel(s), skipped in the guided losses: {desc}", stacklevel=2)
     return empty
+
+
+def refuse_vanished_regions(valid_LR, layers: Sequence[str], region_names: Sequence[str]) -> None:
+    """Raise a one-line ``ValueError`` for regions whose guide is empty at *every* layer (eroded to nothing, or
+    smaller than the network's receptive fields): such a region would get no style at all. (Regions empty at some
+    layers only are reported by :func:`report_empty_regions` and skipped there.)"""
+    import numpy as np
+
+    v = np.asarray(valid_LR, dtype=bool)
+    gone = [region_names[r] for r in range(v.shape[1]) if not v[:, r].any()]
+    if gone:
+        raise ValueError(f"region(s) {gone} vanish at every style layer ({', '.join(layers)}): eroded to nothing or "
+                         "too small for the network; use a smaller --erode (or a negative one), --propagation "
+                         "simple, a larger --size, or larger masks")
 
 
 def guided_gram(feats_HWC: jax.Array, guides_HWR_normalized: jax.Array, norm: str = "hw") -> jax.Array:

@@ -194,7 +194,7 @@ def guides_from_label_image(
         top = [tuple(int(v) for v in cols[i]) for i in np.argsort(-counts)[:5]]
         raise ValueError(
             f"label image {path!r}: {int(unmatched.sum())} pixels match no legend colour within tol={tol} "
-            f"(commonest: {top}); add them to the legend or raise tol"
+            f"(commonest: {top}); add their colours to the legend (--legend) or repaint those pixels with legend colours"
         )
     one_hot = (label_HW[..., None] == np.arange(len(names))).astype(np.float32)
     if shape_HW is None:
@@ -227,6 +227,8 @@ def guides_at(masks: Mapping[str, object], shape_HW: Tuple[int, int], what: str,
             if a.ndim == 3:
                 a = a[..., 0]
             label = f"{what} mask for region {name!r}"
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{label} holds NaN or inf values; pass a mask with values in [0, 1]")
         names.append(str(name))
         if a.shape != tuple(shape_HW):
             a = fit_mask(a, original_HW, name=label)

@@ -21,7 +21,7 @@ from nst_jax.config import ProblemSpec
 from nst_jax.objective import Targets, Weights
 
 __all__ = ["ImageLike", "Problem", "prepare", "load_input", "original_shape", "resolve_params", "check_big_enough",
-           "initial_image", "finish"]
+           "initial_image", "finish", "weights_settings"]
 
 ImageLike = Union[str, "os.PathLike", np.ndarray, jax.Array]
 
@@ -130,13 +130,23 @@ class Problem:
     region_names: Tuple[str, ...] = ()
 
 
+def weights_settings(info) -> dict:
+    """What the settings record of the weights in use: ``weights`` (the source's name, "file", or "params" for a
+    params tree), ``weights_random``, and for weights read from a file (a path or a cached source) its absolute
+    ``weights_path`` and ``weights_sha256``."""
+    import os
+
+    out = {"weights": info.name if info is not None else "params",
+           "weights_random": bool(info is not None and info.is_random)}
+    if info is not None and getattr(info, "path", None):
+        out["weights_path"], out["weights_sha256"] = os.path.abspath(info.path), info.sha256
+    return out
+
+
 def _settings(spec: ProblemSpec, weights: Weights, info) -> dict:
     out = spec.summary()
     out.update(objective.weights_summary(weights))
-    out["weights"] = info.name if info is not None else "params"
-    out["weights_random"] = bool(info is not None and info.is_random)
-    if info is not None and getattr(info, "path", None):
-        out["weights_path"], out["weights_sha256"] = info.path, info.sha256
+    out.update(weights_settings(info))
     if spec.spatial is not None:
         out["spatial"] = spec.spatial.summary
     return out

@@ -31,7 +31,7 @@ from nst_jax import image as I
 from nst_jax import vgg
 from nst_jax.config import DEFAULT_STYLE_LAYERS, ProblemSpec, SolveOptions, split_kwargs
 from nst_jax.objective import GramTargets
-from nst_jax.problem import Problem, initial_image, load_input, prepare, resolve_params
+from nst_jax.problem import Problem, initial_image, load_input, prepare, resolve_params, weights_settings
 from nst_jax.transfer import Result, result_of, run_settings, solve_output, solve_problem
 
 __all__ = [
@@ -259,6 +259,7 @@ def stylize_pyramid(
                           dataclasses.replace(spec, weights=params, size=max(h, w)))
         problem.settings.update(weights=info.name if info is not None else "params",
                                 weights_random=bool(info is not None and info.is_random))
+        problem.settings.update(weights_settings(info))  # the file's path and sha256 too
         if problem.content_in.shape[:2] != (h, w):  # prepare and scale_schedule disagree: a bug, say so
             raise RuntimeError(f"level {k + 1} prepared at {problem.content_in.shape[:2]}, scheduled at {(h, w)}")
         x0 = initial_image(problem, options.init, options.seed) if raw is None else \
@@ -365,6 +366,7 @@ def mix_styles(
     problem.settings.update(weights=info.name if info is not None else "params", size=size,
                             weights_random=bool(info is not None and info.is_random),
                             mix={"fine_layers": list(layers), "colors_matched": match_colors_to is not None})
+    problem.settings.update(weights_settings(info))  # the file's path and sha256 too
     r = solve_problem(problem, dataclasses.replace(options, init="content"), desc="mix styles")
     r.settings["init"] = "coarse"
     return r

@@ -166,6 +166,10 @@ def solve_output(problem: Problem, options: SolveOptions, *, desc: str = "styliz
     if options.checkpoint_every is not None and checkpoint is None:
         raise ValueError("checkpoint_every needs a checkpoint path to write to")
     if not all(bool(np.all(np.isfinite(np.asarray(t)))) for t in _leaves(problem.targets)):
+        for what, img in [("content", problem.content_in)] + [(f"style {j + 1}", s)
+                                                              for j, s in enumerate(problem.styles_in)]:
+            if not np.all(np.isfinite(np.asarray(img))):
+                raise ValueError(f"the {what} image holds NaN or inf pixels; pass finite values in [0, 1]")
         raise ValueError("the network's features of the content/style images are NaN/inf (its activations overflow "
                          "float32); check the weights (nst-jax weights info NAME) or use another --weights")
     x0 = initial_image(problem, options.init, options.seed)

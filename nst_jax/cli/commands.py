@@ -7,7 +7,7 @@ import numpy as np
 
 from nst_jax import weights
 from nst_jax.cli import args as A
-from nst_jax.cli.outputs import check_output, say_random, write_json
+from nst_jax.cli.outputs import check_output, input_files, say_random, weights_files, write_json
 
 __all__ = ["add_sweep_parser", "add_match_color_parser", "add_mix_styles_parser", "add_figure_parser",
            "add_weights_parser"]
@@ -50,6 +50,9 @@ def _weights_info(args) -> int:
 
 
 def _weights_convert(args) -> int:
+    import pathlib
+
+    check_output(args.output or pathlib.Path(args.file).with_suffix(".npz"), input_files(args), args.overwrite)
     out, info = weights.convert(args.file, args.output)
     params, _ = weights.load_weights(out, verbose=False)
     _print_info(info, params)
@@ -57,6 +60,8 @@ def _weights_convert(args) -> int:
 
 
 def _weights_normalize(args) -> int:
+    if args.output:
+        check_output(args.output, input_files(args, weights_files(args.name)), args.overwrite)
     path, info, scales = weights.normalize(args.name, images_dir=args.images, size=args.size, pooling=args.pooling,
                                            out=args.output)
     for name, s in scales.items():
@@ -81,6 +86,7 @@ def add_weights_parser(subparsers, add_command) -> None:
     c = add_command(sub, "convert", help="convert a Keras .h5 (either layout) to the project's .npz")
     c.add_argument("file")
     c.add_argument("-o", "--output", help="output .npz (default: FILE with the suffix .npz)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     c.set_defaults(func=_weights_convert)
     c = add_command(sub, "normalize", help="Gatys normalisation: mean activation 1 per filter on calibration images")
     c.add_argument("name", help="source name or weights file")
@@ -88,6 +94,7 @@ def add_weights_parser(subparsers, add_command) -> None:
     c.add_argument("--size", type=int, default=256, help="long side of the calibration images in px (default 256)")
     c.add_argument("--pooling", choices=("avg", "max"), default="avg")
     c.add_argument("-o", "--output", help="output .npz (default: the cache)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     c.set_defaults(func=_weights_normalize)
 
 
@@ -95,7 +102,10 @@ def _sweep(args) -> int:
     import pathlib
 
     from nst_jax import image as I
+    from nst_jax.cli.checks import check_inputs
+    from nst_jax.cli.outputs import check_outputs, json_writer, unique_names
     from nst_jax.figures import format_ratio, labelled_grid
+    from nst_jax.files import OutputLock, OutputSet, check_folder_writable
     from nst_jax.sweeps import sweep
 
     ratios = A.floats(args.ratios, "ratios")
@@ -107,24 +117,30 @@ def _sweep(args) -> int:
     styles, spatial = A.styles_and_spatial(args)
     if not styles:
         raise ValueError("give at least one style image after the content image (or --style REGION=FILE)")
-    inputs = [args.content, *styles]
-    names = [outdir / f"ratio_{r:.0e}.png" for r in ratios]
-    if outdir.exists() and not args.overwrite:
-        clash = [str(n) for n in names + [outdir / "grid.png", outdir / "sweep.json"] if n.exists()]
-        if clash:
-            raise ValueError(f"{clash[0]} exists; pass --overwrite to replace it or choose another -o folder")
-    sw = sweep(args.content, styles, ratios, A.problem_spec(args, spatial), A.solve_options(args))
+    inputs = input_files(args, weights_files(args.weights))
+    names = [outdir / f"{stem}.png" for stem in unique_names(ratios)]
+    outputs = [("image", n) for n in names] + [("grid", outdir / "grid.png"), ("sweep record", outdir / "sweep.json")]
+    check_outputs(outputs, inputs, args.overwrite)
+    spec, options = A.problem_spec(args, spatial), A.solve_options(args)
+    checked = check_inputs(args, spec, options, styles, batch=len(ratios), checkpoint=False)
+    h, w = checked["shape"]
+    check_folder_writable(outdir if outdir.exists() else outdir.parent, (len(ratios) + 2) * h * w * 3 + 4096)
     outdir.mkdir(exist_ok=True)
-    for name, r in zip(names, sw.results):
-        I.save_image(name, r.image, metadata=dict(r.settings, software="nst-jax"), inputs=inputs)
-    grid = labelled_grid([r.image for r in sw.results], [format_ratio(r) for r in ratios])
-    I.save_image(outdir / "grid.png", grid, inputs=inputs)
-    write_json(outdir / "sweep.json", {
-        "ratios": ratios, "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds,
-        "members": [{"ratio": q, "file": n.name, "n_fg": r.n_fg, "terms": r.terms, "trace": r.loss_trace}
-                    for q, n, r in zip(ratios, names, sw.results)],
-        "settings": {k: v for k, v in sw.results[0].settings.items() if k not in ("ratio", "style_weight")},
-    })
+    with OutputLock(outdir / "sweep.json", "sweep"):
+        check_outputs(outputs, inputs, args.overwrite)
+        sw = sweep(args.content, styles, ratios, spec, options)
+        grid = labelled_grid([r.image for r in sw.results], [format_ratio(r) for r in ratios])
+        record = {
+            "ratios": ratios, "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds,
+            "members": [{"ratio": q, "file": n.name, "n_fg": r.n_fg, "terms": r.terms, "trace": r.loss_trace}
+                        for q, n, r in zip(ratios, names, sw.results)],
+            "settings": {k: v for k, v in sw.results[0].settings.items() if k not in ("ratio", "style_weight")}}
+        with OutputSet(overwrite=args.overwrite) as outs:
+            for name, r in zip(names, sw.results):
+                outs.stage(name, I.image_writer(name, r.image, metadata=dict(r.settings, software="nst-jax")))
+            outs.stage(outdir / "grid.png", I.image_writer(outdir / "grid.png", grid))
+            outs.stage(outdir / "sweep.json", json_writer(record))
+            outs.commit()
     say_random(sw.results[0].settings)
     fg = ", ".join(f"{format_ratio(q)}: {r.n_fg} f+g" for q, r in zip(ratios, sw.results))
     print(f"wrote {len(ratios)} images and {outdir / 'grid.png'} (one compiled solve; compile "
@@ -147,12 +163,12 @@ def _match_color(args) -> int:
     from nst_jax import color as C
     from nst_jax import image as I
 
-    out = check_output(args.output, [args.source, args.target], args.overwrite)
+    out = check_output(args.output, input_files(args), args.overwrite)
     C.check_choice("match mode", args.mode, C.MATCH_MODES)
     src = I.load_image(args.source, size=args.size)
     tgt = I.load_image(args.target, size=args.size)
     res, A, b = C.match_color(src, tgt, mode=args.mode)
-    I.save_image(out, np.clip(np.asarray(res), 0, 1), inputs=[args.source, args.target],
+    I.save_image(out, np.clip(np.asarray(res), 0, 1), inputs=[args.source, args.target], overwrite=args.overwrite,
                  metadata={"software": "nst-jax match-color", "mode": args.mode,
                            "A": np.asarray(A).round(6).tolist(), "b": np.asarray(b).round(6).tolist()})
     print(f"wrote {out} (x' = A x + b, mode {args.mode})")
@@ -176,10 +192,10 @@ def _figure(args) -> int:
     from nst_jax import figures as F
     from nst_jax import image as I
 
-    out = check_output(args.output, [], args.overwrite)
+    out = check_output(args.output, input_files(args, weights_files(args.weights)), args.overwrite)
     img = F.paper_figure(args.name, size=args.size, iters=args.iters, weights=args.weights,
                          progress=not args.no_progress)
-    I.save_image(out, img, metadata={"software": "nst-jax figure", "figure": args.name, "size": args.size,
+    I.save_image(out, img, overwrite=args.overwrite, metadata={"software": "nst-jax figure", "figure": args.name, "size": args.size,
                                      "iters": args.iters, "weights": args.weights})
     print(f"wrote {out}")
     return 0
@@ -209,12 +225,12 @@ def _mix_styles(args) -> int:
     from nst_jax import image as I
     from nst_jax import pyramid
 
-    out = check_output(args.output, [args.coarse, args.fine], args.overwrite)
+    out = check_output(args.output, input_files(args, weights_files(args.weights)), args.overwrite)
     fl = A.names(args.fine_layers)
     r = pyramid.mix_styles(args.coarse, args.fine, size=args.size, fine_layers=fl[0] if fl and len(fl) == 1 else fl,
                            match_colors_to=args.match_colors_to, iters=args.iters, weights=args.weights,
                            progress=not args.no_progress, seed=args.seed)
-    I.save_image(out, r.image, inputs=[args.coarse, args.fine],
+    I.save_image(out, r.image, inputs=[args.coarse, args.fine], overwrite=args.overwrite,
                  metadata=dict(r.settings, software="nst-jax mix-styles", coarse=str(args.coarse),
                                fine=str(args.fine)))
     say_random(r.settings)

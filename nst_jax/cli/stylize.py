@@ -32,7 +32,7 @@ from nst_jax.config import INITS
 from nst_jax.files import OutputLock, OutputSet, check_folder_writable, same_file, temp_files
 from nst_jax.interrupts import InterruptFlag, exit_status
 
-__all__ = ["add_stylize_parser", "add_resume_parser", "run_settings", "Plan", "plan_outputs"]
+__all__ = ["add_stylize_parser", "add_resume_parser", "run_settings", "Plan", "plan_outputs", "level_iters"]
 
 # Flags that do not change what a run computes (not compared when resuming from a checkpoint). File arguments are
 # compared by their content's sha256 (and recorded with their absolute path, see run_settings).
@@ -127,7 +127,8 @@ def _check_room(args, plan: Plan, shape_HW, options) -> None:
 
     h, w = shape_HW
     need = h * w * 3 * (args.bit_depth // 8) + 2048 + 400 * (options.iters + 1)  # image (worst case), JSON trace
-    need += M.checkpoint_bytes(shape_HW, history=options.solver.history, solver=options.solver.name)
+    if args.checkpoint_every:
+        need += M.checkpoint_bytes(shape_HW, history=options.solver.history, solver=options.solver.name)
     check_folder_writable(plan.out.parent, need)
     if not same_file(plan.ckpt.parent, plan.out.parent):
         check_folder_writable(plan.ckpt.parent, 0, "checkpoint")
@@ -160,7 +161,21 @@ def _copy_pipes(args, stack: contextlib.ExitStack) -> None:
         setattr(args, key, new if isinstance(value, list) else new[0])
 
 
-def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, flag: InterruptFlag):
+def level_iters(iters: int, n_levels: int) -> list:
+    """Iterations per pyramid level when only ``--iters`` is given: ``iters`` at the coarsest level, then / 2.5 per
+    level (at least 20, or ``iters`` if less), as :func:`nst_jax.pyramid.default_iters` does from 500.
+
+    Example:
+      >>> level_iters(500, 3), level_iters(100, 3), level_iters(1, 2)
+      ([500, 200, 80], [100, 40, 20], [1, 1])
+    """
+    out = [int(iters)]
+    for _ in range(n_levels - 1):
+        out.append(max(min(20, int(iters)), int(round(out[-1] / 2.5))))
+    return out
+
+
+def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, flag: InterruptFlag, levels):
     """The solve itself: coarse-to-fine, or one level with checkpoints; ``flag`` answers Ctrl-C / SIGTERM."""
     from nst_jax import pyramid
     from nst_jax.problem import prepare
@@ -178,6 +193,11 @@ def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, fl
     if scales or args.auto_scales:
         ips = None if args.iters_per_scale is None else [int(v) for v in A.floats(args.iters_per_scale,
                                                                                   "iters-per-scale")]
+        if ips is None:
+            ips = level_iters(args.iters, len(levels))
+        elif args.iters != 500:
+            print("nst-jax: note: --iters-per-scale sets each level's iterations; --iters is not used",
+                  file=sys.stderr)
         with flag:
             return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
                                            auto_scales=args.auto_scales, spec=spec, options=options)
@@ -242,7 +262,7 @@ def _run(args) -> int:
         _note_checkpoints(args, options, checked["shape"], plan)
         flag = InterruptFlag("nst-jax: interrupted; saving a checkpoint after the current step (press Ctrl-C "
                              "again to quit without saving)", cleanup=lambda: _remove_temps(plan))
-        r = _solve(args, spec, options, styles, spatial, settings, saved, plan, flag)
+        r = _solve(args, spec, options, styles, spatial, settings, saved, plan, flag, checked["levels"])
         with InterruptFlag("nst-jax: interrupted while writing the outputs; finishing them first",
                            cleanup=lambda: _remove_temps(plan)):
             return _write_result(args, r, plan, inputs, styles, resuming, flag.signum)
@@ -311,7 +331,7 @@ def add_stylize_parser(subparsers, add_command) -> None:
     sc = p.add_argument_group("scale control (Gatys et al. 2017, Sec. 6)")
     sc.add_argument("--scales", default=None, help="coarse-to-fine longest sides, e.g. 512,1024")
     sc.add_argument("--iters-per-scale", default=None,
-                    help="iterations per level, e.g. 500,200 (default 500 at the coarsest level, then /2.5 per "
+                    help="iterations per level, e.g. 500,200 (default: --iters at the coarsest level, then /2.5 per "
                          "level: 500,200,80,...)")
     sc.add_argument("--auto-scales", action="store_true",
                     help="levels by factors of 2 from 256 px up to --size (one compile per level size)")

@@ -26,6 +26,8 @@ __all__ = [
     "Params",
     "JaxParams",
     "cache_dir",
+    "cache_origin",
+    "make_folder",
     "cache_paths",
     "file_digest",
     "say",
@@ -50,14 +52,48 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``override``, else ``$NST_JAX_CACHE``, else ``$XDG_CACHE_HOME/nst-jax``, else
     ``~/.cache/nst-jax``."""
     if override is not None:
-        return Path(override).expanduser()
+        return _usable(Path(override).expanduser(), "the cache folder")
     env = os.environ.get("NST_JAX_CACHE")
     if env:
-        return Path(env).expanduser()
+        return _usable(Path(env).expanduser(), f"NST_JAX_CACHE={env}")
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg:
-        return Path(xdg).expanduser() / "nst-jax"
+        return _usable(Path(xdg).expanduser() / "nst-jax", f"XDG_CACHE_HOME={xdg}")
     return Path.home() / ".cache" / "nst-jax"
+
+
+def cache_origin() -> str:
+    """Where the cache folder comes from, for messages: ``NST_JAX_CACHE=...``, ``XDG_CACHE_HOME=...`` or the
+    default."""
+    for var in ("NST_JAX_CACHE", "XDG_CACHE_HOME"):
+        if os.environ.get(var):
+            return f"{var}={os.environ[var]}"
+    return "the default ~/.cache/nst-jax"
+
+
+def make_folder(folder: Path) -> Path:
+    """Create a cache folder (and its parents); a one-line ``ValueError`` naming the variable that chose it when that
+    fails (a read-only file system, no permission)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write the weights cache {folder} ({cache_origin()}): {e.strerror or one_line(e)}; "
+                         "point NST_JAX_CACHE to a writable folder") from None
+    return folder
+
+
+def _usable(folder: Path, origin: str) -> Path:
+    """``folder``, unless it (or a parent) is an existing file: then a one-line ``ValueError`` naming ``origin``."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"the weights cache {folder} ({origin}) is not a folder: {p} is a file; point "
+                                 "NST_JAX_CACHE to a folder")
+            break
+    return folder
 
 
 def cache_paths(name: str, cdir: Path) -> Tuple[Path, Path]:
@@ -241,9 +277,13 @@ def write_cache(name: str, params: Mapping[str, Mapping[str, object]], meta: Map
       ('tiny.npz', True)
     """
     npz, side = cache_paths(name, cdir)
-    sha = params_to_npz(params, npz)
-    meta = dict(meta, sha256=sha, file=npz.name)
-    atomic_write(side, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+    try:
+        sha = params_to_npz(params, npz)
+        meta = dict(meta, sha256=sha, file=npz.name)
+        atomic_write(side, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+    except OSError as e:
+        raise ValueError(f"cannot write the weights cache {cdir} ({cache_origin()}): {e.strerror or one_line(e)}; "
+                         "point NST_JAX_CACHE to a writable folder") from None
     return npz, sha
 
 

