@@ -72,6 +72,10 @@ COMPUTE_DTYPES = (None, "float32", "bfloat16")
 MIN_SIDE = 16
 #: Largest seed accepted (seeds feed ``jax.random.PRNGKey``, which takes 32-bit values).
 MAX_SEED = 2 ** 32 - 1
+#: Largest image side (px) a problem accepts (JPEG's and WebP's limit; one float copy of such an image is 48 GiB).
+MAX_SIDE = 65535
+#: Largest iteration count and history (the solvers count iterations and f+g evaluations in int32).
+MAX_COUNT = 2 ** 31 - 2
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # Gatys et al. 2016/2017 as in the 2017 paper's code: Gram / (H W), layer weights 1/C_l^2, alpha 1, beta 1e3.
@@ -244,7 +248,7 @@ class SolverConfig:
     def __post_init__(self):
         if self.name not in SOLVERS:
             raise SettingError("solver", f"unknown {{setting}} {self.name!r}; choose one of {', '.join(SOLVERS)}")
-        _int("history", self.history, 1)
+        _int("history", self.history, 1, MAX_COUNT)
         _number("lr", self.lr, positive=True, optional=True)
         _int("chunk", self.chunk, 1)
         _choice("loop", self.loop, LOOPS)
@@ -292,7 +296,7 @@ class SolveOptions:
     verbose: bool = False
 
     def __post_init__(self):
-        _int("iters", self.iters, 0)
+        _int("iters", self.iters, 0, MAX_COUNT)
         _int("print_every", self.print_every, 1, optional=True)
         if not isinstance(self.verbose, bool):
             raise SettingError("verbose", f"{{setting}} must be True or False, got {self.verbose!r}")
@@ -389,7 +393,7 @@ class SpatialConfig:
         if self.propagation not in PROPAGATIONS:
             raise SettingError("propagation", f"unknown guide {{setting}} {self.propagation!r}; choose one of "
                                               f"{', '.join(PROPAGATIONS)}")
-        _int("erode", self.erode, -10 ** 6)
+        _int("erode", self.erode, -10 ** 6, 10 ** 6)
         if not (isinstance(self.threshold, numbers.Real) and 0.0 < float(self.threshold) <= 1.0):
             raise SettingError("threshold", f"{{setting}} must be a number in (0, 1], got {self.threshold!r}")
         _number("guide_scale", self.guide_scale, positive=True, optional=True)
@@ -466,6 +470,8 @@ class ProblemSpec:
                                           and self.size >= MIN_SIDE):
             raise SettingError("size", f"{{setting}} must be at least {MIN_SIDE} px (the network halves the image 4 "
                                        f"times), got {self.size!r}")
+        if self.size is not None and self.size > MAX_SIDE:
+            raise SettingError("size", f"{{setting}} must be at most {MAX_SIDE} px, got {self.size!r}")
         _number("style_scale", self.style_scale, positive=True)
         for setting in ("content_weight", "style_weight", "tv_weight"):
             _number(setting, getattr(self, setting), optional=True)

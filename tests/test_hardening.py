@@ -105,7 +105,7 @@ ROWS = [
     ("blend count", [C, S, "-o", O, "--style-blend", "1,1"], ["2 blend weights", "one per style"]),
     ("not a number", [C, S, "-o", O, "--layer-weights", "a,b"], ["--layer-weights", "numbers"]),
     ("zero --style-scale", [C, S, "-o", O, "--style-scale", "0"], ["--style-scale", "> 0"]),
-    ("negative --iters", [C, S, "-o", O, "--iters", "-1"], ["--iters", ">= 0"]),
+    ("negative --iters", [C, S, "-o", O, "--iters", "-1"], ["--iters", "from 0"]),
     ("zero --lr", [C, S, "-o", O, "--lr", "0"], ["--lr", "> 0"]),
     ("zero --history", [C, S, "-o", O, "--history", "0"], ["--history", ">= 1"]),
     ("zero --checkpoint-every", [C, S, "-o", O, "--checkpoint-every", "0"], ["--checkpoint-every", ">= 1"]),
@@ -292,3 +292,429 @@ def test_nonfinite_loss_stops_keeps_last_finite_image_and_names_the_term(folder,
     rc = cli.main(argv + ["-o", str(tmp_path / "ref.png"), "--iters", "3", "--no-progress"])
     assert rc == 0
     np.testing.assert_array_equal(image.load_image(tmp_path / "nan.png"), image.load_image(tmp_path / "ref.png"))
+
+
+# ---------------------------------------------------------------------------------------------- never lose data
+
+def _png_named(path: pathlib.Path, size=(48, 48)):
+    """A valid PNG under any name (Pillow reads images by content, so an input may be called x.json or x.ckpt.npz)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, size + (3,), dtype=np.uint8)).save(buf, "PNG")
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+# (flag id, argv fragment naming the input file {f}, extra args it needs); {d} = the folder
+_INPUT_FLAGS = [
+    ("content", lambda f: [f, "{d}/style.jpg"], []),
+    ("style", lambda f: ["{d}/content.jpg", f], []),
+    ("--style REGION=FILE", lambda f: ["{d}/content.jpg", "--style", f"all={f}"], ["--content-mask", "all={d}/m.png"]),
+    ("--content-mask", lambda f: ["{d}/content.jpg", "{d}/style.jpg", "--content-mask", f"sky={f}"], []),
+    ("--style-mask", lambda f: ["{d}/content.jpg", "{d}/style.jpg", "--style-mask", f"sky={f}"],
+     ["--content-mask", "sky={d}/m.png"]),
+    ("--content-labels", lambda f: ["{d}/content.jpg", "{d}/style.jpg", "--content-labels", f], ["--legend", "a=#000"]),
+    ("--style-labels", lambda f: ["{d}/content.jpg", "{d}/style.jpg", "--content-labels", "{d}/m.png",
+                                  "--style-labels", f], ["--legend", "a=#000"]),
+    ("--mix-with", lambda f: ["{d}/content.jpg", "{d}/style.jpg", "--mix-with", f], []),
+    ("--init", lambda f: ["{d}/content.jpg", "{d}/style.jpg", "--init", f], []),
+    ("--weights", lambda f: ["{d}/content.jpg", "{d}/style.jpg", "--weights", f], []),
+]
+# how the output collides with the input: (id, input file name, -o)
+_COLLISIONS = [("-o", "in.png", "in.png"), ("trace", "in.json", "in.png"), ("checkpoint", "in.ckpt.npz", "in.png")]
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["", "--overwrite"])
+@pytest.mark.parametrize("collision", _COLLISIONS, ids=[c[0] for c in _COLLISIONS])
+@pytest.mark.parametrize("flag", _INPUT_FLAGS, ids=[f[0] for f in _INPUT_FLAGS])
+def test_no_input_file_can_be_an_output(tmp_path, capsys, flag, collision, overwrite):
+    """Every input, whichever flag names it, is refused as -o, as the JSON trace and as the checkpoint, with or without
+    --overwrite, before anything is loaded; nothing in the folder changes."""
+    _, name, out = collision
+    shutil.copy(sample_path("blue_marble"), tmp_path / "content.jpg")
+    shutil.copy(sample_path("great_wave"), tmp_path / "style.jpg")
+    _png_named(tmp_path / "m.png")
+    target = tmp_path / name
+    if flag[0] == "--weights":
+        weights.params_to_npz(weights.cache.to_numpy(vgg.init_params(jax.random.PRNGKey(0), "tiny19")), target)
+    else:
+        _png_named(target)
+    before = _snapshot(tmp_path)
+    argv = ["stylize"] + flag[1](str(target)) + flag[2] + ["-o", str(tmp_path / out), "--size", "32", "--iters", "1",
+                                                          "--no-progress"]
+    if flag[0] != "--weights":
+        argv += ["--weights", "tiny19"]
+    argv = [a.replace("{d}", str(tmp_path)) for a in argv] + (["--overwrite"] if overwrite else [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "one of the inputs" in err and name in err, err
+    assert _snapshot(tmp_path) == before
+
+
+def test_other_commands_protect_their_inputs(folder, tmp_path, capsys):
+    for argv in (["match-color", "{d}/content.jpg", "{d}/style.jpg", "-o", "{d}/style.jpg", "--overwrite"],
+                 ["mix-styles", "{d}/content.jpg", "{d}/style.jpg", "--match-colors-to", "{d}/mask.png", "-o",
+                  "{d}/mask.png", "--overwrite"],
+                 ["figure", "color", "--weights", "{d}/tiny.npz", "-o", "{d}/tiny.npz", "--overwrite"],
+                 ["weights", "convert", "{d}/tiny.npz", "-o", "{d}/tiny.npz"],
+                 ["weights", "convert", "{d}/tiny.npz", "-o", "{d}/nan.npz"]):  # exists, no --overwrite
+        before = _snapshot(folder)
+        assert cli.main([a.replace("{d}", str(folder)) for a in argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and ("one of the inputs" in err or "exists" in err), err
+        assert _snapshot(folder) == before
+
+
+_CONCURRENT = """
+import sys, time
+import nst_jax.transfer as T
+real = T.solve_problem
+def slow(*a, **k):  # every run is still solving when the others start
+    time.sleep(2.0)
+    return real(*a, **k)
+T.solve_problem = slow
+from nst_jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["", "--overwrite"])
+def test_concurrent_runs_with_the_same_output_never_both_succeed(folder, tmp_path, overwrite):
+    """Three runs started at once with the same -o: exactly one writes it (the others refuse in one line: another
+    run holds the output, or it exists); the image and its JSON trace come from the same run."""
+    import subprocess
+    import sys
+
+    argv = ["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(tmp_path / "same.png"),
+            "--weights", "tiny19", "--size", "32", "--iters", "3", "--no-progress"] + (["--overwrite"] if overwrite
+                                                                                       else [])
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT, *argv, "--seed", str(k), "--init", "noise"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+    done = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _, _ in done) == [0, 2, 2], done
+    for rc, _, err in done:
+        assert "Traceback" not in err
+        if rc == 2:
+            assert "another nst-jax run is writing" in err or "exists" in err, err
+    winner = [k for k, (rc, _, _) in enumerate(done) if rc == 0][0]
+    meta = image.read_png_metadata(tmp_path / "same.png")
+    trace = json.loads((tmp_path / "same.json").read_text())
+    assert json.loads(meta["seed"]) == trace["settings"]["seed"] == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.json", "same.png"]  # no lock or temp file left
+
+
+def _mount_tmpfs(path: pathlib.Path, options: str) -> None:
+    """Mount a tmpfs (root only, where the kernel allows it); skip the test with the reason otherwise."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a full or read-only file system needs a tmpfs mount, which needs root")
+    path.mkdir(exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 12 KiB file system (a tmpfs), unmounted after the test."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=12k")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_full_disk_leaves_no_output_at_all(folder, small_disk, capsys, monkeypatch):
+    """A disk too small for the outputs is refused before the solve; and when it fills up during the write (the
+    early check bypassed), neither the image nor the trace is left, the message names the output (not a temp file),
+    and a rerun is not told that the output exists."""
+    from nst_jax.cli import stylize as ST
+
+    argv = ["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(small_disk / "x.png"),
+            "--weights", "tiny19", "--size", "32", "--iters", "40", "--no-progress"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "free" in err and "choose another folder" in err and list(small_disk.iterdir()) == []
+    monkeypatch.setattr(ST, "_check_room", lambda *a: None)  # the disk "fills up" after the check
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "No space left" in err and "x." in err and ".tmp" not in err, err
+    assert sorted(p.name for p in small_disk.iterdir()) == []
+    monkeypatch.undo()
+    assert "exists" not in err
+
+
+def test_read_only_folder_is_refused_before_the_solve(folder, tmp_path, capsys):
+    import subprocess
+
+    ro = tmp_path / "ro"
+    _mount_tmpfs(ro, "ro,size=64k")
+    try:
+        rc = cli.main(["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(ro / "x.png")]
+                      + BASE)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "\n" not in err and "not writable" in err and "Read-only" in err, err
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_a_failed_write_leaves_none_of_the_outputs(folder, tmp_path, capsys, monkeypatch):
+    """Any platform: the trace's write fails (ENOSPC raised by the writer) after the image was staged: no file is
+    left, not even a temp file, and the error names the trace."""
+    import errno
+
+    from nst_jax.cli import stylize as ST
+
+    def full(obj):
+        def write(f):
+            f.write(b"{")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write
+
+    monkeypatch.setattr(ST, "json_writer", full)
+    rc = cli.main(["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(tmp_path / "x.png"),
+                   "--plot"] + BASE)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "x.json: No space left on device; free some space" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_of_one_run_never_share_a_name(folder, tmp_path, capsys):
+    from nst_jax.cli.outputs import unique_names
+
+    ratios = [1e-4, 1e-3, 1.4e-3, 1.04e-3, 0.1, 1 / 3]
+    names = unique_names(ratios)
+    assert len(set(names)) == len(ratios) and [float(n[6:]) for n in names] == ratios  # exact, and distinct
+    with pytest.raises(ValueError, match="more than once"):
+        unique_names([1e-3, 0.001])
+    assert cli.main(["sweep", str(folder / "content.jpg"), str(folder / "style.jpg"), "--ratios", "1e-3,0.001", "-o",
+                     str(tmp_path / "sw")] + BASE) == 2
+    assert "more than once" in capsys.readouterr().err and not (tmp_path / "sw").exists()
+
+
+# ---------------------------------------------------------------------------------------------- bounded memory
+
+def _forged_png(path: pathlib.Path, w: int = 15000, h: int = 11000) -> pathlib.Path:
+    """A 2 KB PNG whose header claims w x h px: 50 rows of real data, then the stream ends."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    data = comp.compress((b"\0" + b"\0" * (w * 3)) * 50) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def _peak_rss_mib(code: str) -> float:
+    """Peak resident set (MiB) of a fresh Python process running ``code``."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", code + "\nimport resource; print(resource.getrusage("
+                          "resource.RUSAGE_SELF).ru_maxrss)"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return int(res.stdout.strip().splitlines()[-1]) / 1024
+
+
+def test_images_whose_header_promises_too_much_cost_little(tmp_path, capsys):
+    """A 2 KB PNG claiming 15000x11000 px is refused before decoding (it cost 6 GiB before); a big JPEG is decoded at
+    a reduced scale when a small size is asked for; the CLI refuses the forged file in one line."""
+    fake = _forged_png(tmp_path / "fake.png")
+    with pytest.raises(ValueError, match="claims 15000x11000 px but holds only .* forged"):
+        image.load_image(fake, size=64)
+    code = f"from nst_jax.image import load_image\ntry:\n    load_image({str(fake)!r}, size=256)\nexcept ValueError:\n" \
+           "    pass"
+    assert _peak_rss_mib(code) < 300
+    Image.new("RGB", (6000, 4000), (90, 120, 200)).save(tmp_path / "big.jpg", quality=90)
+    code = f"from nst_jax.image import load_image\nx = load_image({str(tmp_path / 'big.jpg')!r}, size=300)\n" \
+           "assert x.shape == (200, 300, 3), x.shape"
+    assert _peak_rss_mib(code) < 300  # full-size float copies would be 6000 x 4000 x 3 x 4 B = 275 MiB each
+    rc = cli.main(["stylize", str(fake), str(sample_path("great_wave")), "-o", str(tmp_path / "o.png")] + BASE)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "forged" in err and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["--size", "30000"], "the solve"),  # no --memory-limit: the default guard, against the free memory
+    (["--size", "32", "--style-scale", "400", "--memory-limit", "2GB"], "targets"),  # a style at its own size
+    (["--scales", "32,6000", "--memory-limit", "4GB"], "the solve"),  # the largest pyramid level
+    (["--size", "32", "--history", "200000", "--checkpoint-every", "1", "--memory-limit", "8GB"], "the solve"),
+], ids=["default guard", "style scale", "pyramid level", "history and checkpoint"])
+def test_memory_guard_covers_the_whole_run(folder, capsys, argv, where):
+    before = _snapshot(folder)
+    rc = cli.main(["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(folder / "big.png"),
+                   "--weights", "tiny19", "--iters", "1", "--no-progress"] + argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "GiB" in err and where in err, err
+    assert _snapshot(folder) == before
+
+
+def test_memory_guard_counts_every_sweep_member_and_decoding(folder, tmp_path, capsys):
+    """A sweep's K members are solved at once (refused at K=200 where K=2 fits); decoding a huge input counts."""
+    from nst_jax import memory
+
+    base = ["sweep", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(tmp_path / "sw"), "--weights",
+            "tiny19", "--size", "256", "--iters", "1", "--no-progress", "--memory-limit", "3GB"]
+    assert cli.main(base + ["--ratios", ",".join(f"{1 + k}e-3" for k in range(200))]) == 2
+    assert "GiB" in capsys.readouterr().err and not (tmp_path / "sw").exists()
+    est = memory.estimate_run([(32, 32)], decode=[((11000, 15000), (23, 32), "PNG")])
+    assert est["peak"] > 1.2 * 2 ** 30 and est["decode"] > est["solve"]  # the decode is the run's peak
+
+
+def test_checkpoints_store_only_the_history_in_use(tmp_path):
+    """Slots of all-zero bits (history pairs not yet in use) are not stored; loading restores them bit for bit
+    (including -0.0 in used slots)."""
+    from nst_jax import checkpoint as CK
+
+    hist = np.zeros((10, 64, 64, 3), np.float32)
+    hist[:2] = np.random.default_rng(0).normal(size=(2, 64, 64, 3))
+    hist[1, 0, 0, 0] = -0.0
+    state = {"s": hist, "y": hist * 2, "k": np.int32(2)}
+    kw = dict(image=np.full((64, 64, 3), 0.5), iteration=2, n_fg=3, values=[3.0, 2.0, 1.0], nfevs=[1, 2, 3],
+              settings={}, seed=0)
+    small = CK.save_checkpoint(tmp_path / "a.ckpt.npz", state=state, **kw).stat().st_size
+    full = CK.save_checkpoint(tmp_path / "b.ckpt.npz", state={"s": hist + 1, "y": hist + 1, "k": np.int32(2)},
+                              **kw).stat().st_size
+    assert small < 0.3 * full
+    ck = CK.load_checkpoint(tmp_path / "a.ckpt.npz")
+    for got, want in zip(ck.state_leaves, jax.tree_util.tree_leaves(state)):
+        assert got.dtype == want.dtype and np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+# ---------------------------------------------------------------------------------------------- every argument
+
+_FUZZ_VALUES = ["0", "-1", "1", "2", "3", "16", "32", "1e309", "nan", "-inf", "99999999999999999999999", ",", "",
+                " ", "a,b", "relu9_9", "relu1_1,", "none", "original", "1e-3", "\u00e9\u6f22", "x=y", "sky=", "=m.png",
+                "sky={d}/mask.png", "{d}/content.jpg", "{d}/nope.png", "{d}", "{d}/corrupt.jpg", "0x10", "1,2,3",
+                "-5e300", "avg", "luminance", "adam", "stacked", "sky=#87ceeb"]
+# values each flag takes (the fuzz mixes them with the hostile ones, so that runs also get past the checks)
+_FUZZ_VALID = {"--size": ["16", "24", "original"], "--iters": ["0", "2"], "--seed": ["0", "4294967295"],
+               "--style-layers": ["relu1_1", "relu2_1,relu3_1"], "--content-layers": ["relu3_1", "none"],
+               "--content-weight": ["0", "5"], "--style-weight": ["1e6"], "--tv-weight": ["1e-3"],
+               "--style-scale": ["0.5"], "--history": ["3"], "--lr": ["0.5"], "--init": ["noise", "style"],
+               "--solver": ["adam"], "--color": ["luminance", "original"], "--preset": ["neural-style"],
+               "--pooling": ["avg"], "--memory-limit": ["none", "64GB"], "--print-every": ["1"], "--bit-depth": ["16"],
+               "--lum-match": ["mean"], "--match-mode": ["chol"]}
+_FUZZ_FLAGS = ["--size", "--iters", "--seed", "--content-layers", "--style-layers", "--layer-weights", "--style-blend",
+               "--content-weight", "--style-weight", "--tv-weight", "--style-scale", "--history", "--lr", "--init",
+               "--solver", "--color", "--preset", "--pooling", "--memory-limit", "--print-every", "--save-every",
+               "--checkpoint-every", "--content-mask", "--style-mask", "--style", "--erode", "--scales",
+               "--iters-per-scale", "--bit-depth", "--weights", "--match-mode", "--lum-match", "--spatial",
+               "--propagation", "--legend", "--content-labels", "--mix-with", "-o"]
+
+
+def _fuzz_case(folder: pathlib.Path, pairs, data_dir: pathlib.Path):
+    argv = ["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(data_dir / "out.png"),
+            "--weights", "tiny19", "--size", "32", "--iters", "1", "--no-progress"]
+    for flag, value in pairs:
+        value = value.replace("{d}", str(folder))
+        if flag in ("--iters", "--save-every", "--print-every", "--checkpoint-every") and value.isdigit() and \
+                int(value) > 3:
+            value = "3"  # keep the runs short: large valid counts only cost time
+        argv += [flag, value]
+    return argv
+
+
+def test_fuzzed_command_lines_end_cleanly(folder, tmp_path_factory):
+    """Property: any stylize command line (random flags with hostile values on a valid base) exits 0 or 2, never
+    shows a traceback, prints one line on error, and writes nothing when it exits 2."""
+    import contextlib
+    import io as _io
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    hostile = st.tuples(st.sampled_from(_FUZZ_FLAGS), st.sampled_from(_FUZZ_VALUES))
+    valid = st.sampled_from(sorted(_FUZZ_VALID)).flatmap(lambda f: st.tuples(st.just(f), st.sampled_from(_FUZZ_VALID[f])))
+    pairs = st.lists(st.one_of(valid, valid, hostile), min_size=1, max_size=3)
+
+    @settings(max_examples=40, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(pairs)
+    def check(chosen):
+        data_dir = tmp_path_factory.mktemp("fuzz")
+        before, inputs_before = _snapshot(data_dir), _snapshot(folder)
+        err, out = _io.StringIO(), _io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                rc = cli.main(_fuzz_case(folder, chosen, data_dir))
+            except SystemExit as e:  # argparse: usage line + error line
+                rc = e.code
+        text = err.getvalue()
+        seen.append(rc)
+        assert rc in (0, 2), (chosen, rc, text)
+        assert "Traceback" not in text, (chosen, text)
+        assert _snapshot(folder) == inputs_before, chosen
+        if rc == 2:
+            errors = [ln for ln in text.splitlines() if "error:" in ln]
+            assert len(errors) == 1, (chosen, text)
+            assert _snapshot(data_dir) == before, (chosen, text)
+
+    seen = []
+    check()
+    assert seen.count(0) >= 3 and seen.count(2) >= 10, seen  # the fuzz reached both outcomes
+
+
+def test_hand_edited_checkpoints_are_refused_in_one_line(folder, tmp_path, capsys):
+    """A checkpoint edited by hand (types, shapes, ranges, recorded arguments) ends in one line, never a traceback."""
+    from nst_jax import checkpoint as CK
+
+    argv = ["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(tmp_path / "h.png"),
+            "--checkpoint-every", "1"] + BASE
+    rc = cli.main(argv)
+    assert rc == 0
+    good = {"format": np.array(CK.FORMAT), "settings": np.array(json.dumps({"args": {
+        "content": str(folder / "content.jpg"), "output": str(tmp_path / "h.png"), "style": [str(folder / "style.jpg")],
+        "weights": "tiny19", "size": 32, "iters": 2, "no_progress": True}})), "image": np.full((32, 32, 3), 0.5,
+                                                                                             np.float32),
+        "iteration": np.array(1), "n_fg": np.array(2), "seed": np.array(0), "trace_values": np.ones(2, np.float32),
+        "trace_nfevs": np.ones(2, np.int32), "state_names": np.array([".x"])}
+    edits = {"iteration as float": {"iteration": np.array(1.5)}, "negative n_fg": {"n_fg": np.array(-3)},
+             "text image": {"image": np.array(["a"])}, "NaN image": {"image": np.full((32, 32, 3), np.nan, np.float32)},
+             "short trace": {"trace_values": np.ones(1, np.float32)}, "settings a list": {"settings": np.array("[1]")},
+             "settings not JSON": {"settings": np.array("{")}, "missing leaf": {},
+             "slot out of range": {"state/00000": np.ones((1, 2), np.float32), "slots/00000": np.array([7]),
+                                   "shape/00000": np.array([2, 2])},
+             "size as text": {"settings": np.array(json.dumps({"args": {"content": str(folder / "content.jpg"),
+                                                                         "output": str(tmp_path / "h.png"),
+                                                                         "size": "big"}}))},
+             "iters as list": {"settings": np.array(json.dumps({"args": {"content": str(folder / "content.jpg"),
+                                                                          "output": str(tmp_path / "h.png"),
+                                                                          "iters": [3]}}))}}
+    for what, change in edits.items():
+        data = dict(good, **change)
+        if what != "missing leaf" and "state/00000" not in data:
+            data["state/00000"] = np.zeros((32, 32, 3), np.float32)
+        path = tmp_path / "e.ckpt.npz"
+        np.savez(path, **data)
+        capsys.readouterr()
+        rc = cli.main(["resume", str(path), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "\n" not in err and "Traceback" not in err, (what, err)
+        assert "damaged" in err or "edited" in err or "not a valid value" in err, (what, err)
+        assert "resume --overwrite" not in err and "pass --overwrite" not in err, (what, err)
+
+
+def test_python_api_refuses_odd_values_with_the_reason():
+    """Complex, string or boolean weights and images of the wrong kind are refused with a ValueError naming the
+    setting (never a TypeError or a silent cast)."""
+    import nst_jax
+
+    c, s = sample_path("blue_marble"), sample_path("great_wave")
+    for kw, words in (({"layer_weights": [1j] * 5}, "layer_weights"), ({"layer_weights": ["a"] * 5}, "layer_weights"),
+                      ({"style_weight": 1 + 2j}, "style_weight"), ({"style_blend": [True]}, "style_blend"),
+                      ({"content_weight": "1"}, "content_weight"), ({"iters": 2 ** 40}, "iters"),
+                      ({"seed": 2 ** 64}, "seed"), ({"size": 10 ** 30}, "size"),
+                      ({"spatial": {"content_masks": {"a": str(c)}, "region_weights": [np.nan]}}, "region_weights")):
+        with pytest.raises(ValueError, match=words):
+            nst_jax.stylize(c, s, weights="tiny19", progress=False, **{"size": 32, "iters": 1, **kw})
+    for bad, words in ((np.zeros((32, 32, 3), complex), "dtype"), (np.full((32, 32, 3), 300.0), "outside"),
+                       (np.full((32, 32, 3), np.nan), "NaN")):
+        with pytest.raises(ValueError, match=words):
+            nst_jax.stylize(bad, s, weights="tiny19", size=32, iters=1, progress=False)

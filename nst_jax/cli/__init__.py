@@ -133,6 +133,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = "--debug" in words
     with InterruptFlag(raise_first=True), warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        # Pillow warns above 89 Mpx; the memory guard (nst_jax.cli.checks) decides whether a large image fits
+        warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
         try:
             return _run(argv)
         except KeyboardInterrupt as e:

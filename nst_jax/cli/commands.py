@@ -120,7 +120,8 @@ def _sweep(args) -> int:
     inputs = input_files(args, weights_files(args.weights))
     names = [outdir / f"{stem}.png" for stem in unique_names(ratios)]
     outputs = [("image", n) for n in names] + [("grid", outdir / "grid.png"), ("sweep record", outdir / "sweep.json")]
-    check_outputs(outputs, inputs, args.overwrite)
+    if outdir.exists():  # a new folder holds no input and no old output
+        check_outputs(outputs, inputs, args.overwrite)
     spec, options = A.problem_spec(args, spatial), A.solve_options(args)
     checked = check_inputs(args, spec, options, styles, batch=len(ratios), checkpoint=False)
     h, w = checked["shape"]
