@@ -69,6 +69,7 @@ class InterruptFlag:
         self._old_fd = None
         self._pipe = None
         self._thread = None
+        self._old_hook = None
 
     def __call__(self) -> bool:
         return self.set
@@ -99,11 +100,22 @@ class InterruptFlag:
                     if count >= 2:
                         self._quit(signum)
 
-    def _quit(self, signum: int) -> None:
+    def _unraisable(self, unraisable) -> None:
+        """An :class:`Interrupted` raised where Python cannot propagate it (a garbage-collection callback, a
+        ``__del__``) would be printed as "Exception ignored ..." and lost: end the process instead."""
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.raise_first:
+            print("nst-jax: interrupted", file=sys.stderr, flush=True)
+            self._quit(self.signum or signal.SIGINT, quiet=True)
+        elif self._old_hook is not None:
+            self._old_hook(unraisable)
+
+    def _quit(self, signum: int, quiet: bool = False) -> None:
         try:
             if self.cleanup is not None:
                 self.cleanup()
-            print(f"nst-jax: {signal.Signals(signum).name} again: quit without saving", file=sys.stderr, flush=True)
+            if not quiet:
+                print(f"nst-jax: {signal.Signals(signum).name} again: quit without saving", file=sys.stderr,
+                      flush=True)
         finally:
             os._exit(exit_status(signum))
 
@@ -112,6 +124,7 @@ class InterruptFlag:
             return self
         for s in SIGNALS:
             self._previous[s] = signal.signal(s, self._handler)
+        self._old_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         try:
@@ -136,3 +149,5 @@ class InterruptFlag:
         for s, previous in self._previous.items():
             signal.signal(s, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
+        if self._old_hook is not None:
+            sys.unraisablehook, self._old_hook = self._old_hook, None

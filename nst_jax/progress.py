@@ -9,7 +9,7 @@ state, trace)`` with the trace so far) and shows:
   not a terminal: ``nst-jax: ~0.85 s per iteration: about 7m05s for the 499 iterations left``;
 * with ``print_every`` N, one log-friendly line on stdout per N iterations, whatever stdout is::
 
-      iter 50/500  loss 1.234e+05  content 1.2e+01  style 3.4e+02  tv 5.6e+03  fg 51  12.3s
+      iter 50/500  loss 1.234e+05  content 12.3  style 345.6  tv 5678  fg 51  seconds 12.3
 
   and with ``verbose`` the term of every layer (``style[relu1_1] 2.1e+02 ...``, each layer's share of the
   unweighted term), evaluated on the image at that iteration (chunks end there).
@@ -138,7 +138,7 @@ class Progress:
                 terms = {k: np.asarray(v)[0] for k, v in terms.items()}
             line = (f"iter {it}/{self.total}  loss {values[it]:.4g}  " + "  ".join(
                 f"{k} {float(np.asarray(v)[it]):.4g}" for k, v in terms.items()) +
-                    f"  fg {int(nfevs[it])}  {float(np.ravel(seconds)[it]):.1f}s")
+                    f"  fg {int(nfevs[it])}  seconds {float(np.ravel(seconds)[it]):.1f}")
             if self.layers is not None and it == done:
                 line += "  " + "  ".join(f"{k} {v:.4g}" for k, v in self.layers(x).items())
             if self.tty:

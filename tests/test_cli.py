@@ -185,3 +185,125 @@ def test_spatial_cli_label_image(tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ["--overwrite"]) == 2
     assert "--legend" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- daily use
+
+def test_print_every_logs_every_term_and_layer(tmp_path, capsys):
+    """--print-every N: one line per N iterations on stdout (not a terminal here) with the loss and its terms; with
+    --verbose each layer's share, which add up to the term."""
+    out = tmp_path / "p.png"
+    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(out), "--size", "32", "--iters", "4",
+                 "--print-every", "2", "--verbose", *TINY]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("iter ")]
+    assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
+    trace = json.loads(out.with_suffix(".json").read_text())["trace"]
+    for ln, it in zip(lines, (2, 4)):
+        words = ln.split()
+        vals = {k: float(v) for k, v in zip(words[2::2], words[3::2])}
+        for term in ("loss", "content", "style", "tv"):
+            assert np.isclose(vals[term], trace[it][term], rtol=1e-3), (term, ln)
+        layers = {k: v for k, v in vals.items() if k.startswith("style[")}
+        assert len(layers) == 5 and np.isclose(sum(layers.values()), vals["style"], rtol=1e-3)
+        assert np.isclose(vals["content[relu4_2]"], vals["content"], rtol=1e-3)
+
+
+def test_progress_line_compiles_then_estimates():
+    """On a terminal: 'compiling ...' first, then the status with rate, time left and memory; once, after the first
+    timed chunk, the estimate of the whole run (also printed when not on a terminal)."""
+    import io
+    import time
+
+    from nst_jax.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream in (Tty(), io.StringIO()):
+        p = Progress(100, "stylize", True, memory="1.0 GiB", stream=stream)
+        p.update(1, 10.0, 2)
+        time.sleep(0.05)
+        p.update(11, 5.0, 12)
+        p.close()
+        text = stream.getvalue()
+        assert ("compiling ..." in text) == isinstance(stream, Tty)
+        assert text.count("s per iteration: about") == 1 and "for the 89 iterations left" in text
+        assert ("memory ~1.0 GiB" in text and "it/s" in text) == isinstance(stream, Tty)
+
+
+def test_version_and_size_original(tmp_path, capsys):
+    import nst_jax
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"nst-jax {nst_jax.__version__} (jax ")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    out = tmp_path / "o.png"
+    assert main(["stylize", str(tmp_path / "c.png"), str(S("great_wave")), "-o", str(out), "--size", "original",
+                 "--iters", "1", *TINY]) == 0
+    assert Image.open(out).size == (56, 40)
+
+
+def _png16_pixels(path):
+    """The pixels of a 16-bit RGB PNG, decoded independently (zlib, filter type 0 rows, as nst-jax writes them)."""
+    import struct
+    import zlib
+
+    data, pos, idat = path.read_bytes(), 8, b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", data[pos + 8:pos + 18])
+        idat += data[pos + 8:pos + 8 + n] if kind == b"IDAT" else b""
+        pos += 12 + n
+    assert (depth, ctype) == (16, 2)
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * 6)
+    assert not rows[:, 0].any()
+    return rows[:, 1:].copy().view(">u2").reshape(h, w, 3).astype(np.uint16)
+
+
+def test_sixteen_bit_png_and_tiff(tmp_path):
+    img = np.random.default_rng(1).uniform(size=(5, 7, 3)).astype(np.float32)
+    want = np.round(img.astype(np.float64) * 65535).astype(np.uint16)
+    png = I.save_image(tmp_path / "a.png", img, bits=16, metadata={"k": "v"})
+    np.testing.assert_array_equal(_png16_pixels(png), want)
+    assert I.read_png_metadata(png) == {"k": "v"}
+    tif = I.save_image(tmp_path / "a.tif", img, bits=16)
+    with Image.open(tif) as im:
+        assert im.size == (7, 5) and im.tag_v2[258] == (16, 16, 16)
+    raw = tif.read_bytes()
+    np.testing.assert_array_equal(np.frombuffer(raw[-5 * 7 * 6:], "<u2").reshape(5, 7, 3), want)
+    with pytest.raises(ValueError, match="JPEG holds 8"):
+        I.save_image(tmp_path / "a.jpg", img, bits=16)
+    out = tmp_path / "o.png"
+    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(out), "--size", "32", "--iters",
+                 "1", "--bit-depth", "16", *TINY]) == 0
+    assert _png16_pixels(out).shape == (32, 32, 3)
+
+
+def test_settings_record_the_weights_file_and_scales_follow_iters(tmp_path):
+    """A weights file is recorded by absolute path and sha256 in every command's settings; coarse-to-fine levels
+    follow --iters when --iters-per-scale is not given."""
+    import hashlib
+
+    import jax
+
+    from nst_jax import vgg, weights
+
+    w = tmp_path / "w.npz"
+    weights.params_to_npz(weights.cache.to_numpy(vgg.init_params(jax.random.PRNGKey(0), "tiny19")), w)
+    sha = hashlib.sha256(w.read_bytes()).hexdigest()
+    for name, extra in (("one.png", ["--size", "32", "--iters", "2"]), ("pyr.png", ["--scales", "32,48", "--iters",
+                                                                                     "2"])):
+        out = tmp_path / name
+        assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(out), "--weights", str(w),
+                     "--no-progress", *extra]) == 0
+        meta = I.read_png_metadata(out)
+        assert meta["weights_path"] == str(w) and meta["weights_sha256"] == sha, name
+    trace = json.loads((tmp_path / "pyr.json").read_text())
+    assert trace["settings"]["iters_per_scale"] == [2, 2] and trace["n_fg"] == 3 + 3
+    out = tmp_path / "mix.png"
+    assert main(["mix-styles", str(S("great_wave")), str(S("starry_night")), "-o", str(out), "--size", "32",
+                 "--iters", "1", "--weights", str(w), "--no-progress"]) == 0
+    assert I.read_png_metadata(out)["weights_sha256"] == sha

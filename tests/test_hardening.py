@@ -718,3 +718,88 @@ def test_python_api_refuses_odd_values_with_the_reason():
                        (np.full((32, 32, 3), np.nan), "NaN")):
         with pytest.raises(ValueError, match=words):
             nst_jax.stylize(bad, s, weights="tiny19", size=32, iters=1, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- errors that help
+
+def _parser_flags():
+    """Every option string of every command and sub-command of the real parser."""
+    import argparse
+
+    flags, todo = set(), [cli.build_parser()]
+    while todo:
+        p = todo.pop()
+        for action in p._actions:
+            flags.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return flags
+
+
+def test_messages_only_suggest_flags_that_exist():
+    """Every ``--flag`` named in a string of the package (error messages, notes, help; not docstrings, not another
+    tool's command line) is a real option."""
+    import ast
+    import re
+
+    flags = _parser_flags() | {"--no-deps", "--only-binary", "--disable-pip-version-check"}  # pip's, for pip download
+    pkg = pathlib.Path(cli.__file__).parent.parent
+    unknown = []
+    for path in sorted(pkg.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*(?![\w])", node.value):
+                    if flag not in flags:
+                        unknown.append((path.name, flag))
+    assert not unknown, unknown
+
+
+def test_errors_blame_the_right_thing(folder, tmp_path, capsys, monkeypatch):
+    """A NaN pixel is blamed on the image (not the weights); a bad cache folder names NST_JAX_CACHE; a region
+    eroded to nothing is an error; warnings are 'nst-jax: warning:' lines."""
+    Image.fromarray(np.full((40, 40), np.nan, np.float32), "F").save(tmp_path / "nan.tif")
+    dot = np.zeros((64, 64), np.uint8)
+    dot[30:34, 30:34] = 255  # 2x2 px at --size 32: no 3x3 receptive field fits inside at any layer
+    Image.fromarray(dot).save(tmp_path / "dot.png")
+    for argv, words in (
+            ([str(tmp_path / "nan.tif"), str(folder / "style.jpg")], ["nan.tif", "NaN"]),
+            ([str(folder / "content.jpg"), str(folder / "style.jpg"), "--content-mask", f"a={tmp_path / 'dot.png'}",
+              "--content-mask", f"b={folder / 'mask.png'}", "--propagation", "inside"], ["'a'", "vanish", "--erode"])):
+        assert cli.main(["stylize", *argv, "-o", str(tmp_path / "o.png")] + BASE) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+        assert len(err) == 1 and all(w in err[0] for w in words) and "weights" not in err[0], err
+    monkeypatch.setenv("NST_JAX_CACHE", str(folder / "content.jpg"))
+    assert cli.main(["weights", "fetch", "vgg16-hed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "NST_JAX_CACHE=" in err and "not a folder" in err, err
+    monkeypatch.delenv("NST_JAX_CACHE")
+    Image.fromarray(np.full((100, 100), 255, np.uint8)).save(tmp_path / "big_mask.png")  # same aspect, other size
+    assert cli.main(["stylize", str(folder / "mask.png"), str(folder / "style.jpg"), "--content-mask",
+                     f"a={tmp_path / 'big_mask.png'}", "-o", str(tmp_path / "w.png")] + BASE) == 0
+    err = capsys.readouterr().err
+    warn = [ln for ln in err.splitlines() if "resizing" in ln]
+    assert len(warn) == 1 and warn[0].startswith("nst-jax: warning: ") and "UserWarning" not in err, err
+
+
+def test_images_from_pipes_work(folder, tmp_path):
+    """/dev/stdin and named pipes (process substitution) are read once into a temp file, then used as any file."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    with open(folder / "content.jpg", "rb") as stdin:
+        res = subprocess.run([sys.executable, "-m", "nst_jax.cli", "stylize", "/dev/stdin", str(folder / "style.jpg"),
+                              "-o", str(tmp_path / "a.png")] + BASE, stdin=stdin, capture_output=True, text=True,
+                             timeout=300)
+    assert res.returncode == 0, res.stderr
+    fifo = tmp_path / "style.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes((folder / "style.jpg").read_bytes()))
+    writer.start()
+    assert cli.main(["stylize", str(folder / "content.jpg"), str(fifo), "-o", str(tmp_path / "b.png")] + BASE) == 0
+    writer.join()
+    np.testing.assert_array_equal(image.load_image(tmp_path / "a.png"), image.load_image(tmp_path / "b.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png", "b.json", "b.png", "style.fifo"]

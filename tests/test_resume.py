@@ -106,21 +106,132 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(inputs, ref
     assert not ckpt.exists()  # finished: nothing left to resume
 
 
-def test_sigint_saves_image_and_checkpoint_exits_130_and_resumes(inputs, reference, capsys):
-    ckpt = inputs / "int.ckpt.npz"
-    argv = _args(inputs, "int.png", "--checkpoint-every", "2")
-    done = _start_and_signal(argv, ckpt, signal.SIGINT)
-    assert done.returncode == 130, done.stderr
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_image_and_checkpoint_and_resumes(inputs, reference, capsys, sig, status):
+    """Ctrl-C and SIGTERM (batch schedulers, ``timeout``) alike: the current image and a checkpoint are saved, no temp
+    file is left, the exit status is 128 + the signal, and the resumed run equals the uninterrupted one."""
+    name = f"int{status}"
+    ckpt = inputs / f"{name}.ckpt.npz"
+    argv = _args(inputs, f"{name}.png", "--checkpoint-every", "2")
+    done = _start_and_signal(argv, ckpt, sig)
+    assert done.returncode == status, done.stderr
+    assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert "interrupted at iteration" in last and "int.partial.png" in last and "nst-jax resume" in last
+    assert "at iteration" in last and f"{name}.partial.png" in last and "nst-jax resume" in last
     saved = CK.load_checkpoint(ckpt)
     assert 2 <= saved.iteration < ITERS
     # the partial image is the checkpoint's image (8-bit)
-    np.testing.assert_allclose(image.load_image(inputs / "int.partial.png"), saved.image, atol=0.5 / 255 + 1e-6)
-    assert not (inputs / "int.png").exists()
+    np.testing.assert_allclose(image.load_image(inputs / f"{name}.partial.png"), saved.image, atol=0.5 / 255 + 1e-6)
+    assert not (inputs / f"{name}.png").exists() and not list(inputs.glob(f".{name}*"))  # no temp or lock file
     assert cli.main(argv + ["--resume"]) == 0, capsys.readouterr().err
-    _assert_same_as_reference(inputs, "int", reference)
-    assert not ckpt.exists() and not (inputs / "int.partial.png").exists()
+    _assert_same_as_reference(inputs, name, reference)
+    assert not ckpt.exists() and not (inputs / f"{name}.partial.png").exists()
+
+
+_STUCK_SAVE = _SLOW_SAVE.replace("time.sleep(1.0)", "time.sleep(60.0)")
+
+
+def test_a_second_signal_quits_at_once(inputs, tmp_path):
+    """The second Ctrl-C ends the process within seconds even while the main thread is busy (here: 60 s inside the
+    checkpoint writer), without a traceback and without leaving temp files."""
+    for name in ("content.jpg", "style.jpg"):
+        shutil.copy(inputs / name, tmp_path / name)
+    ckpt = tmp_path / "q.ckpt.npz"
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK_SAVE] + _args(tmp_path, "q.png", "--checkpoint-every", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not ckpt.exists():
+        assert proc.poll() is None and time.time() - t0 < 240, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    t1 = time.time()
+    err = proc.communicate(timeout=30)[1]
+    assert time.time() - t1 < 5 and proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and "quit without saving" in err
+    assert not list(tmp_path.glob(".q*")) and not (tmp_path / "q.png").exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_during_start_up_prints_no_traceback(inputs, tmp_path, delay):
+    """While Python imports JAX, loads weights or compiles, Ctrl-C ends the command with status 130 and one line."""
+    proc = subprocess.Popen([sys.executable, "-m", "nst_jax.cli"] + _args(tmp_path, "s.png")[:1] + [
+        str(inputs / "content.jpg"), str(inputs / "style.jpg"), "-o", str(tmp_path / "s.png")] + RUN,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode in (0, 130), err  # 0: it had finished already
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    if proc.returncode == 130:
+        assert err.strip().splitlines()[-1].startswith("nst-jax: interrupted")
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_checkpoints_identify_inputs_by_content_and_absolute_path(inputs, reference, tmp_path, monkeypatch, capsys):
+    """A run started with relative paths (--init FILE here; every file flag alike) resumes from another folder that
+    holds a different file of the same name: the recorded absolute path is used, the content is checked by sha256."""
+    run_dir, other = tmp_path / "run", tmp_path / "other"
+    run_dir.mkdir()
+    other.mkdir()
+    for name in ("content.jpg", "style.jpg"):
+        shutil.copy(inputs / name, run_dir / name)
+    shutil.copy(inputs / "content.jpg", run_dir / "start.jpg")  # --init start.jpg = the content: the reference run
+    shutil.copy(inputs / "style.jpg", other / "start.jpg")  # same name, other content
+    monkeypatch.chdir(run_dir)
+    argv = ["stylize", "content.jpg", "style.jpg", "-o", "o.png", "--init", "start.jpg", "--checkpoint-every", "2"] + RUN
+    _interrupted_at(argv, monkeypatch, 4)
+    saved = CK.load_checkpoint(run_dir / "o.ckpt.npz")
+    assert saved.settings["args"]["init"] == str(run_dir / "start.jpg")
+    assert saved.settings["compare"]["init"] == CK.file_sha256(run_dir / "start.jpg")
+    monkeypatch.chdir(other)
+    capsys.readouterr()
+    assert cli.main(["resume", str(run_dir / "o.ckpt.npz"), "--no-progress"]) == 0, capsys.readouterr().err
+    _assert_same_as_reference(run_dir, "o", reference)
+    assert not (run_dir / "o.ckpt.npz").exists()
+
+
+def _interrupted_at(argv, monkeypatch, after_iters: int):
+    """Run the CLI in-process (relative paths allowed) and stop it once a chunk ends at or after ``after_iters``."""
+    from nst_jax import runner
+
+    seen = {"done": 0}
+    real_report = runner.Solve._report
+
+    def report(self, done, *args):
+        seen["done"] = done
+        return real_report(self, done, *args)
+
+    monkeypatch.setattr(runner.Solve, "_report", report)
+    monkeypatch.setattr(CK.InterruptFlag, "__call__", lambda self: seen["done"] >= after_iters)
+    assert cli.main(argv) == 130
+    monkeypatch.setattr(runner.Solve, "_report", real_report)
+    monkeypatch.setattr(CK.InterruptFlag, "__call__", lambda self: self.set)
+
+
+def test_every_file_flag_is_recorded_by_content_and_absolute_path(tmp_path, monkeypatch):
+    """run_settings finds the files of every flag by value (label images, --mix-with, masks, REGION=FILE, weights
+    files, flags added later): sha256 in ``compare``, absolute path in ``args``."""
+    import argparse
+
+    from nst_jax.cli.stylize import run_settings
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("c.png", "s.png", "lab.png", "mix.png", "m.png", "w.npz", "new.png"):
+        (tmp_path / name).write_bytes(name.encode())
+    args = argparse.Namespace(content="c.png", style=["s.png"], output="o.png", content_labels="lab.png",
+                              style_labels=["lab.png"], mix_with="mix.png", content_mask=["sky=m.png"], style_mask=[],
+                              region_style=[], init="content", weights="w.npz", some_future_file_flag="new.png",
+                              size=32, func=None, debug=False)
+    rec = run_settings(args)
+    sha = CK.file_sha256
+    for key, value in (("content", "c.png"), ("content_labels", "lab.png"), ("mix_with", "mix.png"),
+                       ("weights", "w.npz"), ("some_future_file_flag", "new.png")):
+        assert rec["compare"][key] == sha(tmp_path / value) and rec["args"][key] == str(tmp_path / value), key
+    assert rec["compare"]["content_mask"] == [f"sky={sha(tmp_path / 'm.png')}"]
+    assert rec["args"]["style_labels"] == [str(tmp_path / "lab.png")] and rec["args"]["init"] == "content"
+    assert rec["args"]["output"] == str(tmp_path / "o.png") and "output" not in rec["compare"]
 
 
 def _interrupted_in_process(d: pathlib.Path, argv, monkeypatch, after_iters: int = 4) -> pathlib.Path:

@@ -131,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     interrupted by SIGINT / SIGTERM)."""
     words = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in words
-    with InterruptFlag(raise_first=True), warnings.catch_warnings():
+    with InterruptFlag(raise_first=True) as interrupted, warnings.catch_warnings():
         warnings.showwarning = _show_warning
         # Pillow warns above 89 Mpx; the memory guard (nst_jax.cli.checks) decides whether a large image fits
         warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
@@ -146,6 +146,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"nst-jax: error: {_error_line(e)}", file=sys.stderr)
             return 2
         except Exception as e:  # noqa: BLE001 - a bug, or an accelerator out of memory: never a bare traceback
+            if interrupted():  # the interruption surfaced wrapped (e.g. raised inside a callback of compiled code)
+                print("nst-jax: interrupted", file=sys.stderr)
+                return exit_status(interrupted.signum)
             if debug:
                 raise
             if _resource_exhausted(e):

@@ -84,7 +84,8 @@ class Plan(NamedTuple):
 
 
 def plan_outputs(args) -> Plan:
-    """The files of a stylize run with ``-o OUT`` (the checkpoint: ``--checkpoint-file`` or ``OUT.ckpt.npz``)."""
+    """The files of a stylize run with ``-o OUT`` (the checkpoint: ``OUT.ckpt.npz``, or the one ``nst-jax resume``
+    was given)."""
     out = pathlib.Path(args.output)
     ckpt = pathlib.Path(getattr(args, "checkpoint_file", None) or CK.checkpoint_path(out))
     return Plan(out, out.with_suffix(".json"), out.with_name(out.stem + "_loss.png"), ckpt,
