@@ -19,8 +19,10 @@ The public API, all importable from ``nst_jax``:
 * images: :func:`load_image`, :func:`save_image`, :func:`sample_path`, :func:`atomic_write`;
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
   ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``, ``weights``, ``lbfgs``,
-  ``solvers``, ``batching``, ``runner``, ``problem``, ``transfer``, ``sweeps``, ``pyramid``, ``checkpoint``,
-  ``memory``, ``image``, ``files``, ``figures``.
+  ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``sweeps``, ``pyramid``,
+  ``checkpoint``, ``interrupts``, ``memory``, ``image``, ``files``, ``figures``.
+
+Everything is imported on first use (PEP 562): ``import nst_jax`` costs nothing until a name is used.
 """
 
 import importlib
@@ -30,8 +32,8 @@ __version__ = "0.1.0"
 #: The submodules, imported on first use (PEP 562): ``import nst_jax`` and ``import nst_jax.cli`` stay light, so the
 #: command starts at once and answers Ctrl-C while JAX is still loading.
 _MODULES = ("backend", "batching", "checkpoint", "color", "config", "figures", "files", "guidance", "guided", "image",
-            "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "pyramid", "runner", "solvers",
-            "sweeps", "transfer", "vgg", "weights")
+            "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "progress",
+            "pyramid", "runner", "solvers", "sweeps", "transfer", "vgg", "weights")
 
 #: Public name -> the module defining it (imported on first use, as the submodules).
 _API = {
@@ -67,8 +69,8 @@ __all__ = [
     "propagate_guides", "load_guides",
     "load_image", "save_image", "sample_path", "atomic_write",
     "backend", "batching", "checkpoint", "color", "config", "figures", "files", "guidance", "guided", "image",
-    "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "pyramid", "runner", "solvers",
-    "sweeps", "transfer", "vgg", "weights",
+    "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "progress", "pyramid",
+    "runner", "solvers", "sweeps", "transfer", "vgg", "weights",
 ]
 
 

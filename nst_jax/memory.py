@@ -45,6 +45,7 @@ __all__ = [
     "activation_elements",
     "format_bytes",
     "available_bytes",
+    "host_available_bytes",
     "check_fits",
     "estimate_for_config",
     "feature_shapes",
@@ -226,8 +227,8 @@ def format_bytes(n: float) -> str:
 
 def available_bytes(device=None) -> Optional[int]:
     """Free memory for one solve: the accelerator's ``bytes_limit - bytes_in_use`` from ``device.memory_stats()``
-    where the backend reports it (GPU/TPU), else the host's available physical memory (``os.sysconf``
-    ``SC_AVPHYS_PAGES`` x ``SC_PAGE_SIZE``; CPU's ``memory_stats()`` is None). None if neither is known."""
+    where the backend reports it (GPU/TPU), else the host's available memory (:func:`host_available_bytes`; CPU's
+    ``memory_stats()`` is None). None if neither is known."""
     import jax
 
     dev = device if device is not None else jax.devices()[0]
@@ -237,10 +238,37 @@ def available_bytes(device=None) -> Optional[int]:
         stats = None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return host_available_bytes()
+
+
+def host_available_bytes() -> Optional[int]:
+    """The host memory a new allocation can get: Linux's ``MemAvailable`` (free pages plus the page cache and
+    reclaimable memory the kernel would give up; "free" alone is small on a machine with a warm page cache), capped by
+    a cgroup v2 limit (a container's ``memory.max - memory.current``); elsewhere ``SC_AVPHYS_PAGES x SC_PAGE_SIZE``.
+    None if unknown."""
+    avail = None
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        avail = None
+    if avail is None:
+        try:
+            avail = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return avail
 
 
 def check_fits(estimate: int, limit_bytes: Optional[int] = None) -> None:

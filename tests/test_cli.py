@@ -307,3 +307,109 @@ def test_settings_record_the_weights_file_and_scales_follow_iters(tmp_path):
     assert main(["mix-styles", str(S("great_wave")), str(S("starry_night")), "-o", str(out), "--size", "32",
                  "--iters", "1", "--weights", str(w), "--no-progress"]) == 0
     assert I.read_png_metadata(out)["weights_sha256"] == sha
+
+
+# ---------------------------------------------------------------------------------------------- the README is true
+
+README = __import__("pathlib").Path(__file__).resolve().parent.parent / "README.md"
+_INPUT_KEYS = ("content", "style", "region_style", "content_mask", "style_mask", "content_labels", "style_labels",
+               "mix_with", "init", "source", "target", "coarse", "fine", "match_colors_to", "file", "checkpoint")
+
+
+def _readme_commands():
+    """Every ``nst-jax ...`` command of the README's bash blocks as argv lists, ``$S`` and ``$(nst-jax weights fetch
+    NAME)`` expanded, continuation lines joined, comments dropped."""
+    import re
+    import shlex
+
+    from nst_jax import weights
+
+    env, out = {}, []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            m = re.fullmatch(r"\s*(\w+)=(\S+)\s*", line)
+            if m:
+                env[m.group(1)] = m.group(2)
+                continue
+            line = re.sub(r'"\$\(nst-jax weights fetch ([\w-]+)\)"', lambda k: str(weights.cache.cache_paths(
+                k.group(1), weights.cache.cache_dir())[0]), line)
+            for name, value in env.items():
+                line = line.replace(f"${name}", value)
+            for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                if words and words[0] == "nst-jax":
+                    out.append(words[1:])
+    return out
+
+
+def test_readme_commands_parse_and_name_existing_files(tmp_path, monkeypatch):
+    """Every command line of the README parses with the real parser, and every input it names exists in a fresh
+    clone (the bundled samples) or is written by a command before it."""
+    import os
+
+    from nst_jax.cli import build_parser
+    from nst_jax.config import INITS
+
+    commands = _readme_commands()
+    assert len(commands) >= 20
+    monkeypatch.chdir(README.parent)
+    made = set()
+    for argv in commands:
+        args = build_parser().parse_args(argv)
+        for key in _INPUT_KEYS:
+            values = getattr(args, key, None)
+            for v in values if isinstance(values, list) else [values]:
+                if not isinstance(v, str) or (key == "init" and v in INITS) or (key == "weights"):
+                    continue
+                path = v.partition("=")[2] if key in ("region_style", "content_mask", "style_mask") else v
+                if "cache" in path and "nst-jax" in path:
+                    continue  # the cached weights: written by 'weights fetch' on the same line
+                assert os.path.exists(path) or os.path.normpath(path) in made, (argv, path)
+        out = getattr(args, "output", None)
+        if out:
+            made.update(os.path.normpath(p) for p in (out, out[:-4] + ".ckpt.npz", out[:-4] + ".json"))
+
+
+_CHEAP = ["out.png", "lum.png", "regions.png", "labelled.png", "mixed_style.png", "mixed.png", "wave_recoloured.png",
+          "full.png", "long.png"]
+
+
+def test_readme_commands_run(tmp_path, monkeypatch, capsys):
+    """A cheap subset of the README's commands runs as written (tiny network, 32 px, 1 iteration appended)."""
+    samples = str(README.parent / "nst_jax" / "samples")
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    for argv in _readme_commands():
+        argv = [a.replace("nst_jax/samples", samples) for a in argv]
+        if "-o" in argv and argv[argv.index("-o") + 1] in _CHEAP:
+            extra = ["--weights", "tiny19", "--size", "32", "--iters", "1", "--no-progress"]
+            if argv[0] == "match-color":
+                extra = ["--size", "32"]
+            assert main(argv + extra) == 0, (argv, capsys.readouterr().err)
+            ran.append(argv[argv.index("-o") + 1])
+    assert main(["weights", "list"]) == 0
+    assert sorted(ran) == sorted(_CHEAP)
+
+
+def test_readme_python_blocks_run(monkeypatch):
+    """The README's Python blocks run as written, with the tiny network for the default weights and small sizes and
+    iteration counts substituted."""
+    import re
+
+    from nst_jax import problem, pyramid
+
+    real = problem.resolve_params
+
+    def tiny_for_auto(weights):
+        return real("tiny19" if isinstance(weights, str) and weights == "auto" else weights)
+
+    monkeypatch.setattr(problem, "resolve_params", tiny_for_auto)
+    monkeypatch.setattr(pyramid, "resolve_params", tiny_for_auto)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) >= 2
+    for code in blocks:
+        code = re.sub(r"\bsize=\d+", "size=32", code)
+        code = re.sub(r"\biters=\d+", "iters=1", code)
+        code = re.sub(r"scales=\[[\d, ]+\]", "scales=[32, 48]", code)
+        code = re.sub(r"iters_per_scale=\[[\d, ]+\]", "iters_per_scale=[1, 1]", code)
+        exec(compile(code, "README.md", "exec"), {})

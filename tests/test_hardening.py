@@ -1,6 +1,9 @@
 """Bad inputs at the edges: every one gets a one-line error naming the problem and the fix, exit status 2, no
 traceback, and no file in the working folder is created, changed or removed. Plus a seeded fuzz of image and weight
-files, the NaN stop, and exotic-but-valid images through the CLI. (the README's Errors section lists the same table.)"""
+files, the NaN stop, and exotic-but-valid images through the CLI (the README's Errors section lists the same table),
+and one test per class of failure: every input named as an output, concurrent runs, full disks and read-only folders,
+unique output names, forged image headers, the memory guard over a whole run, compact checkpoints, a property-based
+fuzz of the command line, hand-edited checkpoints, odd API values, errors that blame the right thing, pipes."""
 
 from __future__ import annotations
 
@@ -107,7 +110,7 @@ ROWS = [
     ("zero --style-scale", [C, S, "-o", O, "--style-scale", "0"], ["--style-scale", "> 0"]),
     ("negative --iters", [C, S, "-o", O, "--iters", "-1"], ["--iters", "from 0"]),
     ("zero --lr", [C, S, "-o", O, "--lr", "0"], ["--lr", "> 0"]),
-    ("zero --history", [C, S, "-o", O, "--history", "0"], ["--history", ">= 1"]),
+    ("zero --history", [C, S, "-o", O, "--history", "0"], ["--history", "from 1"]),
     ("zero --checkpoint-every", [C, S, "-o", O, "--checkpoint-every", "0"], ["--checkpoint-every", ">= 1"]),
     ("unknown solver", [C, S, "-o", O, "--solver", "sgd"], ["unknown --solver", "lbfgs"]),
     ("unknown preset", [C, S, "-o", O, "--preset", "picasso"], ["unknown --preset", "gatys"]),
@@ -125,6 +128,12 @@ ROWS = [
                                    "b={d}/mask.png", "--style", f"a={S}"], ["['b']", "one per region"]),
     ("mask aspect ratio", [C, S, "-o", O, "--content-mask", "sky={d}/mask_wide.png"], ["64x16", "aspect"]),
     ("--resume without checkpoint", [C, S, "-o", O, "--resume"], ["no checkpoint", "--checkpoint-every"]),
+    ("empty layer name", [C, S, "-o", O, "--content-layers", ","], ["--content-layers", "layer names"]),
+    ("huge --size", [C, S, "-o", O, "--size", "99999999999999999999"], ["--size", "at most"]),
+    ("huge --seed", [C, S, "-o", O, "--seed", "99999999999999999999"], ["--seed", "4294967295"]),
+    ("16 bits as JPEG", [C, S, "-o", "{d}/out.jpg", "--bit-depth", "16"], ["--bit-depth 16", ".png"]),
+    ("label pixels off the legend", [C, S, "-o", O, "--content-labels", "{d}/mask.png", "--legend", "a=#ff0000"],
+     ["match no legend colour", "--legend"]),
 ]
 
 

@@ -192,24 +192,6 @@ def test_checkpoints_identify_inputs_by_content_and_absolute_path(inputs, refere
     assert not (run_dir / "o.ckpt.npz").exists()
 
 
-def _interrupted_at(argv, monkeypatch, after_iters: int):
-    """Run the CLI in-process (relative paths allowed) and stop it once a chunk ends at or after ``after_iters``."""
-    from nst_jax import runner
-
-    seen = {"done": 0}
-    real_report = runner.Solve._report
-
-    def report(self, done, *args):
-        seen["done"] = done
-        return real_report(self, done, *args)
-
-    monkeypatch.setattr(runner.Solve, "_report", report)
-    monkeypatch.setattr(CK.InterruptFlag, "__call__", lambda self: seen["done"] >= after_iters)
-    assert cli.main(argv) == 130
-    monkeypatch.setattr(runner.Solve, "_report", real_report)
-    monkeypatch.setattr(CK.InterruptFlag, "__call__", lambda self: self.set)
-
-
 def test_every_file_flag_is_recorded_by_content_and_absolute_path(tmp_path, monkeypatch):
     """run_settings finds the files of every flag by value (label images, --mix-with, masks, REGION=FILE, weights
     files, flags added later): sha256 in ``compare``, absolute path in ``args``."""
@@ -234,9 +216,8 @@ def test_every_file_flag_is_recorded_by_content_and_absolute_path(tmp_path, monk
     assert rec["args"]["output"] == str(tmp_path / "o.png") and "output" not in rec["compare"]
 
 
-def _interrupted_in_process(d: pathlib.Path, argv, monkeypatch, after_iters: int = 4) -> pathlib.Path:
-    """Run the CLI in-process and 'press Ctrl-C' once a chunk ends at or after ``after_iters`` iterations (the flag,
-    not a real signal)."""
+def _interrupted_at(argv, monkeypatch, after_iters: int):
+    """Run the CLI in-process (relative paths allowed) and stop it once a chunk ends at or after ``after_iters``."""
     from nst_jax import runner
 
     seen = {"done": 0}
@@ -249,7 +230,13 @@ def _interrupted_in_process(d: pathlib.Path, argv, monkeypatch, after_iters: int
     monkeypatch.setattr(runner.Solve, "_report", report)
     monkeypatch.setattr(CK.InterruptFlag, "__call__", lambda self: seen["done"] >= after_iters)
     assert cli.main(argv) == 130
-    monkeypatch.undo()
+    monkeypatch.setattr(runner.Solve, "_report", real_report)
+    monkeypatch.setattr(CK.InterruptFlag, "__call__", lambda self: self.set)
+
+
+def _interrupted_in_process(d: pathlib.Path, argv, monkeypatch, after_iters: int = 4) -> pathlib.Path:
+    """:func:`_interrupted_at`, returning the checkpoint of ``argv``'s output in ``d``."""
+    _interrupted_at(argv, monkeypatch, after_iters)
     return d / (pathlib.Path(argv[4]).stem + ".ckpt.npz")
 
 

@@ -199,9 +199,9 @@ def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, fl
         elif args.iters != 500:
             print("nst-jax: note: --iters-per-scale sets each level's iterations; --iters is not used",
                   file=sys.stderr)
-        with flag:
-            return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
-                                           auto_scales=args.auto_scales, spec=spec, options=options)
+        # no checkpoints across levels: a signal ends the run at once (the start-up handler), nothing to save
+        return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
+                                       auto_scales=args.auto_scales, spec=spec, options=options)
     problem = prepare(args.content, styles, spec)
     with flag:
         return solve_problem(problem, options, checkpoint=plan.ckpt, checkpoint_settings=settings, resume=saved,
