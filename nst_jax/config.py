@@ -40,6 +40,7 @@ __all__ = [
     "LUM_MATCH_MODES",
     "INITS",
     "NETWORK_OPS",
+    "PRECISIONS",
     "PRESETS",
     "MIN_SIDE",
     "LossConfig",
@@ -64,6 +65,7 @@ MATCH_MODES = ("chol", "pca", "sym")
 LUM_MATCH_MODES = ("meanstd", "mean", "none")
 INITS = ("content", "noise", "style")
 NETWORK_OPS = ("auto", "lax", "lean")
+PRECISIONS = ("auto", "highest", "high", "default", "tensorfloat32", "bfloat16")
 LOOPS = ("auto", "while", "host")
 MEMBERS = ("auto", "vmap", "unroll")
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
@@ -159,6 +161,8 @@ class LossConfig:
       compute_dtype: None (float32) or "bfloat16" activations (losses and optimiser state stay float32).
       ops: network op path, "lax" (plain ``lax`` ops, the reference), "lean" (memory-lean custom derivatives,
         :mod:`nst_jax.lean_ops`) or "auto" (per backend, :mod:`nst_jax.backend`).
+      precision: float32 matmul/convolution precision of the network: a ``jax.default_matmul_precision`` name
+        ("highest", "high", "default", "tensorfloat32", "bfloat16") or "auto" (per backend).
     """
 
     content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
@@ -170,6 +174,7 @@ class LossConfig:
     remat: Any = False
     compute_dtype: Optional[str] = None
     ops: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self):
         _set(self, "content_layers", _layers("content_layers", self.content_layers, allow_empty=True))
@@ -182,6 +187,7 @@ class LossConfig:
         _choice("spatial", self.spatial, (None,) + SPATIAL_MODES)
         _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         _choice("ops", self.ops, NETWORK_OPS)
+        _choice("precision", self.precision, PRECISIONS)
         if not (isinstance(self.remat, bool) or isinstance(self.remat, str)):
             raise SettingError("remat", f"{{setting}} must be True, False or a jax.checkpoint_policies name, "
                                         f"got {self.remat!r}")
@@ -416,7 +422,7 @@ class ProblemSpec:
       pooling: "max" or "avg" (the 2016 paper's choice).
       color: a :class:`ColorConfig` (or its mode as a string).
       spatial: a :class:`SpatialConfig` (or a dict of its fields), or None.
-      remat, compute_dtype, ops: as :class:`LossConfig`.
+      remat, compute_dtype, ops, precision: as :class:`LossConfig`.
     """
 
     weights: Any = "auto"
@@ -436,6 +442,7 @@ class ProblemSpec:
     remat: Any = False
     compute_dtype: Optional[str] = None
     ops: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self):
         preset(self.preset)
@@ -472,7 +479,7 @@ class ProblemSpec:
             style_layers=DEFAULT_STYLE_LAYERS if self.style_layers is None else self.style_layers,
             pooling=self.pooling, gram_norm=PRESETS[self.preset]["gram_norm"], channels=self.color.channels,
             spatial=None if self.spatial is None else self.spatial.mode, remat=self.remat,
-            compute_dtype=self.compute_dtype, ops=self.ops)
+            compute_dtype=self.compute_dtype, ops=self.ops, precision=self.precision)
 
     def weight_settings(self) -> Dict[str, Any]:
         """Content, style and TV weight and the layer weights: the given ones, else the preset's."""

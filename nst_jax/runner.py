@@ -224,7 +224,8 @@ class Solve:
 
     def __init__(self, loss_cfg: LossConfig, solver_cfg: SolverConfig = SolverConfig(), *,
                  members: Optional[Members] = None, batched: bool = False):
-        self.loss_cfg = dataclasses.replace(loss_cfg, ops=backend.resolve("ops", loss_cfg.ops))
+        self.loss_cfg = dataclasses.replace(loss_cfg, ops=backend.resolve("ops", loss_cfg.ops),
+                                            precision=backend.resolve("precision", loss_cfg.precision))
         self.solver_cfg = dataclasses.replace(solver_cfg, loop=backend.resolve("loop", solver_cfg.loop),
                                               members=backend.resolve("members", solver_cfg.members))
         self.members = members if members is not None else (Members() if batched else None)

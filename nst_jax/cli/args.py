@@ -95,6 +95,15 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0, help="PRNG seed for --init noise (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    e = p.add_argument_group("execution (per-backend defaults: nst_jax/backend.py; 'auto' picks them)")
+    e.add_argument("--ops", default="auto", choices=("auto", "lax", "lean"),
+                   help="network op path: plain lax ops or memory-lean custom derivatives")
+    e.add_argument("--loop", default="auto", choices=("auto", "while", "host"),
+                   help="a chunk of iterations as one compiled while loop, or steps dispatched from Python")
+    e.add_argument("--members", default="auto", choices=("auto", "vmap", "unroll"),
+                   help="a sweep's members as one batched network pass, or single-image passes side by side")
+    e.add_argument("--precision", default="auto",
+                   help="float32 matmul/conv precision: auto, highest, high, default, tensorfloat32, bfloat16")
 
 
 def _labelled_spatial(args) -> Tuple[List[str], dict]:
@@ -160,12 +169,13 @@ def problem_spec(args, spatial: Optional[SpatialConfig]) -> ProblemSpec:
         content_layers=names(args.content_layers), style_layers=names(args.style_layers),
         layer_weights=None if args.layer_weights is None else floats(args.layer_weights, "layer-weights"),
         pooling=args.pooling, color=args.color, match_mode=args.match_mode, lum_match=args.lum_match,
-        remat=args.remat, compute_dtype="bfloat16" if args.bf16 else None)
+        remat=args.remat, compute_dtype="bfloat16" if args.bf16 else None, ops=args.ops, precision=args.precision)
     return spec
 
 
 def solve_options(args, **extra) -> SolveOptions:
     """The :class:`SolveOptions` of the command's flags (``extra``: callback, save_every, checkpoint_every)."""
-    solver = SolverConfig(name=args.solver, history=args.history, lr=args.lr, precondition=args.precondition)
+    solver = SolverConfig(name=args.solver, history=args.history, lr=args.lr, precondition=args.precondition,
+                          loop=args.loop, members=args.members)
     return SolveOptions(iters=args.iters, init=args.init, seed=args.seed, solver=solver,
                         progress=not args.no_progress, **extra)
