@@ -457,7 +457,8 @@ class ProblemSpec:
         "floor" or "ceil" (see :class:`LossConfig`).
       padding: the convs' padding (see :class:`LossConfig`).
       freeze_mask: None, or a mask (file or [H, W] array at the content's size) whose non-zero pixels keep their
-        initial value (the official code's ``-mask_file``): resized to the working size by nearest neighbour.
+        initial value (the official code's ``-mask_file``; in a coarse-to-fine run, each level's initial image):
+        resized to the working size by nearest neighbour.
       color: a :class:`ColorConfig` (or its mode as a string).
       spatial: a :class:`SpatialConfig` (or a dict of its fields), or None.
       remat, compute_dtype, ops: as :class:`LossConfig`.

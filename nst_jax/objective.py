@@ -289,9 +289,10 @@ def check_weights(weights: Weights) -> None:
 def weights_summary(weights: Weights) -> Dict[str, Union[float, list]]:
     """The unbatched weights as plain numbers (for the settings written beside an output)."""
     f = lambda a: [float(v) for v in np.asarray(a).reshape(-1)]  # noqa: E731
+    regions = {"region_weights": f(weights.regions)} if np.size(weights.regions) else {}
     return {"content_weight": float(weights.content), "style_weight": float(weights.style),
-            "tv_weight": float(weights.tv), "sums_weight": float(weights.sums), "layer_weights": f(weights.style_layers),
-            "style_blend": f(weights.blend), **({"region_weights": f(weights.regions)} if np.size(weights.regions) else {})}
+            "tv_weight": float(weights.tv), "sums_weight": float(weights.sums),
+            "layer_weights": f(weights.style_layers), "style_blend": f(weights.blend), **regions}
 
 
 def feasible_box(x: jax.Array, targets: Targets):

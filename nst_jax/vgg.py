@@ -226,8 +226,9 @@ def conv_padding(padding: str, conv_name: str) -> str:
     """The padding one conv gets under a :data:`PADDINGS` setting: "zero", "reflect" or "replicate".
 
     Example:
-      >>> conv_padding("reflect-first", "conv1_1"), conv_padding("reflect-first", "conv1_2"), conv_padding("reflect", "conv5_1")
-      ('reflect', 'zero', 'reflect')
+      >>> cases = [("reflect-first", "conv1_1"), ("reflect-first", "conv1_2"), ("reflect", "conv5_1")]
+      >>> [conv_padding(p, n) for p, n in cases]
+      ['reflect', 'zero', 'reflect']
     """
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")

@@ -2,9 +2,10 @@
 
 A params tree is ``{conv_name: {"kernel": [3, 3, C_in, C_out], "bias": [C_out]}}`` (:mod:`nst_jax.vgg`). On disk it
 is a flat float32 ``.npz`` keyed ``conv1_1/kernel`` (no pickles), plus optional string entries ``__meta__/KEY`` (e.g.
-``__meta__/pool_rounding = "ceil"`` for weights converted from Caffe, :func:`npz_metadata`). The cache folder (:func:`cache_dir`) holds each
-converted source as ``NAME.npz`` plus ``NAME.npz.json`` (its metadata and the npz's sha256), written atomically, so
-that a truncated or modified cache file is detected, reported in one line and rebuilt instead of being used.
+``__meta__/pool_rounding = "ceil"`` for weights converted from Caffe, :func:`npz_metadata`). The cache folder
+(:func:`cache_dir`) holds each converted source as ``NAME.npz`` plus ``NAME.npz.json`` (its metadata and the npz's
+sha256), written atomically, so that a truncated or modified cache file is detected, reported in one line and rebuilt
+instead of being used.
 """
 
 from __future__ import annotations
