@@ -84,16 +84,13 @@ MIN_SIDE = 16
 MAX_SEED = 2 ** 32 - 1
 
 PRESETS: Dict[str, Dict[str, Any]] = {
-    # Gatys et al. 2016/2017 as in the 2017 paper's code: Gram / (H W), layer weights 1/C_l^2, alpha 1, beta 1e3; the
-    # guided sums of spatial control weigh 1e9 (with the same 1/C_l^2 and 1/R: its SpatialControl notebook).
+    # the 2017 paper's code: Gram / (H W), layer weights 1/C_l^2, alpha 1, beta 1e3, guided sums 1e9 (SpatialControl)
     "gatys": dict(content_weight=1.0, style_weight=1e3, tv_weight=0.0, gram_norm="hw", layer_weights="inv_c2",
                   sums_weight=1e9, input_scale=255.0, tv_form="sum"),
-    # The 2017 code's settings for the normalised VGG (its notebooks' "norm net" cells): style 1e9 split equally over
-    # the style layers (1e9 / 5 each), content 1e6 (1e5 in its scale-control notebook). No official sums weight.
+    # its notebooks' "norm net" cells: style 1e9 split equally over the layers, content 1e6 (no official sums weight)
     "gatys-normalized": dict(content_weight=1e6, style_weight=1e9, tv_weight=0.0, gram_norm="hw",
                              layer_weights="equal", sums_weight=1e9, input_scale=255.0, tv_form="sum"),
-    # jcjohnson/neural-style (neural_style.lua): Gram / (C H W), equal layer weights, content 5, style 100, TV 1e-3 on
-    # the x256 Caffe input as (tv / 2) * sum of squared differences, input x256. No guided sums in that code.
+    # neural_style.lua: Gram / (C H W), layer weights 1, content 5, style 100, TV 1e-3 in its form, x256 input
     "neural-style": dict(content_weight=5.0, style_weight=100.0, tv_weight=1e-3, gram_norm="chw",
                          layer_weights="ones", sums_weight=1e9, input_scale=256.0, tv_form="neural-style"),
 }
