@@ -177,9 +177,7 @@ class LossConfig:
       padding: the convs' padding, "zero", "reflect" (the official 2017 code's ``-reflectance``), "replicate", or
         "reflect-first" / "replicate-first" (the first conv only), see :mod:`nst_jax.vgg`.
       input_scale: the network input is ``scale * BGR - mean``: 255 (Caffe) or 256 (jcjohnson/neural-style).
-      tv_form: "sum" (sum of all squared neighbour differences of the image in [0, 1]) or "neural-style"
-        (neural_style.lua's: ``input_scale^2 / 2`` times the sum over the top-left (H-1) x (W-1) block), see
-        :func:`nst_jax.losses.tv_loss`.
+      tv_form: "sum" or "neural-style" (neural_style.lua's), see :func:`nst_jax.losses.tv_loss`.
     """
 
     content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
