@@ -159,7 +159,7 @@ def test_quick_run_writes_a_well_formed_report(tmp_path, request):
         assert any(k.startswith("(b) time to loss") for k in kinds)
         # (a) interleaved: Solve's own chunks timed between the peer's f+g, --rounds of them (3 in --quick)
         assert "(a) f+g/s, interleaved" in kinds
-        assert "one Solve run; at each of 3 chunk ends 5 PyTorch f+g" in text
+        assert re.search(r"one Solve run; at each of \d+ chunk ends 5 PyTorch f\+g", text)
     except ImportError:
         pass
     assert "## Notes" in lines

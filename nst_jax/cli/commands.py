@@ -39,6 +39,7 @@ def _print_info(info, params) -> None:
         print(f"licence:       {info.licence}")
     print(f"random:        {'yes (outputs are NOT style transfer)' if info.is_random else 'no'}")
     print(f"normalised:    {'yes' if info.normalized else 'no'}")
+    print(f"pool rounding: {info.pool_rounding}")
     print(f"path:          {info.path or '-'}")
     print(f"sha256:        {info.sha256 or '-'}")
 
@@ -50,7 +51,7 @@ def _weights_info(args) -> int:
 
 
 def _weights_convert(args) -> int:
-    out, info = weights.convert(args.file, args.output)
+    out, info = weights.convert(args.file, args.output, caffe=args.caffe)
     params, _ = weights.load_weights(out, verbose=False)
     _print_info(info, params)
     return 0
@@ -81,6 +82,8 @@ def add_weights_parser(subparsers, add_command) -> None:
     c = add_command(sub, "convert", help="convert a Keras .h5 (either layout) to the project's .npz")
     c.add_argument("file")
     c.add_argument("-o", "--output", help="output .npz (default: FILE with the suffix .npz)")
+    c.add_argument("--caffe", action="store_true",
+                   help="the weights come from a Caffe model: runs with them pool odd sizes with ceil, as Caffe")
     c.set_defaults(func=_weights_convert)
     c = add_command(sub, "normalize", help="Gatys normalisation: mean activation 1 per filter on calibration images")
     c.add_argument("name", help="source name or weights file")
@@ -213,7 +216,7 @@ def _mix_styles(args) -> int:
     fl = A.names(args.fine_layers)
     r = pyramid.mix_styles(args.coarse, args.fine, size=args.size, fine_layers=fl[0] if fl and len(fl) == 1 else fl,
                            match_colors_to=args.match_colors_to, iters=args.iters, weights=args.weights,
-                           progress=not args.no_progress, seed=args.seed)
+                           progress=not args.no_progress, seed=args.seed, layer_weights=args.layer_weights)
     I.save_image(out, r.image, inputs=[args.coarse, args.fine],
                  metadata=dict(r.settings, software="nst-jax mix-styles", coarse=str(args.coarse),
                                fine=str(args.fine)))
@@ -234,6 +237,8 @@ def add_mix_styles_parser(subparsers, add_command) -> None:
                    help="last layer (or comma-separated layers) taken from FINE (default relu2_1 below ~1024^2 px, "
                         "relu4_1 above)")
     p.add_argument("--match-colors-to", default=None, help="colour-match both styles to this image first")
+    p.add_argument("--layer-weights", choices=("equal", "inv_c2"), default="equal",
+                   help="equal (default: weight / number of layers, the official code's) or inv_c2 (1/C_l^2)")
     p.add_argument("--iters", type=int, default=500, help="iterations (default 500)")
     p.add_argument("--weights", default="auto", help="weight source (default auto)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")

@@ -73,17 +73,19 @@ def _solve(args, spec, options, styles, spatial, settings, saved, ckpt):
     scales = None if args.scales is None else [int(v) for v in A.floats(args.scales, "scales")]
     if (scales or args.auto_scales) and (args.checkpoint_every or saved is not None):
         raise ValueError("--checkpoint-every/--resume work with single-scale runs; drop --scales/--auto-scales")
+    mix_iters = None if args.mix_iters is None else [int(v) for v in A.floats(args.mix_iters, "mix-iters")]
     if args.mix_with:
         if len(styles) != 1 or spatial:
             raise ValueError("--mix-with takes exactly one positional style (the coarse scale) and no masks")
-        mixed = pyramid.mix_styles(styles[0], args.mix_with, size=args.size, match_colors_to=args.content,
-                                   weights=args.weights, iters=args.iters, progress=not args.no_progress)
-        styles = [mixed.image]
+        if not (scales or args.auto_scales):  # one level: mix once (a coarse-to-fine run re-mixes at every level)
+            styles = [pyramid.mixed_style(args.content, styles[0], args.mix_with, spec, options, iters=(
+                mix_iters or [500])[0], match_mode=args.match_mode).image]
     if scales or args.auto_scales:
         ips = None if args.iters_per_scale is None else [int(v) for v in A.floats(args.iters_per_scale,
                                                                                   "iters-per-scale")]
         return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
-                                       auto_scales=args.auto_scales, spec=spec, options=options)
+                                       auto_scales=args.auto_scales, mix_with=args.mix_with or None,
+                                       mix_iters=mix_iters, match_mode=args.match_mode, spec=spec, options=options)
     problem = prepare(args.content, styles, spec)
     with CK.InterruptFlag("nst-jax: interrupted; saving a checkpoint after the current chunk "
                           "(press Ctrl-C again to quit without saving)") as flag:
@@ -97,7 +99,8 @@ def _stylize(args) -> int:
         raise ValueError("give at least one style image after the content image (or --style REGION=FILE)")
     c_masks, s_masks = A.pairs(args.content_mask, "--content-mask"), A.pairs(args.style_mask, "--style-mask")
     init_file = args.init not in INITS
-    inputs = [args.content, *styles, *(p for _, p in c_masks + s_masks)] + ([args.init] if init_file else [])
+    inputs = [args.content, *styles, *(p for _, p in c_masks + s_masks)] + ([args.init] if init_file else []) + (
+        [args.freeze_mask] if args.freeze_mask else [])
     out = pathlib.Path(args.output)
     resuming = bool(getattr(args, "resume", False))
     ckpt = pathlib.Path(getattr(args, "checkpoint_file", None) or CK.checkpoint_path(out))
@@ -174,7 +177,11 @@ def add_stylize_parser(subparsers, add_command) -> None:
     sc.add_argument("--auto-scales", action="store_true",
                     help="levels by factors of 2 from 256 px up to --size (one compile per level size)")
     sc.add_argument("--mix-with", default=None, metavar="FINE_STYLE",
-                    help="first mix the style (coarse scale) with FINE_STYLE's fine scale, then use the mix")
+                    help="first mix the style (coarse scale) with FINE_STYLE's fine scale, then use the mix (the "
+                         "official procedure: both styles recoloured to the content's colours (PCA, --match-mode), "
+                         "so the result keeps the content's palette; re-mixed at every level of --scales)")
+    sc.add_argument("--mix-iters", default=None,
+                    help="iterations of the mix, one per level (default 500, then 200, 80, ... per level)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="save OUT.ckpt.npz (image, solver state, loss trace, settings) every N iterations; Ctrl-C "
                         "always saves one")
