@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["labelled_grid", "table_grid", "format_number", "format_ratio", "axis_label", "sweep_pages",
-           "plot_losses", "PAPER_FIGURES", "paper_figure"]
+           "plot_losses", "PAPER_FIGURES", "LAYER_SETS", "LAYER_RATIOS", "paper_figure"]
 
 
 def format_number(v: float) -> str:

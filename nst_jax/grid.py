@@ -52,7 +52,8 @@ class GridError(SettingError):
     def _text(self, flag: bool) -> str:
         spell = (lambda n: n.replace("_", "-")) if flag else (lambda n: n)
         axis = f"--grid {spell(self.axis)}" if flag else f"grid axis {self.axis!r}"
-        return self.template.format(axis=axis, axes=", ".join(spell(n) for n in AXES))
+        # replace, not str.format: the message may quote the user's text, braces and all
+        return self.template.replace("{axis}", axis).replace("{axes}", ", ".join(spell(n) for n in AXES))
 
     def for_flag(self) -> str:
         return self._text(True)
@@ -282,7 +283,11 @@ def make_grid(grid: Mapping[str, Sequence[Any]], zip: bool = False, max_members:
     ``zip``, more than ``max_members`` members, and two members with the same values.
     """
     if not isinstance(grid, Mapping) or not grid:
-        raise GridError("ratio", "a sweep needs at least one axis, e.g. {axis}=1e-4,1e-3; grid axes are {axes}")
+        raise SettingError("grid", f"{{setting}} needs at least one axis such as {{{{'ratio': [1e-4, 1e-3]}}}}; axes "
+                                   f"are {', '.join(AXES)}")
+    if not isinstance(zip, bool):
+        raise SettingError("zip", f"{{setting}} must be True or False, got a {type(zip).__name__} (pass spec and "
+                                  "options by keyword)")
     if not (isinstance(max_members, numbers.Integral) and max_members >= 1):
         raise SettingError("max_members", f"{{setting}} must be an integer >= 1, got {max_members!r}")
     axes, seen = [], set()

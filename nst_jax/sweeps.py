@@ -6,7 +6,9 @@ Member k of a sweep is the single solve with its own traced :class:`nst_jax.obje
 same shapes compiles nothing. What a grid may vary, and how it is written, is :mod:`nst_jax.grid`.
 
 When the K members do not fit in memory at once (:func:`nst_jax.memory.estimate_for_config` against the free
-memory or ``memory_limit``) they run in the fewest equal waves that fit (:func:`plan_waves`), each the same compiled
+memory or ``memory_limit``), or are more than one program should hold (:func:`nst_jax.batching.members_per_program`:
+with the CPU default ``members="unroll"`` at most 8 per device, beyond which members would be evaluated batched,
+the slower way on XLA:CPU), they run in the fewest equal waves that fit (:func:`plan_waves`), each the same compiled
 program; with several devices every wave's K axis is sharded across them (:func:`shard_members`), padded to a
 multiple of the device count. Members are independent, so grouping never changes a result.
 """
@@ -23,7 +25,7 @@ import numpy as np
 
 from nst_jax import grid as G
 from nst_jax import image as I
-from nst_jax import memory, objective, runner, vgg
+from nst_jax import backend, batching, memory, objective, runner, vgg
 from nst_jax.config import ProblemSpec, SettingError, SolveOptions, split_kwargs
 from nst_jax.problem import ImageLike, Problem, initial_image, load_input, original_shape, prepare
 from nst_jax.transfer import Result, progress_bar, result_of, run_settings
@@ -296,11 +298,13 @@ def _plan(g: G.Grid, content, style, spec: ProblemSpec, options: SolveOptions) -
 # --------------------------------------------------------------------------------------------------- running
 
 def _fits(plan: _Plan, options: SolveOptions, memory_limit) -> Callable[[int], bool]:
-    """``fits(m)``: the estimated peak of m members on one device is within ``memory_limit`` (None: the free
-    memory; ``math.inf``: no limit). Batched targets add (m - 1) copies of one member's targets."""
+    """``fits(m)``: m members on one device are within :func:`nst_jax.batching.members_per_program` and their
+    estimated peak is within ``memory_limit`` (None: the free memory; ``math.inf``: no limit). Batched targets add
+    (m - 1) copies of one member's targets."""
+    cap = batching.members_per_program(backend.resolve("members", options.solver.members)) or math.inf
     limit = memory.available_bytes() if memory_limit is None else memory_limit
     if limit is None or limit == math.inf:
-        return lambda m: True
+        return lambda m: m <= cap
     p = plan.problems[0]
     shape = p.content_in.shape[:2]
     target_bytes = sum(np.asarray(t).nbytes for t in jax.tree_util.tree_leaves(p.targets))
@@ -309,7 +313,7 @@ def _fits(plan: _Plan, options: SolveOptions, memory_limit) -> Callable[[int], b
     def fits(m: int) -> bool:
         est = memory.estimate_for_config(shape, p.cfg, arch=arch, n_styles=len(p.styles_in), batch=m,
                                          history=options.solver.history, solver=options.solver.name)
-        return est + (m - 1) * target_bytes * plan.batched <= limit
+        return m <= cap and est + (m - 1) * target_bytes * plan.batched <= limit
 
     return fits
 
@@ -362,7 +366,8 @@ def sweep(content: Optional[ImageLike], style: Union[None, ImageLike, Sequence[I
       zip: members are the axes side by side (equal lengths) instead of their Cartesian product.
       ratios: shorthand for ``grid={"ratio": ratios}`` (default :data:`DEFAULT_RATIOS`).
       memory_limit: bytes the members of one wave (per device) may take (None: the free memory; ``math.inf``: no
-        limit); members that do not fit at once run in the fewest equal waves that do, with the same program.
+        limit); members that do not fit at once (or are more than one program holds with ``members="unroll"``, see
+        the module docstring) run in the fewest equal waves that do, with the same program.
       max_members: refuse larger grids (a guard against typos; default :data:`nst_jax.grid.MAX_MEMBERS`).
       spec, options, **kwargs: as :func:`nst_jax.stylize`.
 

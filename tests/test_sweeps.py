@@ -145,6 +145,18 @@ def test_one_wave_equals_three_waves(tiny_params, members):
     assert [r.n_fg for r in three.results] == [r.n_fg for r in one.results]
 
 
+def test_unrolled_members_run_in_waves_of_at_most_unroll_groups(tiny_params, monkeypatch):
+    """Beyond UNROLL_GROUPS the unrolled members would be evaluated batched (slower on CPU): waves instead."""
+    from nst_jax import batching
+
+    monkeypatch.setattr(batching, "UNROLL_GROUPS", 2)
+    kw = dict(weights=tiny_params, size=SIZE, iters=4, progress=False, history=4, init="noise",
+              memory_limit=math.inf)
+    grid = {"ratio": [1e-2, 1.0], "seed": [0, 1]}
+    assert sweep(C, ST, grid, members="unroll", **kw).waves == 2
+    assert sweep(C, ST, grid, members="vmap", **kw).waves == 1
+
+
 @pytest.mark.parametrize("k, ndev, cap", [(1, 1, 1), (6, 1, 2), (7, 1, 3), (5, 4, 1), (9, 2, 2), (100, 8, 3)])
 def test_plan_waves_is_the_fewest_equal_waves_that_fit(k, ndev, cap):
     waves, per = plan_waves(k, ndev, lambda m: m <= cap)
