@@ -86,12 +86,13 @@ def test_sweep_writes_images_grid_and_report(tmp_path, capsys):
     rc = main(["sweep", str(S("blue_marble")), str(S("great_wave")), "--ratios", "1e-3,1e-1", "-o", str(d),
                "--size", "32", "--iters", "3", *TINY])
     assert rc == 0
-    assert sorted(p.name for p in d.iterdir()) == ["grid.png", "ratio_1e-01.png", "ratio_1e-03.png", "sweep.json"]
+    assert sorted(p.name for p in d.iterdir()) == ["0000_ratio-0.001.png", "0001_ratio-0.1.png", "grid.png",
+                                                   "sweep.json"]
     rep = json.loads((d / "sweep.json").read_text())
     assert [m["n_fg"] for m in rep["members"]] == [4, 4]
     grid = Image.open(d / "grid.png")
     assert grid.size[0] > 2 * 32
-    assert "4 f+g" in capsys.readouterr().out
+    assert "4 f+g each" in capsys.readouterr().out
 
 
 def test_spatial_cli_two_regions(tmp_path):

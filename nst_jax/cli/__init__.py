@@ -10,10 +10,11 @@ Commands::
 
     nst-jax stylize CONTENT STYLE [STYLE ...] -o OUT.png [...]      (Gatys 2016 + the 2017 controls)
     nst-jax resume OUT.ckpt.npz
-    nst-jax sweep CONTENT STYLE --ratios 1e-4,1e-3,1e-2,1e-1 -o DIR
+    nst-jax sweep CONTENT STYLE --grid ratio=1e-4,1e-3 --grid style-layers='relu1_1|relu1_1,relu2_1' -o DIR
+    nst-jax batch PHOTO [PHOTO ...] --style STYLE -o DIR
     nst-jax match-color SOURCE TARGET -o OUT --mode pca
     nst-jax mix-styles COARSE FINE -o NEW_STYLE.png
-    nst-jax figure sweep|color|spatial|scale -o FIG.png
+    nst-jax figure sweep|layers|styles|color|spatial|scale -o FIG.png
     nst-jax weights list | fetch NAME | info NAME | convert FILE [-o OUT] | normalize NAME [--images DIR]
 """
 
@@ -23,9 +24,9 @@ import argparse
 import sys
 from typing import Callable, List, Optional, Sequence
 
-from nst_jax.cli.commands import (add_figure_parser, add_match_color_parser, add_mix_styles_parser, add_sweep_parser,
-                                  add_weights_parser)
+from nst_jax.cli.commands import add_figure_parser, add_match_color_parser, add_mix_styles_parser, add_weights_parser
 from nst_jax.cli.stylize import add_resume_parser, add_stylize_parser
+from nst_jax.cli.sweep import add_batch_parser, add_sweep_parser
 from nst_jax.config import SettingError
 
 __all__ = ["main", "build_parser", "PARSER_BUILDERS", "add_command"]
@@ -41,8 +42,8 @@ def add_command(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
 
 
 #: The command groups, in help order. Add yours here.
-PARSER_BUILDERS: List[Callable] = [add_stylize_parser, add_resume_parser, add_sweep_parser, add_match_color_parser,
-                                   add_mix_styles_parser, add_figure_parser, add_weights_parser]
+PARSER_BUILDERS: List[Callable] = [add_stylize_parser, add_resume_parser, add_sweep_parser, add_batch_parser,
+                                   add_match_color_parser, add_mix_styles_parser, add_figure_parser, add_weights_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

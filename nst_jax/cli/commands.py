@@ -1,4 +1,4 @@
-"""``nst-jax sweep``, ``match-color``, ``mix-styles``, ``figure`` and ``weights``."""
+"""``nst-jax match-color``, ``mix-styles``, ``figure`` and ``weights`` (``sweep`` and ``batch``: ``cli/sweep.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from nst_jax import weights
 from nst_jax.cli import args as A
 from nst_jax.cli.outputs import check_output, say_random, write_json
 
-__all__ = ["add_sweep_parser", "add_match_color_parser", "add_mix_styles_parser", "add_figure_parser",
+__all__ = ["add_match_color_parser", "add_mix_styles_parser", "add_figure_parser",
            "add_weights_parser"]
 
 
@@ -92,58 +92,6 @@ def add_weights_parser(subparsers, add_command) -> None:
     c.add_argument("--pooling", choices=("avg", "max"), default="avg")
     c.add_argument("-o", "--output", help="output .npz (default: the cache)")
     c.set_defaults(func=_weights_normalize)
-
-
-def _sweep(args) -> int:
-    import pathlib
-
-    from nst_jax import image as I
-    from nst_jax.figures import format_ratio, labelled_grid
-    from nst_jax.sweeps import sweep
-
-    ratios = A.floats(args.ratios, "ratios")
-    outdir = pathlib.Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise ValueError(f"output {outdir} is a file; sweep -o takes a folder")
-    if not outdir.parent.exists():
-        raise ValueError(f"folder {outdir.parent} does not exist; create it first")
-    styles, spatial = A.styles_and_spatial(args)
-    if not styles:
-        raise ValueError("give at least one style image after the content image (or --style REGION=FILE)")
-    inputs = [args.content, *styles]
-    names = [outdir / f"ratio_{r:.0e}.png" for r in ratios]
-    if outdir.exists() and not args.overwrite:
-        clash = [str(n) for n in names + [outdir / "grid.png", outdir / "sweep.json"] if n.exists()]
-        if clash:
-            raise ValueError(f"{clash[0]} exists; pass --overwrite to replace it or choose another -o folder")
-    sw = sweep(args.content, styles, ratios, A.problem_spec(args, spatial), A.solve_options(args))
-    outdir.mkdir(exist_ok=True)
-    for name, r in zip(names, sw.results):
-        I.save_image(name, r.image, metadata=dict(r.settings, software="nst-jax"), inputs=inputs)
-    grid = labelled_grid([r.image for r in sw.results], [format_ratio(r) for r in ratios])
-    I.save_image(outdir / "grid.png", grid, inputs=inputs)
-    write_json(outdir / "sweep.json", {
-        "ratios": ratios, "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds,
-        "members": [{"ratio": q, "file": n.name, "n_fg": r.n_fg, "terms": r.terms, "trace": r.loss_trace}
-                    for q, n, r in zip(ratios, names, sw.results)],
-        "settings": {k: v for k, v in sw.results[0].settings.items() if k not in ("ratio", "style_weight")},
-    })
-    say_random(sw.results[0].settings)
-    fg = ", ".join(f"{format_ratio(q)}: {r.n_fg} f+g" for q, r in zip(ratios, sw.results))
-    print(f"wrote {len(ratios)} images and {outdir / 'grid.png'} (one compiled solve; compile "
-          f"{sw.compile_seconds:.1f}s, run {sw.run_seconds:.1f}s; {fg})")
-    return 0
-
-
-def add_sweep_parser(subparsers, add_command) -> None:
-    p = add_command(subparsers, "sweep", help="several alpha/beta ratios as one vmapped compiled solve",
-                    description="Run K content/style ratios alpha/beta at once; writes one image each and a grid.")
-    p.add_argument("content", help="content image")
-    p.add_argument("style", nargs="*", help="style image(s)")
-    p.add_argument("--ratios", default="1e-4,1e-3,1e-2,1e-1", help="comma-separated alpha/beta ratios")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    A.add_problem_args(p)
-    p.set_defaults(func=_sweep)
 
 
 def _match_color(args) -> int:
