@@ -274,6 +274,93 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
+# --------------------------------------------------------------------------------------------------- many pairs
+
+PHOTOS = ("blue_marble", "tetons_snake_river")
+PAINTINGS = ("great_wave", "starry_night", "wheat_field_with_cypresses")
+PAIRS_512 = (("blue_marble", "great_wave"), ("tetons_snake_river", "starry_night"))
+
+
+def pair_list(spec: str, size: int) -> List[tuple]:
+    """``all``: every bundled photo x painting at ``size`` and two pairs at 512 px; or ``content+style,...`` at size."""
+    if spec == "all":
+        return [(c, s, size) for c in PHOTOS for s in PAINTINGS] + [(c, s, 512) for c, s in PAIRS_512]
+    out = []
+    for item in spec.split(","):
+        c, _, st = item.strip().partition("+")
+        out.append((c, st, size))
+    return out
+
+
+def time_to_target_from_trace(trace: List[dict], target: float) -> tuple:
+    """(f+g, solve seconds) of the first trace entry at or below ``target`` (NaN, NaN when never reached)."""
+    for e in trace:
+        if e["loss"] <= target:
+            return e["fg"], e["seconds"]
+    return float("nan"), float("nan")
+
+
+def run_variant(p: Problem, variant: str, max_iters: int) -> Dict[str, object]:
+    """One nst-jax run of a named variant on a pair's problem: its trace (cumulative seconds) and compile time.
+
+    ``default``: ``nst_jax.stylize`` as a user runs it (the default solver)."""
+    import nst_jax
+
+    kw = dict(weights=p.params, size=None, progress=False)
+    extra = {"default": {}}.get(variant)
+    if extra is None:
+        raise ValueError(f"unknown variant {variant!r}")
+    warm = nst_jax.stylize(p.content, p.style, iters=2, **kw, **extra)  # compiles (a second compile costs nothing)
+    r = nst_jax.stylize(p.content, p.style, iters=max_iters, **kw, **extra)
+    return {"trace": r.loss_trace, "compile_s": warm.compile_seconds + r.compile_seconds, "n_fg": r.n_fg}
+
+
+def many_pairs(args, say) -> List[tuple]:
+    """Per pair: PyTorch's 100-f+g loss (clipped image) as the target; f+g and seconds each side needs to reach it."""
+    rows, ratios = [], {}
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    say("| pair | px | PyTorch f+g / s to its best | " + " | ".join(f"{v}: f+g / s / ratio" for v in variants)
+        + " | compile (s) |")
+    say("|---|---|---|" + "---|" * len(variants) + "---|")
+    for content, style, size in pair_list(args.pairs, args.size):
+        p = Problem(size, args.weights, content, style)
+        net = TP.TorchVGG({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in p.params.items()})
+        tr = TP.run_lbfgs(TP.TorchGatysLoss(net, p.content, p.style, alpha=1.0, beta=1e3), p.x0, args.fg)
+        best = int(np.argmin(tr.losses))
+        target, t_torch = float(tr.losses[best]), float(tr.wall[best])
+        cells, compiles = [], []
+        for v in variants:
+            r = run_variant(p, v, 3 * args.fg)
+            fg, sec = time_to_target_from_trace(r["trace"], target)
+            ratio = sec / t_torch
+            ratios.setdefault((v, size), []).append(ratio)
+            cells.append(f"{fg} / {sec:.1f} / **{ratio:.2f}x**" if np.isfinite(sec) else
+                         f"not reached in {r['n_fg']} f+g")
+            compiles.append(f"{r['compile_s']:.1f}")
+        say(f"| {content} + {style} | {size} | {best + 1} / {t_torch:.1f} | " + " | ".join(cells) + " | "
+            + ", ".join(compiles) + " |")
+    say()
+    for (v, size), rs in sorted(ratios.items()):
+        rs = np.asarray(rs)
+        say(f"- {v}, {size} px: median {np.nanmedian(rs):.2f}x, worst {np.nanmax(rs):.2f}x PyTorch's time "
+            f"({len(rs)} pairs; goal median <= 0.5x, worst <= 0.7x)")
+        rows.append((f"time to PyTorch's loss, {v}, {size} px, {len(rs)} pairs", "1.00x",
+                     f"median {np.nanmedian(rs):.2f}x", f"worst {np.nanmax(rs):.2f}x", "<= 0.5x / 0.7x",
+                     verdict(np.nanmedian(rs) <= 0.5 and np.nanmax(rs) <= 0.7)))
+    return rows
+
+
+def _summary(rows, say) -> None:
+    if rows:
+        say()
+        say("## Summary")
+        say()
+        say("| measure | baseline | nst-jax | ratio | target | verdict |")
+        say("|---|---|---|---|---|---|")
+        for r in rows:
+            say("| " + " | ".join(r) + " |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=256, help="longest side of content and style (px)")
@@ -292,6 +379,10 @@ def main(argv=None) -> int:
                     help="nst-jax solvers for (b), comma-separated (default: all four; --quick: lbfgs)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 64 px, tiny19, few f+g")
     ap.add_argument("--out", default=None, help="write a markdown report to this file")
+    ap.add_argument("--pairs", default=None,
+                    help="many-pair time to quality instead of the single-pair report: 'all' (every bundled photo x "
+                         "painting at --size, two pairs at 512 px) or 'content+style,...'")
+    ap.add_argument("--variants", default="default", help="nst-jax variants raced in --pairs, comma-separated")
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.weights, args.fg, args.sweep_iters, args.rounds = 64, "tiny19", 10, 5, 3
@@ -321,6 +412,18 @@ def main(argv=None) -> int:
     if torch is None:
         say(f"- PyTorch is not importable ({TORCH_ERROR}): running the nst-jax side only.")
     say()
+
+    if args.pairs:
+        if torch is None:
+            ap.error("--pairs needs PyTorch (pip install -e '.[bench]')")
+        say(f"## Time to PyTorch's {args.fg}-f+g loss, many pairs ({args.weights}; nst-jax seconds from its trace, "
+            "compile apart)")
+        say()
+        rows = many_pairs(args, say)
+        _summary(rows, say)
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
+        return 0
 
     p = Problem(args.size, args.weights, args.content, args.style)
     say(f"- images: content {p.content.shape[:2]}, style {p.style.shape[:2]}; weights {p.info.name}"
@@ -428,14 +531,7 @@ def main(argv=None) -> int:
                      f"{sw['batched_s']:.2f} s", f"{ratio:.2f}x", f"<= {TARGETS['sweep']:.1f}x",
                      verdict(ratio <= TARGETS["sweep"])))
 
-    if rows:
-        say()
-        say("## Summary")
-        say()
-        say("| measure | baseline | nst-jax | ratio | target | verdict |")
-        say("|---|---|---|---|---|---|")
-        for r in rows:
-            say("| " + " | ".join(r) + " |")
+    _summary(rows, say)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
         print(f"wrote {args.out}")

@@ -1,7 +1,7 @@
 """A plain-PyTorch peer of the nst-jax Gatys loss and its ``torch.optim.LBFGS`` solve (the speed benchmark's baseline).
 
 Same network, same loss, same conventions as ``nst_jax.objective`` with the ``gatys`` preset, written independently in
-PyTorch (float32, CPU, batch of one, NCHW):
+PyTorch (float32, batch of one, NCHW; on the CPU or any ``device`` torch offers):
 
 * network: the VGG conv stack of the nst-jax params tree (kernels HWIO -> OIHW), ``conv2d`` 3x3 stride 1 padding 1,
   ReLU, ``max_pool2d`` 2x2 stride 2 (floor); input RGB in [0, 1] -> Caffe preprocessing (RGB->BGR, x255, minus the
@@ -31,10 +31,10 @@ __all__ = ["CAFFE_MEAN_BGR", "TorchVGG", "TorchGatysLoss", "LBFGSTrace", "to_nch
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
-def to_nchw(image_HW3: np.ndarray) -> torch.Tensor:
-    """[H, W, 3] float image -> [1, 3, H, W] float32 tensor (a copy)."""
+def to_nchw(image_HW3: np.ndarray, device="cpu") -> torch.Tensor:
+    """[H, W, 3] float image -> [1, 3, H, W] float32 tensor (a copy) on ``device``."""
     arr = np.ascontiguousarray(np.asarray(image_HW3, np.float32).transpose(2, 0, 1)[None])
-    return torch.from_numpy(arr.copy())
+    return torch.from_numpy(arr.copy()).to(device)
 
 
 class TorchVGG:
@@ -44,7 +44,8 @@ class TorchVGG:
     followed by ``relu{b}_{i}``; every block is followed by ``pool{b}`` (2x2, stride 2, floor).
     """
 
-    def __init__(self, params: Mapping[str, Mapping[str, object]]):
+    def __init__(self, params: Mapping[str, Mapping[str, object]], device="cpu"):
+        self.device = torch.device(device)
         names = sorted(params, key=lambda n: tuple(int(p) for p in n[4:].split("_")))
         if not names or any(not n.startswith("conv") for n in names):
             raise ValueError(f"params must be a tree keyed by conv layer names such as conv1_1, got {list(params)[:4]}")
@@ -55,7 +56,7 @@ class TorchVGG:
             kernel_HWIO = np.asarray(params[name]["kernel"], np.float32)
             bias = np.asarray(params[name]["bias"], np.float32)
             w_OIHW = torch.from_numpy(np.ascontiguousarray(kernel_HWIO.transpose(3, 2, 0, 1)))
-            self.weights[name] = (w_OIHW, torch.from_numpy(bias.copy()))
+            self.weights[name] = (w_OIHW.to(self.device), torch.from_numpy(bias.copy()).to(self.device))
             suffix = name[4:]
             self.sequence += [(name, "conv"), ("relu" + suffix, "relu")]
             if j + 1 == len(names) or block_of(names[j + 1]) != block_of(name):
@@ -65,7 +66,7 @@ class TorchVGG:
     @staticmethod
     def preprocess(image_13HW: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] -> Caffe input: BGR, x255, minus the ImageNet mean. [1, 3, H, W]."""
-        mean = torch.tensor(CAFFE_MEAN_BGR, dtype=image_13HW.dtype).view(1, 3, 1, 1)
+        mean = torch.tensor(CAFFE_MEAN_BGR, dtype=image_13HW.dtype, device=image_13HW.device).view(1, 3, 1, 1)
         return image_13HW.flip(1) * 255.0 - mean
 
     def features(self, image_13HW: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
@@ -113,8 +114,8 @@ class TorchGatysLoss:
         self.alpha, self.beta = float(alpha), float(beta)
         self.layer_weights = [1.0 / float(net.channels[n]) ** 2 for n in self.style_layers]
         with torch.no_grad():
-            cf = net.features(to_nchw(content_HW3), self.content_layers)
-            sf = net.features(to_nchw(style_HW3), self.style_layers)
+            cf = net.features(to_nchw(content_HW3, net.device), self.content_layers)
+            sf = net.features(to_nchw(style_HW3, net.device), self.style_layers)
             self.content_targets = {n: cf[n].detach() for n in self.content_layers}
             self.gram_targets = {n: gram(sf[n]).detach() for n in self.style_layers}
 
@@ -160,7 +161,7 @@ def run_lbfgs(loss: TorchGatysLoss, x0_HW3: np.ndarray, max_fg: int = 100, *, hi
     """
     if max_fg < 1:
         raise ValueError(f"the f+g budget must be >= 1, got {max_fg}")
-    x = to_nchw(x0_HW3).requires_grad_(True)
+    x = to_nchw(x0_HW3, loss.net.device).requires_grad_(True)
 
     def fg():
         value = loss(torch.clamp(x, 0.0, 1.0))
@@ -200,5 +201,5 @@ def run_lbfgs(loss: TorchGatysLoss, x0_HW3: np.ndarray, max_fg: int = 100, *, hi
                 break
     except _BudgetSpent:
         pass
-    image = torch.clamp(x.detach(), 0.0, 1.0)[0].permute(1, 2, 0).numpy().copy()
+    image = torch.clamp(x.detach(), 0.0, 1.0)[0].permute(1, 2, 0).cpu().numpy().copy()
     return LBFGSTrace(np.asarray(losses), np.asarray(wall), np.asarray(secs), warmup, image)

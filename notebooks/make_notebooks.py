@@ -132,11 +132,13 @@ print("wrote", path)'''),
 # --------------------------------------------------------------------------------------------------- sweep
 
 SWEEP: List[Cell] = [
-    badge("alpha_beta_sweep", "The content/style trade-off: an α/β sweep in one solve",
+    badge("alpha_beta_sweep", "The content/style trade-off: an α/β sweep in one solve, and any grid",
           "Figure 4 of Gatys et al. 2016 shows the same content and style for several ratios α/β of content weight to "
           "style weight. `nst_jax.sweep` runs all K ratios as **one** vmapped, compiled L-BFGS solve (member "
-          "k: content weight α, style weight α / ratio_k); here it is compared with K separate `stylize` runs."),
-    setup('''from nst_jax.figures import format_ratio, labelled_grid
+          "k: content weight α, style weight α / ratio_k); here it is compared with K separate `stylize` runs. "
+          "Then a two-axis grid (paintings × α/β) and the paper's Figure 3 (style layers × α/β), each one "
+          "compiled solve too."),
+    setup('''from nst_jax.figures import LAYER_SETS, format_ratio, labelled_grid, sweep_pages
 from nst_jax.image import load_image, sample_path
 from nst_jax.sweeps import sweep
 from nst_jax.transfer import stylize
@@ -145,13 +147,17 @@ from nst_jax.weights import load_weights'''),
     params(384, 300, '''RATIOS = [1e-3, 1.0] if SMALL else [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # alpha/beta per member: small = more style
 ALPHA = 1.0                                 # content weight alpha shared by every member
 CONTENT = sample_path("blue_marble")
-STYLE = sample_path("starry_night")'''),
+STYLE = sample_path("starry_night")
+PAINTINGS = [sample_path("starry_night"), sample_path("great_wave")]  # the two-axis grid's rows ...
+GRID_RATIOS = [1e-4, 1e-2]                                            # ... and columns (alpha/beta)
+LAYER_ROWS = LAYER_SETS[:2] if SMALL else LAYER_SETS  # Fig. 3 rows: style on relu1_1, up to relu2_1, ..., relu5_1
+LAYER_RATIOS = [1e-4, 1e-2] if SMALL else [1e-5, 1e-4, 1e-3, 1e-2]  # Fig. 3 columns (alpha/beta)'''),
     SHOW,
     ("code", '''content = load_image(CONTENT, size=SIZE)
 style = load_image(STYLE, size=SIZE)
 show([content, style], ["content", "style"])'''),
     ("md", "## One vmapped solve for all ratios"),
-    ("code", '''sw = sweep(CONTENT, STYLE, RATIOS, size=SIZE, iters=ITERS, weights=params, content_weight=ALPHA, progress=PROGRESS)
+    ("code", '''sw = sweep(CONTENT, STYLE, {"ratio": RATIOS}, size=SIZE, iters=ITERS, weights=params, content_weight=ALPHA, progress=PROGRESS)
 K = len(RATIOS)
 print(f"K={K} members: compile {sw.compile_seconds:.1f} s, run {sw.run_seconds:.2f} s "
       f"({sw.run_seconds / K:.3f} s per member)")'''),
@@ -176,6 +182,29 @@ print(f"largest relative difference of the final losses: {rel:.2g}")
 plt.figure(figsize=(5, 3))
 plt.bar(["sweep (vmapped)", "sequential"], [sw.run_seconds / K, seq_run / K])
 plt.ylabel("run seconds per member"); plt.show()'''),
+    ("md", "## Any grid as one program: paintings × α/β\n\n`sweep`'s `grid` takes any traced setting as an axis "
+           "(`nst_jax.grid.AXES`: weights, layer sets, blends, seeds, style and content images). Here two paintings "
+           "(an image axis: each member gets its own Gram targets) against two ratios: the Cartesian product, 4 "
+           "members, one compiled solve. `sweep_pages` lays them out as a table, rows by the first axis, columns by "
+           "the second (further axes would give further pages)."),
+    ("code", '''sw2 = sweep(CONTENT, None, {"style": PAINTINGS, "ratio": GRID_RATIOS}, size=SIZE, iters=ITERS, weights=params,
+            progress=PROGRESS)
+print(f"grid {sw2.shape}: {len(sw2.results)} members, compile {sw2.compile_seconds:.1f} s, run {sw2.run_seconds:.2f} s")
+print("member 1:", sw2.members[1])
+(_, table), = sweep_pages(sw2)
+plt.figure(figsize=(8, 8)); plt.imshow(table); plt.axis("off"); plt.show()'''),
+    ("md", "## Figure 3 of the paper: which layers carry the style\n\nRows: the style matched on relu1_1, then on "
+           "relu1_1 and relu2_1, ..., up to relu5_1; columns: α/β. A `style_layers` axis is one program over the "
+           "union of the layers in which each member weighs the layers outside its set by zero, so the whole figure "
+           "is one compiled solve (`nst-jax figure layers` writes it from the command line)."),
+    ("code", '''fig3 = sweep(CONTENT, STYLE, {"style_layers": LAYER_ROWS, "ratio": LAYER_RATIOS}, size=SIZE, iters=ITERS,
+             weights=params, progress=PROGRESS)
+print(f"grid {fig3.shape}: {len(fig3.results)} members, compile {fig3.compile_seconds:.1f} s, run {fig3.run_seconds:.2f} s")
+(_, table), = sweep_pages(fig3)
+plt.figure(figsize=(12, 3 * len(LAYER_ROWS))); plt.imshow(table); plt.axis("off"); plt.show()
+plot_traces([m.loss_trace for m in fig3.results[::len(LAYER_RATIOS)]],
+            [f"style up to {m['style_layers'][-1]}" for m in fig3.members[::len(LAYER_RATIOS)]],
+            f"Fig. 3 rows at {format_ratio(LAYER_RATIOS[0])}")'''),
 ]
 
 

@@ -2,8 +2,9 @@
 
 The public API, all importable from ``nst_jax``:
 
-* running a transfer: :func:`stylize`, :func:`sweep`, :class:`Result`, :class:`SweepResult`, and the parts they
-  compose: :func:`prepare` -> :class:`Problem` -> :func:`solve_problem`;
+* running a transfer: :func:`stylize`, :func:`sweep` (any grid of settings as one compiled program, see
+  :mod:`nst_jax.grid`), :func:`stylize_batch`, :class:`Result`, :class:`SweepResult`, and the parts they compose:
+  :func:`prepare` -> :class:`Problem` -> :func:`solve_problem`;
 * settings (frozen, validated once): :class:`ProblemSpec`, :class:`SolveOptions`, :class:`SolverConfig`,
   :class:`LossConfig`, :class:`ColorConfig`, :class:`SpatialConfig`, :class:`SettingError`;
 * the objective (pure, traced): :class:`Weights`, :class:`Targets`, :func:`make_weights`, :func:`compute_targets`,
@@ -19,7 +20,7 @@ The public API, all importable from ``nst_jax``:
 * images: :func:`load_image`, :func:`save_image`, :func:`sample_path`, :func:`atomic_write`;
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
   ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``, ``weights``, ``lbfgs``,
-  ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``sweeps``, ``pyramid``,
+  ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``grid``, ``sweeps``, ``pyramid``,
   ``checkpoint``, ``interrupts``, ``memory``, ``image``, ``files``, ``figures``.
 
 Everything is imported on first use (PEP 562): ``import nst_jax`` costs nothing until a name is used.
@@ -31,9 +32,9 @@ __version__ = "0.1.0"
 
 #: The submodules, imported on first use (PEP 562): ``import nst_jax`` and ``import nst_jax.cli`` stay light, so the
 #: command starts at once and answers Ctrl-C while JAX is still loading.
-_MODULES = ("backend", "batching", "checkpoint", "color", "config", "figures", "files", "guidance", "guided", "image",
-            "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "progress",
-            "pyramid", "runner", "solvers", "sweeps", "transfer", "vgg", "weights")
+_MODULES = ("backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "grid",
+            "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective",
+            "problem", "progress", "pyramid", "runner", "solvers", "sweeps", "transfer", "vgg", "weights")
 
 #: Public name -> the module defining it (imported on first use, as the submodules).
 _API = {
@@ -50,7 +51,7 @@ _API = {
     "nst_jax.objective": ("Targets", "Weights", "compute_targets", "loss_terms", "make_weights", "total_loss"),
     "nst_jax.problem": ("Problem", "prepare"),
     "nst_jax.runner": ("Solve",),
-    "nst_jax.sweeps": ("SweepResult", "sweep"),
+    "nst_jax.sweeps": ("SweepResult", "stylize_batch", "sweep"),
     "nst_jax.transfer": ("Result", "solve_problem", "stylize"),
     "nst_jax.vgg": ("deprocess", "features", "init_params", "layer_names", "preprocess"),
     "nst_jax.weights": ("WeightsInfo", "load_weights"),
@@ -58,7 +59,7 @@ _API = {
 _WHERE = {name: module for module, names in _API.items() for name in names}
 
 __all__ = [
-    "stylize", "sweep", "Result", "SweepResult", "prepare", "Problem", "solve_problem",
+    "stylize", "sweep", "stylize_batch", "Result", "SweepResult", "prepare", "Problem", "solve_problem",
     "ProblemSpec", "SolveOptions", "SolverConfig", "LossConfig", "ColorConfig", "SpatialConfig", "SettingError",
     "Weights", "Targets", "make_weights", "compute_targets", "loss_terms", "total_loss",
     "guarded_lbfgs", "Solve",
@@ -68,7 +69,7 @@ __all__ = [
     "rgb_to_yiq", "yiq_to_rgb", "match_color", "match_luminance", "original_colors",
     "propagate_guides", "load_guides",
     "load_image", "save_image", "sample_path", "atomic_write",
-    "backend", "batching", "checkpoint", "color", "config", "figures", "files", "guidance", "guided", "image",
+    "backend", "batching", "checkpoint", "color", "config", "figures", "files", "grid", "guidance", "guided", "image",
     "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "progress", "pyramid",
     "runner", "solvers", "sweeps", "transfer", "vgg", "weights",
 ]

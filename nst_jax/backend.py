@@ -9,10 +9,15 @@ ops        lean        lax       lax       network op path (``LossConfig.ops``):
                                            (:mod:`nst_jax.lean_ops`) or the plain ``lax`` ops
 loop       host        while     while     how a chunk of iterations runs (``SolverConfig.loop``)
 members    unroll      vmap      vmap      how a sweep evaluates its K losses (``SolverConfig.members``)
+precision  highest     highest   highest   float32 matmul/convolution precision of the network
+                                           (``LossConfig.precision``; a ``jax.default_matmul_precision`` name:
+                                           "tensorfloat32" trades accuracy for speed on GPUs that have it)
 =========  ==========  ========  ========  =======================================================================
 
-The CPU column was chosen by measurement on a 2-core CPU (``benchmarks/RESULTS.md``); the accelerator columns are
-the plain forms, unmeasured until an accelerator is lent (``benchmarks/device_check.py`` measures them).
+bfloat16 activations are a setting of their own (``LossConfig.compute_dtype``, ``--bf16``), off everywhere by
+default. The CPU column was chosen by measurement on a 2-core CPU (``benchmarks/RESULTS.md``); the accelerator
+columns are the plain forms, unmeasured until an accelerator is lent: ``benchmarks/device_check.py`` measures each
+of them (lean vs lax ops, host vs while loop, vmap vs unroll, TF32 vs highest: speed and loss difference).
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from typing import Dict, Optional
 __all__ = ["DEFAULTS", "resolve", "current_backend"]
 
 DEFAULTS: Dict[str, Dict[str, str]] = {
-    "cpu": {"ops": "lean", "loop": "host", "members": "unroll"},
-    "gpu": {"ops": "lax", "loop": "while", "members": "vmap"},
-    "tpu": {"ops": "lax", "loop": "while", "members": "vmap"},
+    "cpu": {"ops": "lean", "loop": "host", "members": "unroll", "precision": "highest"},
+    "gpu": {"ops": "lax", "loop": "while", "members": "vmap", "precision": "highest"},
+    "tpu": {"ops": "lax", "loop": "while", "members": "vmap", "precision": "highest"},
 }
 
 

@@ -15,10 +15,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["UNROLL_GROUPS", "unrolled_over_members"]
+__all__ = ["UNROLL_GROUPS", "unrolled_over_members", "members_per_program"]
 
 #: At most this many single-image groups; members beyond that are vmapped within their group.
 UNROLL_GROUPS = 8
+
+
+def members_per_program(mode: str):
+    """The most members one program should hold per device with the (resolved) ``mode``: ``UNROLL_GROUPS`` for
+    "unroll" (beyond it members are vmapped in groups, the batched evaluation "unroll" exists to avoid), None
+    (no bound) for "vmap". Sweeps run larger grids in waves of this size (:func:`nst_jax.sweeps.plan_waves`).
+
+    Example:
+      >>> members_per_program("unroll"), members_per_program("vmap")
+      (8, None)
+    """
+    return UNROLL_GROUPS if mode == "unroll" else None
 
 
 def unrolled_over_members(vg: Callable) -> Callable:

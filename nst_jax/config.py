@@ -35,11 +35,17 @@ __all__ = [
     "GRAM_NORMS",
     "SPATIAL_MODES",
     "PROPAGATIONS",
+    "POOL_ROUNDINGS",
+    "PADDINGS",
+    "TV_FORMS",
+    "LAYER_WEIGHTINGS",
+    "SIZE_RULES",
     "COLOR_MODES",
     "MATCH_MODES",
     "LUM_MATCH_MODES",
     "INITS",
     "NETWORK_OPS",
+    "PRECISIONS",
     "PRESETS",
     "MIN_SIDE",
     "LossConfig",
@@ -58,12 +64,18 @@ SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
 POOLINGS = ("max", "avg")
 GRAM_NORMS = ("hw", "chw", "none")
 SPATIAL_MODES = ("gram", "sums", "sums+gram", "stacked")
-PROPAGATIONS = ("simple", "inside", "all")
+PROPAGATIONS = ("simple", "area", "inside", "all")
+POOL_ROUNDINGS = ("floor", "ceil")  # = vgg.POOL_ROUNDINGS (config imports nothing of the package)
+PADDINGS = ("zero", "reflect", "replicate", "reflect-first", "replicate-first")  # = vgg.PADDINGS
+TV_FORMS = ("sum", "neural-style")
+LAYER_WEIGHTINGS = ("inv_c2", "ones", "equal")
+SIZE_RULES = ("longest", "area")
 COLOR_MODES = ("none", "luminance", "match-style", "match-content", "original")
 MATCH_MODES = ("chol", "pca", "sym")
 LUM_MATCH_MODES = ("meanstd", "mean", "none")
 INITS = ("content", "noise", "style")
 NETWORK_OPS = ("auto", "lax", "lean")
+PRECISIONS = ("auto", "highest", "high", "default", "tensorfloat32", "bfloat16")
 LOOPS = ("auto", "while", "host")
 MEMBERS = ("auto", "vmap", "unroll")
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
@@ -78,11 +90,15 @@ MAX_SIDE = 65535
 MAX_COUNT = 2 ** 31 - 2
 
 PRESETS: Dict[str, Dict[str, Any]] = {
-    # Gatys et al. 2016/2017 as in the 2017 paper's code: Gram / (H W), layer weights 1/C_l^2, alpha 1, beta 1e3.
-    "gatys": dict(content_weight=1.0, style_weight=1e3, tv_weight=0.0, gram_norm="hw", layer_weights="inv_c2"),
-    # jcjohnson/neural-style: Gram / (C H W), equal layer weights, content 5, style 100, TV 1e-3.
+    # the 2017 paper's code: Gram / (H W), layer weights 1/C_l^2, alpha 1, beta 1e3, guided sums 1e9 (SpatialControl)
+    "gatys": dict(content_weight=1.0, style_weight=1e3, tv_weight=0.0, gram_norm="hw", layer_weights="inv_c2",
+                  sums_weight=1e9, input_scale=255.0, tv_form="sum"),
+    # its notebooks' "norm net" cells: style 1e9 split equally over the layers, content 1e6 (no official sums weight)
+    "gatys-normalized": dict(content_weight=1e6, style_weight=1e9, tv_weight=0.0, gram_norm="hw",
+                             layer_weights="equal", sums_weight=1e9, input_scale=255.0, tv_form="sum"),
+    # neural_style.lua: Gram / (C H W), layer weights 1, content 5, style 100, TV 1e-3 in its form, x256 input
     "neural-style": dict(content_weight=5.0, style_weight=100.0, tv_weight=1e-3, gram_norm="chw",
-                         layer_weights="ones"),
+                         layer_weights="ones", sums_weight=1e9, input_scale=256.0, tv_form="neural-style"),
 }
 
 
@@ -176,6 +192,13 @@ class LossConfig:
       compute_dtype: None (float32) or "bfloat16" activations (losses and optimiser state stay float32).
       ops: network op path, "lax" (plain ``lax`` ops, the reference), "lean" (memory-lean custom derivatives,
         :mod:`nst_jax.lean_ops`) or "auto" (per backend, :mod:`nst_jax.backend`).
+      precision: float32 matmul/convolution precision of the network: a ``jax.default_matmul_precision`` name
+        ("highest", "high", "default", "tensorfloat32", "bfloat16") or "auto" (per backend).
+      pool_rounding: odd sizes at the pools, "floor" (Keras' VGG) or "ceil" (Caffe's, the official codes').
+      padding: the convs' padding, "zero", "reflect" (the official 2017 code's ``-reflectance``), "replicate", or
+        "reflect-first" / "replicate-first" (the first conv only), see :mod:`nst_jax.vgg`.
+      input_scale: the network input is ``scale * BGR - mean``: 255 (Caffe) or 256 (jcjohnson/neural-style).
+      tv_form: "sum" or "neural-style" (neural_style.lua's), see :func:`nst_jax.losses.tv_loss`.
     """
 
     content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
@@ -187,6 +210,11 @@ class LossConfig:
     remat: Any = False
     compute_dtype: Optional[str] = None
     ops: str = "auto"
+    precision: str = "auto"
+    pool_rounding: str = "floor"
+    padding: str = "zero"
+    input_scale: float = 255.0
+    tv_form: str = "sum"
 
     def __post_init__(self):
         _set(self, "content_layers", _layers("content_layers", self.content_layers, allow_empty=True))
@@ -199,6 +227,11 @@ class LossConfig:
         _choice("spatial", self.spatial, (None,) + SPATIAL_MODES)
         _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         _choice("ops", self.ops, NETWORK_OPS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("pool_rounding", self.pool_rounding, POOL_ROUNDINGS)
+        _choice("padding", self.padding, PADDINGS)
+        _number("input_scale", self.input_scale, positive=True)
+        _choice("tv_form", self.tv_form, TV_FORMS)
         if not (isinstance(self.remat, bool) or isinstance(self.remat, str)):
             raise SettingError("remat", f"{{setting}} must be True, False or a jax.checkpoint_policies name, "
                                         f"got {self.remat!r}")
@@ -365,9 +398,10 @@ class SpatialConfig:
     Attributes:
       mode: guided loss, "gram", "sums", "sums+gram" or "stacked".
       region_to_style: ``{region: style index}`` (default: each region from the one style naming it).
-      propagation: guides to each layer, "simple", "inside" or "all"; ``erode``: extra erosion (> 0) or dilation
-        (< 0) in feature pixels; ``threshold``: binarisation of the binary modes; ``global_channel``: add an
-        all-ones guide.
+      propagation: guides to each layer, "simple" (the official code's cubic resize), "area" (2x2 means per pooling),
+        "inside" or "all" (:mod:`nst_jax.guidance`); ``erode``: extra erosion (> 0) or dilation (< 0) in feature
+        pixels (the official code's ``k`` is ``-erode``); ``threshold``: binarisation of the binary modes (and of
+        "simple" with ``erode``); ``global_channel``: add an all-ones guide.
       guide_scale: stacked mode's scale of the guide channels (default: the style's mean activation per layer).
       region_weights: one weight per region (default 1/R).
     """
@@ -419,8 +453,8 @@ def preset(name: str) -> Dict[str, Any]:
     """The settings of a named loss convention (see :data:`PRESETS`).
 
     Example:
-      >>> preset("gatys")["style_weight"], preset("neural-style")["gram_norm"]
-      (1000.0, 'chw')
+      >>> preset("gatys")["style_weight"], preset("neural-style")["gram_norm"], preset("neural-style")["input_scale"]
+      (1000.0, 'chw', 256.0)
     """
     if name not in PRESETS:
         raise SettingError("preset", f"unknown {{setting}} {name!r}; choose one of {', '.join(PRESETS)}")
@@ -434,20 +468,33 @@ class ProblemSpec:
     Attributes:
       weights: a weight source name or file (see ``nst-jax weights list``) or a params tree.
       size: longest side of the output in pixels (None: the content's own size); at least 16.
+      size_rule: how ``size`` sizes the content: "longest" (its longest side becomes ``size``) or "area" (the official
+        notebooks' rule, :func:`nst_jax.problem.fit_area`: area ~``size^2``, sides rounded up, never upscaled). The
+        styles' longest side follows the content's either way (times ``style_scale``).
       style_scale: the style images' longest side relative to the content's.
-      preset: "gatys" or "neural-style": the defaults of the loss weights and the Gram normalisation.
+      preset: "gatys", "gatys-normalized" or "neural-style" (:data:`PRESETS`): the defaults of the loss weights, the
+        Gram normalisation, the input scale and the TV form.
       content_weight / style_weight / tv_weight: α, β and the total-variation weight (None: the preset's).
+      sums_weight: the weight of the guided sums of spatial control ("sums" and "sums+gram"; None: the preset's,
+        1e9 as in the official code), applied with the style layer weights and the region weights like β.
       style_blend: one weight per style image (blended Gram targets); None: equal.
       content_layers / style_layers: layer names (None: relu4_2 and relu1_1 .. relu5_1).
-      layer_weights: per style layer: "inv_c2" (1/C_l^2), "ones", a sequence, or None (the preset's).
+      layer_weights: per style layer: "inv_c2" (1/C_l^2), "ones", "equal" (1/L), a sequence, or None (the preset's).
       pooling: "max" or "avg" (the 2016 paper's choice).
+      pool_rounding: "auto" (the weights' convention: "ceil" for weights converted from Caffe, else "floor"),
+        "floor" or "ceil" (see :class:`LossConfig`).
+      padding: the convs' padding (see :class:`LossConfig`).
+      freeze_mask: None, or a mask (file or [H, W] array at the content's size) whose non-zero pixels keep their
+        initial value (the official code's ``-mask_file``; in a coarse-to-fine run, each level's initial image):
+        resized to the working size by nearest neighbour.
       color: a :class:`ColorConfig` (or its mode as a string).
       spatial: a :class:`SpatialConfig` (or a dict of its fields), or None.
-      remat, compute_dtype, ops: as :class:`LossConfig`.
+      remat, compute_dtype, ops, precision: as :class:`LossConfig`.
     """
 
     weights: Any = "auto"
     size: Optional[int] = 512
+    size_rule: str = "longest"
     style_scale: float = 1.0
     preset: str = "gatys"
     content_weight: Optional[float] = None
@@ -463,6 +510,11 @@ class ProblemSpec:
     remat: Any = False
     compute_dtype: Optional[str] = None
     ops: str = "auto"
+    precision: str = "auto"
+    sums_weight: Optional[float] = None
+    pool_rounding: str = "auto"
+    padding: str = "zero"
+    freeze_mask: Any = None
 
     def __post_init__(self):
         preset(self.preset)
@@ -472,9 +524,11 @@ class ProblemSpec:
                                        f"times), got {self.size!r}")
         if self.size is not None and self.size > MAX_SIDE:
             raise SettingError("size", f"{{setting}} must be at most {MAX_SIDE} px, got {self.size!r}")
+        _choice("size_rule", self.size_rule, SIZE_RULES)
         _number("style_scale", self.style_scale, positive=True)
-        for setting in ("content_weight", "style_weight", "tv_weight"):
+        for setting in ("content_weight", "style_weight", "tv_weight", "sums_weight"):
             _number(setting, getattr(self, setting), optional=True)
+        _choice("pool_rounding", self.pool_rounding, ("auto",) + POOL_ROUNDINGS)
         if isinstance(self.color, str):
             _set(self, "color", ColorConfig(mode=self.color))
         elif not isinstance(self.color, ColorConfig):
@@ -490,33 +544,44 @@ class ProblemSpec:
                 _set(self, setting, _layers(setting, value, allow_empty=setting == "content_layers"))
         if self.style_blend is not None:
             _set(self, "style_blend", _reals("style_blend", self.style_blend, "style blend weights"))
-        if self.layer_weights is not None and not isinstance(self.layer_weights, str):
+        if isinstance(self.layer_weights, str):
+            _choice("layer_weights", self.layer_weights, LAYER_WEIGHTINGS)
+        elif self.layer_weights is not None:
             _set(self, "layer_weights", _reals("layer_weights", self.layer_weights, "layer weights"))
-        self.loss_config()  # validates pooling, layers, remat, compute dtype, ops
+        self.loss_config()  # validates pooling, layers, remat, compute dtype, ops, padding
 
-    def loss_config(self) -> LossConfig:
-        """The static loss structure this problem compiles to."""
+    def loss_config(self, weights_pool_rounding: str = "floor") -> LossConfig:
+        """The static loss structure this problem compiles to; ``weights_pool_rounding``: the weights' own convention
+        (``WeightsInfo.pool_rounding``), which ``pool_rounding="auto"`` takes."""
+        pre = PRESETS[self.preset]
         return LossConfig(
             content_layers=DEFAULT_CONTENT_LAYERS if self.content_layers is None else self.content_layers,
             style_layers=DEFAULT_STYLE_LAYERS if self.style_layers is None else self.style_layers,
-            pooling=self.pooling, gram_norm=PRESETS[self.preset]["gram_norm"], channels=self.color.channels,
+            pooling=self.pooling, gram_norm=pre["gram_norm"], channels=self.color.channels,
             spatial=None if self.spatial is None else self.spatial.mode, remat=self.remat,
-            compute_dtype=self.compute_dtype, ops=self.ops)
+            compute_dtype=self.compute_dtype, ops=self.ops, precision=self.precision,
+            pool_rounding=weights_pool_rounding if self.pool_rounding == "auto" else self.pool_rounding,
+            padding=self.padding, input_scale=pre["input_scale"], tv_form=pre["tv_form"])
 
     def weight_settings(self) -> Dict[str, Any]:
-        """Content, style and TV weight and the layer weights: the given ones, else the preset's."""
+        """Content, style, TV and sums weight and the layer weights: the given ones, else the preset's."""
         pre = PRESETS[self.preset]
         return {key: pre[key] if getattr(self, key) is None else getattr(self, key)
-                for key in ("content_weight", "style_weight", "tv_weight", "layer_weights")}
+                for key in ("content_weight", "style_weight", "tv_weight", "sums_weight", "layer_weights")}
 
     def summary(self) -> Dict[str, Any]:
-        """The settings written beside an output (JSON-able; the weights as their name)."""
+        """The settings written beside an output (JSON-able; the weights as their name, a freeze mask as its path
+        or "array")."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("weights", "color", "spatial")}
+               if f.name not in ("weights", "color", "spatial", "freeze_mask")}
         out.update(self.weight_settings())
         cfg = self.loss_config()
         out.update(color=self.color.mode, match_mode=self.color.match_mode, lum_match=self.color.lum_match,
-                   gram_norm=cfg.gram_norm, content_layers=cfg.content_layers, style_layers=cfg.style_layers)
+                   gram_norm=cfg.gram_norm, content_layers=cfg.content_layers, style_layers=cfg.style_layers,
+                   input_scale=cfg.input_scale, tv_form=cfg.tv_form)
+        if self.freeze_mask is not None:
+            out["freeze_mask"] = os.fspath(self.freeze_mask) if isinstance(self.freeze_mask, (str, os.PathLike)) \
+                else "array"
         for key in ("style_blend", "content_layers", "style_layers", "layer_weights"):
             if isinstance(out[key], tuple):
                 out[key] = list(out[key])

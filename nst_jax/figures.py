@@ -1,26 +1,74 @@
-"""Labelled image grids (the papers' figures) and loss-curve plots.
+"""Labelled image grids and tables (the papers' figures, a sweep's pages) and loss-curve plots.
 
-``labelled_grid`` needs only Pillow; ``plot_losses`` needs the optional matplotlib extra (``pip install nst-jax[plot]``).
+``labelled_grid`` and ``table_grid`` need only Pillow; labels use only ASCII, which Pillow's default font draws
+everywhere (``alpha/beta``, not Greek letters). ``plot_losses`` needs the optional matplotlib extra
+(``pip install nst-jax[plot]``).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+import itertools
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["labelled_grid", "format_ratio", "plot_losses"]
+__all__ = ["labelled_grid", "table_grid", "format_number", "format_ratio", "axis_label", "sweep_pages",
+           "plot_losses", "PAPER_FIGURES", "LAYER_SETS", "LAYER_RATIOS", "paper_figure"]
+
+
+def format_number(v: float) -> str:
+    """A short label for a number: ``1e-03`` for a power of ten (as the 2016 paper writes them), else 3 significant
+    digits (labels only; file names use the exact value).
+
+    Example:
+      >>> format_number(1e-3), format_number(2.5e-4), format_number(0.0), format_number(1000.0), format_number(7)
+      ('1e-03', '0.00025', '0', '1e+03', '7')
+    """
+    v = float(v)
+    short = f"{v:.0e}"
+    if v != 0 and float(short) == v and abs(math.log10(abs(v))) >= 3:
+        return short
+    return f"{v:.3g}"
 
 
 def format_ratio(r: float) -> str:
-    """``1e-3`` -> ``"α/β = 1e-03"``: how the 2016 paper labels its α/β figure.
+    """``1e-3`` -> ``"alpha/beta = 1e-03"``: how the 2016 paper labels its alpha/beta figure (in ASCII).
 
     Example:
       >>> format_ratio(1e-3)
-      'α/β = 1e-03'
+      'alpha/beta = 1e-03'
     """
-    return f"α/β = {r:.0e}"
+    return f"alpha/beta = {format_number(r)}"
+
+
+def axis_label(name: str, value: Any) -> str:
+    """A grid axis value as a figure label (ASCII; see :mod:`nst_jax.grid` for the axes).
+
+    Example:
+      >>> axis_label("ratio", 1e-4), axis_label("tv_weight", 0.001), axis_label("seed", 3)
+      ('alpha/beta = 1e-04', 'tv = 1e-03', 'seed 3')
+      >>> axis_label("style_layers", ["relu1_1"]), axis_label("style_layers", ["relu1_1", "relu2_1", "relu3_1"])
+      ('relu1_1', 'relu1_1 .. relu3_1')
+      >>> axis_label("style", "/data/starry_night.jpg"), axis_label("layer_weights", [1.0, 0.5])
+      ('starry_night', 'layer weights 1, 0.5')
+    """
+    import os
+
+    if name == "ratio":
+        return format_ratio(value)
+    short = {"content_weight": "alpha", "style_weight": "beta", "tv_weight": "tv"}
+    if name in short:
+        return f"{short[name]} = {format_number(value)}"
+    if name == "style_layers":
+        return value[0] if len(value) == 1 else f"{value[0]} .. {value[-1]}"
+    if name in ("style", "content"):
+        one = lambda v: os.path.splitext(os.path.basename(str(v)))[0]  # noqa: E731
+        return " + ".join(one(v) for v in value) if isinstance(value, list) else one(value)
+    if isinstance(value, list):
+        return f"{name.replace('_', ' ')} {', '.join(format_number(v) for v in value)}"
+    return f"{name.replace('_', ' ')} {value}"
 
 
 def _font(size: int):
@@ -58,19 +106,96 @@ def labelled_grid(images: Sequence[np.ndarray], labels: Sequence[str], *, column
     draw = ImageDraw.Draw(canvas)
     for j, (im, label) in enumerate(zip(images, labels)):
         r, c = divmod(j, columns)
-        arr = np.clip(np.asarray(im, np.float32), 0, 1)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, -1)
-        pil = Image.fromarray(np.round(arr * 255).astype(np.uint8))
-        scale = tile / max(pil.size)
-        pil = pil.resize((max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale))), Image.LANCZOS)
         x0 = pad + c * (tile + pad)
         y0 = pad + r * (tile + label_height + pad)
-        canvas.paste(pil, (x0 + (tile - pil.size[0]) // 2, y0 + (tile - pil.size[1]) // 2))
-        bbox = draw.textbbox((0, 0), label, font=font)
-        tw = bbox[2] - bbox[0]
-        draw.text((x0 + (tile - tw) // 2, y0 + tile + 2), label, fill="black", font=font)
+        _paste(canvas, im, x0, y0, tile)
+        _text(draw, label, font, x0 + tile // 2, y0 + tile + 2)
     return np.asarray(canvas, np.float32) / 255.0
+
+
+def _paste(canvas: Image.Image, im, x0: int, y0: int, tile: int) -> None:
+    """Paste ``im`` ([H, W, 3] or [H, W] in [0, 1]) scaled to fit a ``tile`` box at (x0, y0), centred."""
+    arr = np.clip(np.asarray(im, np.float32), 0, 1)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, -1)
+    pil = Image.fromarray(np.round(arr * 255).astype(np.uint8))
+    scale = tile / max(pil.size)
+    pil = pil.resize((max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale))), Image.LANCZOS)
+    canvas.paste(pil, (x0 + (tile - pil.size[0]) // 2, y0 + (tile - pil.size[1]) // 2))
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
+    bbox = draw.textbbox((0, 0), text, font=font)
+    return bbox[2] - bbox[0]
+
+
+def _text(draw: ImageDraw.ImageDraw, text: str, font, cx: int, y: int) -> None:
+    """Draw ``text`` centred on x = ``cx`` from y = ``y``."""
+    draw.text((cx - _text_width(draw, text, font) // 2, y), text, fill="black", font=font)
+
+
+def table_grid(rows: Sequence[Sequence[Optional[np.ndarray]]], row_labels: Sequence[str], col_labels: Sequence[str],
+               *, title: Optional[str] = None, tile: Optional[int] = None, pad: int = 6,
+               label_height: Optional[int] = None) -> np.ndarray:
+    """Images in a table: ``rows[r][c]`` ([H, W, 3] in [0, 1], or None for an empty cell), each scaled to fit a
+    ``tile`` box (default: the largest side), row labels on the left, column labels on top, and an optional title
+    line above; returns float32 [H_t, W_t, 3] in [0, 1].
+
+    Example:
+      >>> import numpy as np
+      >>> t = table_grid([[np.zeros((8, 8, 3))] * 3] * 2, ["a", "b"], ["1", "2", "3"], tile=32)
+      >>> t.shape[0] > 2 * 32 and t.shape[1] > 3 * 32, float(t[-3, -3, 0])   # white margins
+      (True, 1.0)
+    """
+    if len(rows) != len(row_labels) or any(len(r) != len(col_labels) for r in rows):
+        raise ValueError(f"a table of {len(rows)} rows x {[len(r) for r in rows]} cells needs as many row and column "
+                         f"labels, got {len(row_labels)} and {len(col_labels)}")
+    cells = [im for r in rows for im in r if im is not None]
+    if not cells:
+        raise ValueError("no images to put in a table")
+    tile = tile or max(max(im.shape[:2]) for im in cells)
+    label_height = label_height or max(14, tile // 10)
+    font = _font(max(10, int(label_height * 0.7)))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = max([_text_width(measure, t, font) for t in row_labels] + [0]) + (2 * pad if any(row_labels) else 0)
+    col_w = max([tile] + [_text_width(measure, t, font) + pad for t in col_labels])  # labels never overlap
+    top = label_height + pad + (label_height + pad if title else 0)
+    W = left + len(col_labels) * (col_w + pad) + pad
+    H = top + len(rows) * (tile + pad) + pad
+    canvas = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, pad), title, fill="black", font=font)
+    for c, label in enumerate(col_labels):
+        _text(draw, label, font, left + pad + c * (col_w + pad) + col_w // 2, top - label_height)
+    for r, (row, label) in enumerate(zip(rows, row_labels)):
+        y0 = top + pad + r * (tile + pad)
+        draw.text((pad, y0 + (tile - label_height) // 2), label, fill="black", font=font)
+        for c, im in enumerate(row):
+            if im is not None:
+                _paste(canvas, im, left + pad + c * (col_w + pad) + (col_w - tile) // 2, y0, tile)
+    return np.asarray(canvas, np.float32) / 255.0
+
+
+def sweep_pages(sw, tile: Optional[int] = None) -> List[Tuple[Dict[str, Any], np.ndarray]]:
+    """A sweep's labelled table(s): rows by the first axis and columns by the second (one row for a single axis,
+    and for zipped axes, whose columns are the members); further axes give separate pages. Returns
+    ``[(page, image)]`` with ``page`` the further axes' values of that page (``{}`` for a single page)."""
+    names = list(sw.axes)
+    if sw.zip or len(names) == 1:
+        cols = [", ".join(axis_label(n, m[n]) for n in names) for m in sw.members]
+        return [({}, table_grid([list(sw.images)], [""], cols, tile=tile))]
+    shape = tuple(len(sw.axes[n]) for n in names)
+    images = sw.images.reshape(shape + sw.images.shape[1:])
+    rows = [axis_label(names[0], v) for v in sw.axes[names[0]]]
+    cols = [axis_label(names[1], v) for v in sw.axes[names[1]]]
+    pages = []
+    for rest in itertools.product(*(range(n) for n in shape[2:])):
+        page = {n: sw.axes[n][j] for n, j in zip(names[2:], rest)}
+        title = ", ".join(axis_label(n, v) for n, v in page.items()) or None
+        block = images[(slice(None), slice(None)) + rest]
+        pages.append((page, table_grid([list(r) for r in block], rows, cols, title=title, tile=tile)))
+    return pages
 
 
 def plot_losses(trace: Sequence[Dict[str, float]], path, *, title: str = "loss", seconds: Optional[float] = None):
@@ -110,16 +235,43 @@ def plot_losses(trace: Sequence[Dict[str, float]], path, *, title: str = "loss",
 
 PAPER_FIGURES = {
     "sweep": "2016 Fig. 4: alpha/beta ratios 1e-4..1e-1 in one vmapped solve",
+    "layers": "2016 Fig. 3: style from relu1_1, up to relu2_1, ..., up to relu5_1 (rows) x alpha/beta 1e-5..1e-2 "
+              "(columns), one compiled sweep",
+    "styles": "2016 Fig. 2: one photo in several paintings' styles, one compiled sweep over the style images",
     "color": "2017 Fig. 3: content, style, plain transfer, luminance-only, colour-matched style",
     "spatial": "2017 Fig. 2: sky and ground styled by different paintings via guided Gram matrices",
     "scale": "2017 Fig. 5: two styles, their mix across scales, and the content stylised with the mix",
 }
 
+#: The 2016 paper's Fig. 3 rows: style matched on relu1_1, then on relu1_1 and relu2_1, ..., up to relu5_1.
+LAYER_SETS = tuple(tuple(f"relu{b}_1" for b in range(1, top + 1)) for top in range(1, 6))
+LAYER_RATIOS = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def _sweep_figure(name: str, kw: dict) -> np.ndarray:
+    """The figures that are one compiled sweep each (sweep, layers, styles)."""
+    from nst_jax import image as I
+    from nst_jax.sweeps import sweep
+
+    sp = I.sample_path
+    if name == "sweep":
+        sw = sweep(sp("blue_marble"), sp("great_wave"), {"ratio": [1e-4, 1e-3, 1e-2, 1e-1]}, **kw)
+        return sweep_pages(sw)[0][1]
+    if name == "layers":
+        sw = sweep(sp("blue_marble"), sp("starry_night"), {"style_layers": list(LAYER_SETS),
+                                                             "ratio": list(LAYER_RATIOS)}, **kw)
+        return sweep_pages(sw)[0][1]
+    styles = [sp("great_wave"), sp("starry_night"), sp("wheat_field_with_cypresses")]
+    sw = sweep(sp("blue_marble"), None, {"style": styles}, **kw)
+    size = kw["size"]
+    photo = I.load_image(sp("blue_marble"), size=size)
+    return table_grid([[None] + [I.load_image(s, size=size) for s in styles], [photo] + list(sw.images)],
+                      ["painting", "result"], ["photo"] + [axis_label("style", str(s)) for s in styles])
+
 
 def paper_figure(name: str, *, size: int = 256, iters: int = 200, weights="auto", progress: bool = True) -> np.ndarray:
     """Reproduce one of :data:`PAPER_FIGURES` on the bundled samples; returns the labelled grid [H, W, 3]."""
     from nst_jax import image as I
-    from nst_jax.sweeps import sweep
     from nst_jax.transfer import stylize
 
     if name not in PAPER_FIGURES:
@@ -130,10 +282,8 @@ def paper_figure(name: str, *, size: int = 256, iters: int = 200, weights="auto"
         weights, _ = load_weights(weights)
     sp = I.sample_path
     kw = dict(weights=weights, size=size, iters=iters, progress=progress)
-    if name == "sweep":
-        ratios = [1e-4, 1e-3, 1e-2, 1e-1]
-        sw = sweep(sp("blue_marble"), sp("great_wave"), ratios, **kw)
-        return labelled_grid(list(sw.images), [format_ratio(r) for r in ratios])
+    if name in ("sweep", "layers", "styles"):
+        return _sweep_figure(name, kw)
     if name == "color":
         content, style = sp("blue_marble"), sp("starry_night")
         panels = [I.load_image(content, size=size), I.load_image(style, size=size)]

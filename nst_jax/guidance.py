@@ -7,22 +7,36 @@ to the resolution of every layer of the network, and computes the targets (:func
 read by :mod:`nst_jax.masks` and the guided losses and their target types live in :mod:`nst_jax.guided`.
 
 Propagation (:func:`propagate_guides`) follows the network's structure (:func:`nst_jax.vgg.layer_sequence`), so the
-guide of layer l always has exactly the [H_l, W_l] of ``vgg.features(...)[l]``:
+guide of layer l always has exactly the [H_l, W_l] of ``vgg.features(...)[l]`` (with either pool rounding):
 
-* ``"simple"``: conv / ReLU leave the guide unchanged, each 2x2/stride-2 pooling is a 2x2 average pooling (VALID, odd
-  sizes floored like the network's), i.e. area averaging. Soft values stay soft. (The official code of the paper resizes
-  each guide to the layer's size with cubic interpolation instead.)
+* ``"simple"`` (the official code's): each layer's guide is the pixel guide resized directly to the layer's size by
+  a cubic B-spline (``scipy.ndimage.zoom`` with its defaults: order 3, prefiltered, corner-aligned -- output i sits
+  at input ``i (H - 1) / (H_l - 1)`` --, edges extended by ``mode="nearest"``), applied as two precomputed
+  interpolation matrices, one per axis (:func:`zoom_matrix`). Soft values stay soft and may leave [0, 1] a little
+  (spline ringing; not clipped, as in the official code).
+* ``"area"``: conv / ReLU leave the guide unchanged, each 2x2/stride-2 pooling is a 2x2 average pooling (odd sizes as
+  the network rounds them; a ceil-rounded last window averages its in-image pixels): area averaging.
 * ``"inside"``: binarise the input guide at ``threshold`` (``T >= threshold`` -> 1), then keep a unit only if its
   whole receptive field lies inside the region: each 3x3 conv is a 3x3 min filter (erosion), each pooling a 2x2 min.
-  **Zero padding counts as inside**: a border unit whose window reaches past the image is judged on its in-image
-  pixels only (the padding is outside the image, not outside the region), so a full-image region stays full.
+  **Padding counts as inside**: a border unit whose window reaches past the image is judged on its in-image
+  pixels only (the padding is outside the image, not outside the region), so a full-image region stays full. This
+  also holds for reflect / replicate padding, whose padded pixels are in-image pixels of the same window.
 * ``"all"``: binarise, then keep a unit if its receptive field touches the region: 3x3 max filter (dilation) per conv,
   2x2 max per pooling; padding never counts as inside.
 
-Both binary modes equal the exact receptive-field computation (tested against the Jacobian of a linearised network).
-After propagation ``erode=k`` applies k more feature-map pixels of erosion (k > 0) or dilation (k < 0) with a
-(2|k|+1)^2 square window (same padding rules), and ``global_channel=True`` appends an all-ones channel (the paper's
-suggestion for neurons straddling a region boundary), see :func:`add_global_channel`.
+Both binary modes equal the exact receptive-field computation (tested against the Jacobian of a linearised network),
+which the official code measures empirically (noise probes through the network). After propagation ``erode=k``
+applies k more feature-map pixels of erosion (k > 0) or dilation (k < 0) with a (2|k|+1)^2 square window whose
+out-of-image part is ignored; in "simple" mode the guide is first binarised as the official code does (``< threshold``
+-> 0, ``> threshold`` -> 1). ``global_channel=True`` appends an all-ones channel (the paper's suggestion for neurons
+straddling a region boundary), see :func:`add_global_channel`.
+
+The official code's ``k`` is ``-erode``: its ``k > 0`` ("extend": ``uniform_filter`` of size 2k+1 ``>= 1/(2k+1)^2``)
+is exactly ``erode=-k`` on binary guides (official "inside, k=3" = ``mode="inside", erode=-3``). Its ``k < 0``
+("reduce": a unit is cleared when the mean over its mirrored-border window is below ``1 - 1/(2|k|+1)^2``, i.e. when
+the window holds at least two zeros, a mirrored one counting twice) clears a subset of what ``erode=|k|`` clears
+(any zero in the in-image window): the two agree wherever a window holds no zero or at least two, and
+``erode=|k|`` also clears the units whose window holds exactly one zero (tests/test_fidelity.py).
 """
 
 from __future__ import annotations
@@ -36,10 +50,11 @@ import numpy as np
 
 from nst_jax import guided, losses, masks, vgg
 from nst_jax.config import PROPAGATIONS, LossConfig, SpatialConfig
-from nst_jax.objective import Targets, compute_targets
+from nst_jax.objective import Targets, compute_targets, network_features
 
 __all__ = [
     "pair_regions",
+    "zoom_matrix",
     "propagate_guides",
     "add_global_channel",
     "prepare_guides",
@@ -140,18 +155,29 @@ def pair_regions(
 # ----------------------------------------------------------------------------------------------------------------
 
 def _window(x_hwR: jax.Array, size: int, stride: int, op: str, padding) -> jax.Array:
-    """Min / max / mean over size x size windows; padded positions are ignored by min and max (identity init)."""
+    """Min / max / mean over size x size windows; padded positions are ignored by min and max (identity init) and
+    by the mean (divided by the in-image count)."""
     dims, strides = (size, size, 1), (stride, stride, 1)
     if op == "min":
         return jax.lax.reduce_window(x_hwR, jnp.inf, jax.lax.min, dims, strides, padding)
     if op == "max":
         return jax.lax.reduce_window(x_hwR, -jnp.inf, jax.lax.max, dims, strides, padding)
     s = jax.lax.reduce_window(x_hwR, 0.0, jax.lax.add, dims, strides, padding)
-    return s / float(size * size)
+    if isinstance(padding, str):
+        return s / float(size * size)
+    ones = jnp.ones(x_hwR.shape[:2] + (1,), x_hwR.dtype)
+    return s / jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, padding)
 
 
 def _same(k: int):
     return ((k, k), (k, k), (0, 0))
+
+
+def _pool_pad(shape_hw, rounding: str):
+    """Padding of a 2x2/stride-2 pooling window: none ("VALID", floor) or one row/column for odd sizes (ceil)."""
+    if rounding == "floor":
+        return "VALID"
+    return ((0, shape_hw[0] % 2), (0, shape_hw[1] % 2), (0, 0))
 
 
 def _spec_of(spec_or_params) -> vgg.VGGSpec:
@@ -166,6 +192,50 @@ def add_global_channel(guides_hwR: jax.Array) -> jax.Array:
     return jnp.concatenate([guides_hwR, ones], axis=-1)
 
 
+@functools.lru_cache(maxsize=64)
+def zoom_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The [n_out, n_in] float64 matrix of ``scipy.ndimage.zoom``'s 1-D resize from ``n_in`` to ``n_out`` samples
+    with its defaults (cubic B-spline, prefiltered, corner-aligned) and ``mode="nearest"``, the official code's guide
+    resize: column j is the zoom of the j-th unit vector (the zoom is linear). A 2-D zoom is ``M_h g M_w^T``.
+
+    Example:
+      >>> m = zoom_matrix(9, 5)                         # corner-aligned: output i sits at input 2 i
+      >>> m.shape, bool(np.allclose(m, np.eye(9)[::2]))
+      ((5, 9), True)
+    """
+    from scipy import ndimage
+
+    n_in, n_out = int(n_in), int(n_out)
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"zoom sizes must be >= 1, got {n_in} -> {n_out}")
+    eye = np.eye(n_in)
+    cols = [ndimage.zoom(e, n_out / n_in, order=3, mode="nearest") for e in eye]
+    if cols[0].shape != (n_out,):
+        raise ValueError(f"scipy's zoom gave {cols[0].shape[0]} samples for {n_in} -> {n_out}")
+    return np.stack(cols, axis=1)
+
+
+def _zoom_to(x_HWR: jax.Array, shape_hw) -> jax.Array:
+    """The official "simple" resize of [H, W, R] guides to [h, w, R] (identity at the same size)."""
+    (H, W), (h, w) = x_HWR.shape[:2], tuple(shape_hw)
+    y = x_HWR
+    if h != H:
+        y = jnp.einsum("hH,HWr->hWr", jnp.asarray(zoom_matrix(H, h), y.dtype), y, precision=jax.lax.Precision.HIGHEST)
+    if w != W:
+        y = jnp.einsum("wW,hWr->hwr", jnp.asarray(zoom_matrix(W, w), y.dtype), y, precision=jax.lax.Precision.HIGHEST)
+    return y
+
+
+def _finish(y: jax.Array, mode: str, erode: int, threshold, global_channel: bool) -> jax.Array:
+    """A layer's guide after propagation: binarised ("simple" with erode: ``< th`` -> 0, ``> th`` -> 1, as the
+    official code), extra erosion / dilation, the global channel."""
+    if erode and mode == "simple":
+        y = jnp.where(y < threshold, 0.0, jnp.where(y > threshold, 1.0, y))
+    if erode:
+        y = _window(y, 2 * abs(erode) + 1, 1, "min" if erode > 0 else "max", _same(abs(erode)))
+    return add_global_channel(y) if global_channel else y
+
+
 def propagate_guides(
     guides_HWR: jax.Array,
     spec_or_params,
@@ -174,6 +244,7 @@ def propagate_guides(
     erode: int = 0,
     threshold: float | jax.Array = 0.5,
     global_channel: bool = False,
+    pool_rounding: str = "floor",
 ) -> Dict[str, jax.Array]:
     """Guides at the resolution of each requested layer, following the network's structure.
 
@@ -181,16 +252,20 @@ def propagate_guides(
       guides_HWR: [H, W, R] guides of the network input, values in [0, 1].
       spec_or_params: an architecture name / :class:`~nst_jax.vgg.VGGSpec`, or a params tree (structure read off it).
       layers: layer names of the network (``relu3_1``, ``pool2``, ...).
-      mode: ``"simple"`` (2x2 average per pooling; soft), ``"inside"`` (receptive field inside the region; binary),
-        ``"all"`` (receptive field touches the region; binary) — see the module docstring for the padding rule.
-      erode: extra erosion (k > 0) or dilation (k < 0) by |k| feature-map pixels at each requested layer.
-      threshold: binarisation threshold for ``"inside"`` / ``"all"`` (``T >= threshold`` is inside).
+      mode: ``"simple"`` (cubic resize to each layer's size; soft), ``"area"`` (2x2 average per pooling; soft),
+        ``"inside"`` (receptive field inside the region; binary), ``"all"`` (receptive field touches the region;
+        binary) -- see the module docstring.
+      erode: extra erosion (k > 0) or dilation (k < 0) by |k| feature-map pixels at each requested layer (the
+        official code's ``k`` is ``-erode``).
+      threshold: binarisation threshold for ``"inside"`` / ``"all"`` (``T >= threshold`` is inside) and for
+        ``"simple"`` with ``erode``.
       global_channel: append an all-ones channel (after erosion).
+      pool_rounding: the network's rounding of odd sizes at the pools, ``"floor"`` or ``"ceil"``.
 
     Returns:
       ``{layer: guides_hwR}`` float32 with [h, w] equal to the feature map size of :func:`nst_jax.vgg.features` at that
-      layer (convs keep the size, pools floor-halve it), R (+1) channels.
-    
+      layer, R (+1) channels.
+
     Example:
       >>> import jax.numpy as jnp
       >>> g = propagate_guides(jnp.ones((32, 32, 2)), "tiny19", ["relu1_1", "relu3_1"])
@@ -202,7 +277,8 @@ def propagate_guides(
     if guides_HWR.ndim != 3:
         raise ValueError(f"guides must be [H, W, R], got shape {tuple(guides_HWR.shape)}")
     erode = int(erode)
-    seq = vgg.layer_sequence(_spec_of(spec_or_params))
+    spec = _spec_of(spec_or_params)
+    seq = vgg.layer_sequence(spec)
     order = {name: j for j, (name, _) in enumerate(seq)}
     unknown = [name for name in layers if name not in order]
     if unknown:
@@ -211,23 +287,21 @@ def propagate_guides(
     out: Dict[str, jax.Array] = {}
     if not wanted:
         return out
-    last = max(order[name] for name in wanted)
-
     x = jnp.asarray(guides_HWR, jnp.float32)
-    if mode != "simple":
+    if mode == "simple":
+        sizes = vgg.layer_sizes(spec, x.shape[:2], pool_rounding)
+        return {name: _finish(_zoom_to(x, sizes[name]), mode, erode, threshold, global_channel) for name in layers}
+    last = max(order[name] for name in wanted)
+    if mode != "area":
         x = (x >= threshold).astype(jnp.float32)
     for name, kind in seq[: last + 1]:
-        if kind == "conv" and mode != "simple":
+        if kind == "conv" and mode != "area":
             x = _window(x, 3, 1, "min" if mode == "inside" else "max", _same(1))
         elif kind == "pool":
-            x = _window(x, 2, 2, {"simple": "mean", "inside": "min", "all": "max"}[mode], "VALID")
+            x = _window(x, 2, 2, {"area": "mean", "inside": "min", "all": "max"}[mode],
+                        _pool_pad(x.shape, pool_rounding))
         if name in wanted:
-            y = x
-            if erode:
-                y = _window(y, 2 * abs(erode) + 1, 1, "min" if erode > 0 else "max", _same(abs(erode)))
-            if global_channel:
-                y = add_global_channel(y)
-            out[name] = y
+            out[name] = _finish(x, mode, erode, threshold, global_channel)
     return {name: out[name] for name in layers}
 
 
@@ -239,13 +313,14 @@ def prepare_guides(
     erode: int = 0,
     threshold: float | jax.Array = 0.5,
     global_channel: bool = False,
+    pool_rounding: str = "floor",
 ) -> Tuple[Dict[str, jax.Array], jax.Array]:
     """Propagate (:func:`propagate_guides`) and normalise (:func:`nst_jax.guided.normalize_guides`) in one go.
 
     Returns ``({layer: normalised guides_hwR}, valid_LR)`` where ``valid_LR[l, r]`` is False for a region that is
     empty at layer l (its guided statistics are skipped by the losses).
     """
-    prop = propagate_guides(guides_HWR, spec_or_params, layers, mode, erode, threshold, global_channel)
+    prop = propagate_guides(guides_HWR, spec_or_params, layers, mode, erode, threshold, global_channel, pool_rounding)
     normed, valids = {}, []
     for name in layers:
         normed[name], v = guided.normalize_guides(prop[name])
@@ -257,12 +332,14 @@ def prepare_guides(
 # Style targets (host-side precomputation; the results are passed to the solver as traced arguments)
 # ----------------------------------------------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("layers", "mode", "pooling", "erode", "norm"))
-def _style_statistics(params, image_HW3, guides_HWR, threshold, layers, mode, pooling, erode, norm):
+@functools.partial(jax.jit, static_argnames=("layers", "mode", "erode", "cfg"))
+def _style_statistics(params, image_HW3, guides_HWR, threshold, layers, mode, erode, cfg: LossConfig):
     """One style image's guided Grams / sums for all its guide channels, plain Gram and mean feature (compiled once
-    per image size)."""
-    feats = vgg.features(params, image_HW3, layers, pooling=pooling)
-    guides, valid_LR = prepare_guides(guides_HWR, params, layers, mode, erode, threshold)
+    per image size); the network as ``cfg`` sets it up (pooling, rounding, padding, input scale)."""
+    norm = cfg.gram_norm
+    feats = network_features(params, image_HW3, layers, cfg)
+    guides, valid_LR = prepare_guides(guides_HWR, params, layers, mode, erode, threshold,
+                                      pool_rounding=cfg.pool_rounding)
     return {
         "grams": {n: guided.guided_gram(feats[n], guides[n], norm) for n in layers},
         "sums": {n: guided.guided_sum(feats[n], guides[n]) for n in layers},
@@ -285,6 +362,7 @@ def guided_targets(
     threshold: float = 0.5,
     norm: str = "hw",
     global_channel: bool = False,
+    cfg: Optional[LossConfig] = None,
 ) -> Dict[str, object]:
     """Targets of the guided losses, region r taken from style image s(r) with that style's own guides.
 
@@ -298,6 +376,8 @@ def guided_targets(
       mode, erode, threshold: propagation of the style guides, as for the content (:func:`propagate_guides`).
       pooling: the network's pooling (``"max"``/``"avg"``), as used for the generated image.
       norm: Gram normalisation (:func:`nst_jax.losses.gram`).
+      cfg: the loss structure whose network (pooling, pool rounding, padding, input scale) and Gram normalisation
+        apply; default: ``pooling`` and ``norm`` with the plain network.
       global_channel: append one more region whose targets are the mean over styles of the plain Gram (the Gram of
         an all-ones guide) and of the plain mean feature; use it with ``global_channel=True`` for the content guides.
 
@@ -316,6 +396,8 @@ def guided_targets(
         if not 0 <= s < len(style_images) or not 0 <= k < style_guides[s].shape[-1]:
             raise ValueError(f"region {r}: pair (style {s}, channel {k}) does not exist")
     layers = tuple(layers)
+    if cfg is None:
+        cfg = LossConfig(content_layers=(), style_layers=layers, pooling=pooling, gram_norm=norm)
     per_style = []
     for s, (img, g) in enumerate(zip(style_images, style_guides)):
         img = jnp.asarray(img, jnp.float32)
@@ -325,8 +407,7 @@ def guided_targets(
                 f"style {s} has shape {tuple(img.shape)} but its guides have shape {tuple(g.shape)}; load the guides "
                 "at the style image's size as [H, W, R]"
             )
-        per_style.append(_style_statistics(params, img, g, jnp.float32(threshold), layers, mode, pooling, int(erode),
-                                           norm))
+        per_style.append(_style_statistics(params, img, g, jnp.float32(threshold), layers, mode, int(erode), cfg))
 
     grams, sums, global_grams = {}, {}, {}
     for name in layers:
@@ -391,13 +472,13 @@ def _stacked_targets(params, styles, s_named, c_names, c_guides, spatial: Spatia
     """One Gram of ``[F, s*T]`` per layer; target = mean over the styles of their stacked Grams (regions in content
     order; a region a style lacks is an all-zero guide in that style)."""
     layers, prop = cfg.style_layers, spatial.propagation
-    args = (prop, spatial.erode, spatial.threshold, spatial.global_channel)
+    args = (prop, spatial.erode, spatial.threshold, spatial.global_channel, cfg.pool_rounding)
     stacked, scales = {n: [] for n in layers}, {n: [] for n in layers}
     for img, (names_j, g_j) in zip(styles, s_named):
         zeros = np.zeros(g_j.shape[:2], np.float32)
         g = jnp.asarray(np.stack([g_j[..., names_j.index(n)] if n in names_j else zeros for n in c_names], -1))
         sp = propagate_guides(g, params, layers, *args)
-        f = vgg.features(params, jnp.asarray(img), layers, pooling=cfg.pooling)
+        f = network_features(params, jnp.asarray(img), layers, cfg)
         for n in layers:
             scale = jnp.mean(f[n]) if spatial.guide_scale is None else jnp.asarray(spatial.guide_scale, jnp.float32)
             scales[n].append(scale)
@@ -430,10 +511,11 @@ def spatial_targets(params, content_HW3, styles: Sequence, spatial: SpatialConfi
     if spatial.mode == "stacked":
         return Targets(content, _stacked_targets(params, styles, s_named, c_names, c_guides, spatial, cfg)), names
     args = (spatial.propagation, spatial.erode, spatial.threshold)
-    g_norm, c_valid = prepare_guides(jnp.asarray(c_guides), params, layers, *args, spatial.global_channel)
+    g_norm, c_valid = prepare_guides(jnp.asarray(c_guides), params, layers, *args, spatial.global_channel,
+                                     cfg.pool_rounding)
     st = guided_targets(params, styles, [g for _, g in s_named], pairs, layers, mode=spatial.propagation,
-                        pooling=cfg.pooling, erode=spatial.erode, threshold=spatial.threshold, norm=cfg.gram_norm,
-                        global_channel=spatial.global_channel)
+                        erode=spatial.erode, threshold=spatial.threshold, global_channel=spatial.global_channel,
+                        cfg=cfg)
     valid = c_valid & st["valid_LR"]
     guided.refuse_vanished_regions(np.asarray(valid), layers, names)
     guided.report_empty_regions(np.asarray(valid), layers, names)

@@ -11,8 +11,11 @@ invalid; the losses skip it through ``jnp.where`` so neither the value nor the g
 * the stacked Gram of ``[F, s T]`` (:func:`stacked_gram`).
 
 Each spatial mode has a target type (a ``flax.struct`` pytree: traced, vmappable) whose ``style_loss(feats,
-weights, cfg)`` is the style term of the compiled loss: :class:`GuidedGramTargets` ("gram"),
-:class:`GuidedSumTargets` ("sums"), :class:`SumsGramTargets` ("sums+gram"), :class:`StackedTargets` ("stacked").
+weights, cfg)`` is the term β weighs and ``sums_loss(feats, weights, cfg)`` the term the sums weight
+(``Weights.sums``) weighs: :class:`GuidedGramTargets` ("gram"), :class:`GuidedSumTargets` ("sums"),
+:class:`SumsGramTargets` ("sums+gram"), :class:`StackedTargets` ("stacked"). As in the official code, the guided sums
+have their own weight (1e9 against β = 1e3 there, both with the 1/C_l^2 layer weights; the sums also with the region
+weights 1/R), so in "sums+gram" they are not drowned by the Gram term.
 """
 
 from __future__ import annotations
@@ -234,6 +237,11 @@ def stacked_gram(
 
 # --------------------------------------------------------------------------------------------------- targets
 
+def _no_sums(self, feats, weights, cfg) -> jax.Array:
+    """The ``sums_loss`` of the target types without guided sums: 0."""
+    return jnp.zeros((), jnp.float32)
+
+
 @struct.dataclass
 class GuidedGramTargets:
     """Targets of the "gram" mode: content guides per layer and each region's guided Gram of its style.
@@ -251,6 +259,8 @@ class GuidedGramTargets:
         return guided_style_loss(feats, self.grams, self.guides, cfg.style_layers, weights.style_layers,
                                  weights.regions, self.valid, cfg.gram_norm)
 
+    sums_loss = _no_sums
+
 
 @struct.dataclass
 class GuidedSumTargets:
@@ -260,8 +270,10 @@ class GuidedSumTargets:
     valid: jax.Array
     sums: Dict[str, jax.Array]
 
-    def style_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
-        """:func:`guided_sum_loss` with the layer and region weights of ``weights``."""
+    style_loss = _no_sums  # no Gram term: 0 (the sums are :meth:`sums_loss`)
+
+    def sums_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
+        """:func:`guided_sum_loss` with the layer and region weights of ``weights`` (weighted by ``weights.sums``)."""
         return guided_sum_loss(feats, self.sums, self.guides, cfg.style_layers, weights.style_layers,
                                weights.regions, self.valid)
 
@@ -277,11 +289,13 @@ class SumsGramTargets:
     global_grams: Dict[str, jax.Array]
 
     def style_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
-        """Guided sums loss plus the plain Gram loss against ``global_grams``, both with the style layer weights."""
-        sums = guided_sum_loss(feats, self.sums, self.guides, cfg.style_layers, weights.style_layers,
+        """The plain Gram loss against ``global_grams`` with the style layer weights (weighted by β)."""
+        return losses.style_loss(feats, self.global_grams, cfg.style_layers, weights.style_layers, cfg.gram_norm)
+
+    def sums_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
+        """:func:`guided_sum_loss` with the style layer and region weights (weighted by ``weights.sums``)."""
+        return guided_sum_loss(feats, self.sums, self.guides, cfg.style_layers, weights.style_layers,
                                weights.regions, self.valid)
-        return sums + losses.style_loss(feats, self.global_grams, cfg.style_layers, weights.style_layers,
-                                        cfg.gram_norm)
 
 
 @struct.dataclass
@@ -300,3 +314,5 @@ class StackedTargets:
             g = stacked_gram(feats[n], self.guides_raw[n], self.guide_scale[n], cfg.gram_norm)
             total = total + weights.style_layers[j] * losses.gram_loss(g, self.stacked[n])
         return total
+
+    sums_loss = _no_sums

@@ -64,8 +64,9 @@ class LBFGSState(NamedTuple):
 class GuardedLBFGS(NamedTuple):
     """The optimiser as pure functions (see the module docstring).
 
-    ``init(x0, f0, g0, aux=None) -> state``; ``propose(state) -> x_trial``; ``update(state, x_trial, f, g,
-    active=True, aux=None) -> state`` (an inactive update accepts nothing: used for members of a batch that already
+    ``init(x0, f0, g0, aux=None) -> state``; ``propose(state, bounds=None) -> x_trial`` (``bounds``: per-element
+    ``(lower, upper)`` overriding the box of :func:`guarded_lbfgs`, e.g. a freeze mask's); ``update(state, x_trial, f,
+    g, active=True, aux=None) -> state`` (an inactive update accepts nothing: used for members of a batch that already
     stopped); ``failed(state)``: the last evaluation or the iterate is not finite. ``aux``: any pytree evaluated with
     ``f`` (e.g. the loss terms), kept in the state with the accepted point.
     """
@@ -169,12 +170,13 @@ def guarded_lbfgs(history: int = 100, lr: float = 1.0, precondition: bool = True
         return LBFGSState(x0, f0, g0, z, z, jnp.zeros(history, jnp.float32), jnp.asarray(0), jnp.asarray(0),
                           jnp.asarray(0), jnp.asarray(1), jnp.asarray(1.0, jnp.float32), f0, aux)
 
-    def propose(st: LBFGSState) -> jax.Array:
+    def propose(st: LBFGSState, bounds=None) -> jax.Array:
         precond = smoother(st.x.shape) if precondition else (lambda v: v)
         d = -two_loop(st.grad, st.s_hist, st.y_hist, st.rho, st.head, st.count, precond)
         first = first_step / jnp.maximum(jnp.max(jnp.abs(d)), 1e-30)
         t = jnp.where(st.count == 0, first, 1.0) * lr * st.step
-        return jnp.clip(st.x + t * d, lower, upper)
+        lo, hi = (lower, upper) if bounds is None else bounds
+        return jnp.clip(st.x + t * d, lo, hi)
 
     def update(st: LBFGSState, xt, ft, gt, active=True, aux=None) -> LBFGSState:
         s, y = xt - st.x, gt - st.grad

@@ -8,7 +8,8 @@ reference network path. These replacements change only what reverse mode keeps a
   transpose leaves it HWOI, which XLA:CPU canonicalises at a program's top level but not inside ``while``/``cond``
   bodies, where such a convolution misses its fast convolution library.
 * :func:`relu` -- keeps a bit-packed mask (1 bit per element) instead of its float input.
-* :func:`max_pool` -- keeps a 1-byte code of each window's first maximum instead of its float input.
+* :func:`max_pool` -- keeps a 1-byte code of each window's first maximum instead of its float input (VALID windows;
+  :mod:`nst_jax.vgg` pads odd sizes with -inf first for Caffe's ceil rounding, so both rounding modes share it).
 
 Both residuals are built by reductions, which XLA materialises, instead of comparisons that it would fuse into the
 backward pass (keeping the float input alive until then; XLA:CPU drops ``lax.optimization_barrier``, so a barrier
@@ -18,21 +19,25 @@ them equal to the reference ops in value, gradient and both Jacobians. Measureme
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 __all__ = ["conv3x3", "relu", "max_pool", "pack_bits", "unpack_bits", "first_max_code", "windows"]
 
 
-def conv_nhwc(x_HWC: jax.Array, kernel: jax.Array, kernel_spec: str = "HWIO") -> jax.Array:
-    """3x3 "SAME" convolution of one [H, W, I] image, kernel in the layout ``kernel_spec``, no bias."""
-    return jax.lax.conv_general_dilated(x_HWC[None], kernel, window_strides=(1, 1), padding="SAME",
+def conv_nhwc(x_HWC: jax.Array, kernel: jax.Array, kernel_spec: str = "HWIO", padding: str = "SAME") -> jax.Array:
+    """3x3 convolution of one [H, W, I] image, kernel in the layout ``kernel_spec``, no bias; ``padding`` "SAME"
+    (zero padding, same size) or "VALID" (no padding: the caller has padded the input itself)."""
+    return jax.lax.conv_general_dilated(x_HWC[None], kernel, window_strides=(1, 1), padding=padding,
                                         dimension_numbers=("NHWC", kernel_spec, "NHWC"))[0]
 
 
-@jax.custom_jvp
-def conv3x3(x_HWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
-    """3x3 "SAME" convolution of one [H, W, I] image with an [3, 3, I, O] kernel -> [H, W, O] (no bias).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def conv3x3(x_HWC: jax.Array, kernel_HWIO: jax.Array, padding: str = "SAME") -> jax.Array:
+    """3x3 convolution of one [H, W, I] image with an [3, 3, I, O] kernel -> [H, W, O] (no bias); ``padding`` as
+    :func:`conv_nhwc` ("VALID" gives [H - 2, W - 2, O]).
 
     The numbers and derivatives of ``lax.conv_general_dilated``; only the derivative's form differs (its reverse
     mode reads the kernel in HWIO order, see the module docstring).
@@ -41,19 +46,21 @@ def conv3x3(x_HWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
       >>> x, k = jnp.ones((4, 4, 2)), jnp.ones((3, 3, 2, 5))
       >>> conv3x3(x, k).shape, float(conv3x3(x, k)[1, 1, 0]), float(conv3x3(x, k)[0, 0, 0])
       ((4, 4, 5), 18.0, 8.0)
+      >>> conv3x3(x, k, "VALID").shape
+      (2, 2, 5)
     """
-    return conv_nhwc(x_HWC, kernel_HWIO)
+    return conv_nhwc(x_HWC, kernel_HWIO, padding=padding)
 
 
-def _conv3x3_jvp(primals, tangents):
+def _conv3x3_jvp(padding, primals, tangents):
     x, kernel = primals
     dx, dkernel = tangents
     terms = []
     if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
-        terms.append(conv_nhwc(dx, jnp.swapaxes(kernel, 2, 3), "HWOI"))
+        terms.append(conv_nhwc(dx, jnp.swapaxes(kernel, 2, 3), "HWOI", padding))
     if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
-        terms.append(conv_nhwc(x, dkernel))
-    y = conv_nhwc(x, kernel)
+        terms.append(conv_nhwc(x, dkernel, padding=padding))
+    y = conv_nhwc(x, kernel, padding=padding)
     return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 

@@ -97,13 +97,21 @@ def gram_loss(gram_CxC: jax.Array, target_CxC: jax.Array) -> jax.Array:
 
 
 def default_layer_weights(channels: Sequence[int], convention: str = "inv_c2") -> jax.Array:
-    """Per-layer style weights: ``1 / C_l^2`` ("inv_c2", the 2017 paper's code) or all ones ("ones")."""
+    """Per-layer style weights: ``1 / C_l^2`` ("inv_c2", the 2017 paper's code), all ones ("ones", neural-style) or
+    ``1 / L`` for L layers ("equal": a weight split equally, the 2017 code's normalised network and style mixing).
+
+    Example:
+      >>> [default_layer_weights([64, 128], c).tolist() for c in ("inv_c2", "ones", "equal")]
+      [[0.000244140625, 6.103515625e-05], [1.0, 1.0], [0.5, 0.5]]
+    """
     c = jnp.asarray(channels, jnp.float32)
     if convention == "inv_c2":
         return 1.0 / jnp.square(c)
     if convention == "ones":
         return jnp.ones_like(c)
-    raise ValueError(f"layer weight convention must be 'inv_c2' or 'ones', got {convention!r}")
+    if convention == "equal":
+        return jnp.full_like(c, 1.0 / max(c.size, 1))
+    raise ValueError(f"layer weight convention must be 'inv_c2', 'ones' or 'equal', got {convention!r}")
 
 
 def blend_grams(grams_SxCxC: jax.Array, blend_S: jax.Array) -> jax.Array:
@@ -140,16 +148,30 @@ def style_loss(
     return total
 
 
-def tv_loss(image_HWC: jax.Array) -> jax.Array:
-    """Total variation: sum of squared differences of vertical and horizontal neighbours, over channels.
+def tv_loss(image_HWC: jax.Array, form: str = "sum", input_scale: float = 255.0) -> jax.Array:
+    """Total variation of an image in [0, 1], [H, W, C] -> [].
 
-    Computed on the image in [0, 1]; as a sum (not a mean) it grows with the image area, like neural-style's.
-    
+    * ``"sum"``: the sum of the squared differences of all vertical and horizontal neighbours, over channels;
+    * ``"neural-style"``: jcjohnson/neural-style's TV on the network input ``x = input_scale * u - mean``,
+      ``(1/2) sum_c sum_{i < H-1, j < W-1} [(x_ij - x_i,j+1)^2 + (x_ij - x_i+1,j)^2]``, i.e.
+      ``input_scale^2 / 2`` times the same differences of ``u`` restricted to the top-left (H-1) x (W-1) block (its
+      TVLoss defines only this energy's gradient; the value is what that gradient integrates to).
+
+    Both are sums (not means): they grow with the image area, like neural-style's.
+
     Example:
       >>> import jax.numpy as jnp
-      >>> float(tv_loss(jnp.array([[[0.0], [1.0]], [[0.0], [1.0]]])))   # two horizontal steps of 1
-      2.0
+      >>> u = jnp.array([[[0.0], [1.0]], [[0.0], [1.0]]])
+      >>> float(tv_loss(u)), float(tv_loss(u, "neural-style", 256.0))   # two horizontal steps; one in the block
+      (2.0, 32768.0)
     """
-    dy = image_HWC[1:, :, :] - image_HWC[:-1, :, :]
-    dx = image_HWC[:, 1:, :] - image_HWC[:, :-1, :]
-    return jnp.sum(jnp.square(dy)) + jnp.sum(jnp.square(dx))
+    if form == "sum":
+        dy = image_HWC[1:, :, :] - image_HWC[:-1, :, :]
+        dx = image_HWC[:, 1:, :] - image_HWC[:, :-1, :]
+        return jnp.sum(jnp.square(dy)) + jnp.sum(jnp.square(dx))
+    if form == "neural-style":
+        block = image_HWC[:-1, :-1, :]
+        dx = block - image_HWC[:-1, 1:, :]
+        dy = block - image_HWC[1:, :-1, :]
+        return 0.5 * input_scale ** 2 * (jnp.sum(jnp.square(dx)) + jnp.sum(jnp.square(dy)))
+    raise ValueError(f"tv form must be 'sum' or 'neural-style', got {form!r}")

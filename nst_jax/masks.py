@@ -4,7 +4,8 @@ A guide is a float32 map in [0, 1] per region (white = inside, soft values allow
 a mask file with the decoding rules of :func:`nst_jax.image.load_mask`. Masks are checked against the size of the
 image they guide on disk: another size with the same aspect ratio (within 2 %) is resized with a warning, another
 aspect ratio is refused; then they are resized silently to the working size. A label image codes every region as a
-colour of a legend (``"sky=#87ceeb;ground=#228b22"``).
+colour of a legend (``"sky=#87ceeb;ground=#228b22"``). A freeze mask (:func:`freeze_mask_at`) marks the pixels a
+transfer must leave at their initial values.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "guides_from_label_image",
     "guides_at",
     "labels_at",
+    "freeze_mask_at",
 ]
 
 #: Largest relative difference of aspect ratios (w/h) for which a mask of the wrong size is resized (with a warning).
@@ -50,20 +52,24 @@ def fit_mask(a_hw: np.ndarray, shape_HW: Optional[Tuple[int, int]], name: str = 
     A mask of another size is resized (with a ``warnings.warn``) when its aspect ratio w/h matches the expected one
     within 2 %; otherwise a ``ValueError`` names the file, its size and the expected size.
     """
-    if shape_HW is None:
+    if shape_HW is None or tuple(a_hw.shape) == tuple(int(v) for v in shape_HW):
         return a_hw
+    _check_aspect(a_hw.shape, shape_HW, name)
+    return resize_mask(a_hw, (int(shape_HW[0]), int(shape_HW[1])))
+
+
+def _check_aspect(shape_hw, shape_HW, name: str) -> None:
+    """Refuse a mask of another aspect ratio than its image's (``ValueError``); warn that one of another size is
+    resized."""
     H, W = int(shape_HW[0]), int(shape_HW[1])
-    h, w = a_hw.shape
-    if (h, w) == (H, W):
-        return a_hw
+    h, w = shape_hw
     aspect_mask, aspect_want = w / h, W / H
     if abs(aspect_mask / aspect_want - 1.0) > ASPECT_TOLERANCE:
         raise ValueError(
             f"{name} is {w}x{h} (WxH) but the image it guides is {W}x{H}: aspect ratios {aspect_mask:.3f} vs "
             f"{aspect_want:.3f} differ; make a mask of the image's size"
         )
-    warnings.warn(f"{name} is {w}x{h} (WxH); resizing it to the image's {W}x{H}", stacklevel=3)
-    return resize_mask(a_hw, (H, W))
+    warnings.warn(f"{name} is {w}x{h} (WxH); resizing it to the image's {W}x{H}", stacklevel=4)
 
 
 def load_guides(
@@ -246,3 +252,29 @@ def labels_at(path, legend, shape_HW, original_HW=None):
             warnings.simplefilter("ignore", UserWarning)
             return guides_from_label_image(path, legend, shape_HW)
     return guides_from_label_image(path, legend, shape_HW)
+
+
+def freeze_mask_at(mask, shape_HW: Tuple[int, int], original_HW: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """A freeze mask (a file, first channel, or an [H, W] array) as float32 [H, W, 1] at the working ``shape_HW``,
+    1 where a pixel is frozen: where the mask is non-zero (the official code's ``-mask_file`` rule). It is checked
+    against the image's ``original_HW`` like a guide mask, then resized by nearest neighbour (frozen stays binary).
+
+    Example:
+      >>> m = np.zeros((4, 6), np.float32); m[:, :3] = 0.2          # left half frozen (any non-zero value)
+      >>> freeze_mask_at(m, (2, 3), original_HW=(4, 6))[..., 0].tolist()   # the image is 6x4 on disk
+      [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    """
+    if isinstance(mask, (str, os.PathLike)):
+        a, name = image.load_mask(mask), f"freeze mask {os.fspath(mask)!r}"
+    else:
+        a, name = np.asarray(mask, np.float32), "freeze mask"
+        a = a[..., 0] if a.ndim == 3 else a
+    if a.ndim != 2 or min(a.shape) < 1 or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be a finite [H, W] map, got shape {a.shape}")
+    frozen = (a != 0).astype(np.float32)
+    original_HW = tuple(original_HW or shape_HW)
+    if frozen.shape != tuple(shape_HW) and frozen.shape != original_HW:
+        _check_aspect(frozen.shape, original_HW, name)
+    if frozen.shape != tuple(shape_HW):
+        frozen = image.resize(frozen, tuple(shape_HW), resample="nearest")
+    return frozen[..., None]

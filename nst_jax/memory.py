@@ -73,9 +73,10 @@ class _Counts(NamedTuple):
     relu: int  # every ReLU output
 
 
-def feature_shapes(spec, shape_HW, layers: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
+def feature_shapes(spec, shape_HW, layers: Sequence[str], pool_rounding: str = "floor"
+                   ) -> Dict[str, Tuple[int, ...]]:
     """``{layer: (H_l, W_l, C_l)}`` of every layer up to the deepest of ``layers``, from the network itself
-    (``jax.eval_shape`` of :func:`nst_jax.vgg.features`: no arrays are made)."""
+    (``jax.eval_shape`` of :func:`nst_jax.vgg.features` with its ``pool_rounding``: no arrays are made)."""
     import jax
     import jax.numpy as jnp
 
@@ -91,7 +92,7 @@ def feature_shapes(spec, shape_HW, layers: Sequence[str]) -> Dict[str, Tuple[int
     sds = jax.ShapeDtypeStruct
     params = {k: {kk: sds(v, jnp.float32) for kk, v in s.items()} for k, s in vgg.expected_shapes(spec).items()}
     image = sds((int(shape_HW[0]), int(shape_HW[1]), 3), jnp.float32)
-    out = jax.eval_shape(lambda p, x: vgg.features(p, x, upto, ops="lax"), params, image)
+    out = jax.eval_shape(lambda p, x: vgg.features(p, x, upto, ops="lax", pool_rounding=pool_rounding), params, image)
     return {n: tuple(out[n].shape) for n in upto}
 
 

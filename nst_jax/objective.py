@@ -1,4 +1,5 @@
-"""The objective: traced weights, targets, and the loss ``alpha content + beta style + tv TV`` of one image.
+"""The objective: traced weights, targets, and the loss ``alpha content + beta style + tv TV`` of one image (plus
+``sums_weight sums`` for the guided sums of spatial control), and the box the image is kept in.
 
 Shape of a run::
 
@@ -42,6 +43,8 @@ __all__ = [
     "total_loss",
     "total_and_terms",
     "weights_summary",
+    "feasible_box",
+    "free_gradient",
     "TERMS",
 ]
 
@@ -58,6 +61,8 @@ class Weights:
       content_layers: [Lc] per content layer. style_layers: [Ls] per style layer (``LossConfig.style_layers`` order).
       blend: [S] per style image (Gram targets blended ``sum_s b_s A_s / sum_s b_s``).
       regions: [R] per region of spatial control (R = 0 without it).
+      sums: the weight of the guided sums of spatial control, [] (its own weight, as in the official code: the sums
+        term is ``sums * sum_l w_l sum_r w_r mean(dM^2)`` beside ``beta * style``; unused by the other modes).
     """
 
     content: jax.Array
@@ -67,6 +72,7 @@ class Weights:
     style_layers: jax.Array
     blend: jax.Array
     regions: jax.Array
+    sums: jax.Array
 
 
 @struct.dataclass
@@ -80,24 +86,38 @@ class GramTargets:
         grams = {n: losses.blend_grams(self.grams[n], weights.blend) for n in cfg.style_layers}
         return losses.style_loss(feats, grams, cfg.style_layers, weights.style_layers, cfg.gram_norm)
 
+    def sums_loss(self, feats, weights: Weights, cfg: LossConfig) -> jax.Array:
+        """No guided sums: 0."""
+        return jnp.zeros((), jnp.float32)
+
 
 @struct.dataclass
 class Targets:
-    """What the loss compares against: ``content`` {layer: [H_l, W_l, C_l]} features of the content image (empty
-    without a content term) and ``style``, a style-target pytree with a ``style_loss(feats, weights, cfg)`` method
-    (:class:`GramTargets` or a :mod:`nst_jax.guided` type)."""
+    """What the loss compares against, and which pixels it may change.
+
+    Attributes:
+      content: {layer: [H_l, W_l, C_l]} features of the content image (empty without a content term).
+      style: a style-target pytree with ``style_loss(feats, weights, cfg)`` (the term β weighs) and
+        ``sums_loss(feats, weights, cfg)`` (the term the sums weight weighs; 0 but for guided sums) methods
+        (:class:`GramTargets` or a :mod:`nst_jax.guided` type).
+      frozen: None, or [H, W, 1] float32, 1 where a pixel keeps its initial value (the official code's
+        ``-mask_file``; see :func:`feasible_box`).
+    """
 
     content: Dict[str, jax.Array]
     style: Any
+    frozen: Optional[jax.Array] = None
 
 
 def network_features(params, image_HWC: jax.Array, layers: Sequence[str], cfg: LossConfig) -> Dict[str, jax.Array]:
     """``vgg.features`` as the loss sees it: a 1-channel (luminance) image is replicated to RGB, and the loss
-    structure's pooling, remat, compute dtype and network ops apply."""
+    structure's pooling, remat, compute dtype, network ops and matmul precision apply."""
     rgb = jnp.repeat(image_HWC, 3, axis=-1) if image_HWC.shape[-1] == 1 else image_HWC
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
-    return vgg.features(params, rgb, layers, pooling=cfg.pooling, remat=cfg.remat, dtype=dtype,
-                        ops=backend.resolve("ops", cfg.ops))
+    with jax.default_matmul_precision(backend.resolve("precision", cfg.precision)):
+        return vgg.features(params, rgb, layers, pooling=cfg.pooling, remat=cfg.remat, dtype=dtype,
+                            ops=backend.resolve("ops", cfg.ops), pool_rounding=cfg.pool_rounding,
+                            padding=cfg.padding, input_scale=cfg.input_scale)
 
 
 def loss_terms(params, image_HWC: jax.Array, targets: Targets, weights: Weights, cfg: LossConfig
@@ -110,16 +130,20 @@ def loss_terms(params, image_HWC: jax.Array, targets: Targets, weights: Weights,
       weights: from :func:`make_weights`.
 
     Returns:
-      ``{"content", "style", "tv", "total"}`` (scalars), total = α content + β style + tv_weight TV.
+      ``{"content", "style", "tv", "total"}`` (scalars), total = α content + β style + tv_weight TV. With guided
+      sums (spatial "sums" / "sums+gram") the sums term has its own weight: total = α content + β gram + sums_weight
+      sums + tv_weight TV, and "style" reports the unweighted gram + sums.
     """
     feats = network_features(params, image_HWC, cfg.all_layers, cfg)
     content = jnp.zeros((), jnp.float32)
     for j, name in enumerate(cfg.content_layers):
         content = content + weights.content_layers[j] * losses.content_loss(feats[name], targets.content[name])
-    style = targets.style.style_loss(feats, weights, cfg) if cfg.style_layers else jnp.zeros((), jnp.float32)
-    tv = losses.tv_loss(image_HWC)
-    total = weights.content * content + weights.style * style + weights.tv * tv
-    return {"content": content, "style": style, "tv": tv, "total": total}
+    zero = jnp.zeros((), jnp.float32)
+    style = targets.style.style_loss(feats, weights, cfg) if cfg.style_layers else zero
+    sums = targets.style.sums_loss(feats, weights, cfg) if cfg.style_layers else zero
+    tv = losses.tv_loss(image_HWC, cfg.tv_form, cfg.input_scale)
+    total = weights.content * content + weights.style * style + weights.sums * sums + weights.tv * tv
+    return {"content": content, "style": style + sums, "tv": tv, "total": total}
 
 
 def total_loss(image_HWC: jax.Array, params, targets: Targets, weights: Weights, cfg: LossConfig) -> jax.Array:
@@ -195,14 +219,17 @@ def make_weights(
     n_styles: int = 1,
     region_weights=None,
     n_regions: int = 0,
+    sums_weight=1e9,
 ) -> Weights:
     """The traced :class:`Weights`; traceable (``jax.vmap``/``jit`` over any argument), shapes checked statically.
 
     Args:
       network: a params tree, a ``vgg.VGGSpec`` or an architecture name (only the channel counts are read, for the
         default layer weights).
-      layer_weights: "inv_c2" (1/C_l^2, the 2017 paper's code), "ones", or one number per style layer.
+      layer_weights: "inv_c2" (1/C_l^2, the 2017 paper's code), "ones", "equal" (1/L), or one number per style
+        layer.
       blend: one weight per style image (default equal); region_weights: one per region (default 1/R).
+      sums_weight: the weight of the guided sums (default 1e9, the official spatial-control notebook's).
 
     Values are not checked here (they may be traced); :func:`check_weights` refuses negative or non-finite ones.
 
@@ -233,13 +260,14 @@ def make_weights(
         "region_weights", region_weights, n_regions, "region weights", "regions", "region")
     scalar = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     return Weights(content=scalar(content_weight), style=scalar(style_weight), tv=scalar(tv_weight),
-                   content_layers=cw, style_layers=lw, blend=bl, regions=rw)
+                   content_layers=cw, style_layers=lw, blend=bl, regions=rw, sums=scalar(sums_weight))
 
 
 def check_weights(weights: Weights) -> None:
     """Refuse (``SettingError``) weights that are negative or not finite, or blend weights summing to 0; host-side,
     on concrete values (any leading batch axis is checked member by member)."""
-    named = (("content_weight", weights.content), ("style_weight", weights.style), ("tv_weight", weights.tv))
+    named = (("content_weight", weights.content), ("style_weight", weights.style), ("tv_weight", weights.tv),
+             ("sums_weight", weights.sums))
     for setting, value in named:
         v = np.asarray(value, np.float64)
         if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
@@ -262,7 +290,33 @@ def check_weights(weights: Weights) -> None:
 def weights_summary(weights: Weights) -> Dict[str, Union[float, list]]:
     """The unbatched weights as plain numbers (for the settings written beside an output)."""
     f = lambda a: [float(v) for v in np.asarray(a).reshape(-1)]  # noqa: E731
+    regions = {"region_weights": f(weights.regions)} if np.size(weights.regions) else {}
     return {"content_weight": float(weights.content), "style_weight": float(weights.style),
-            "tv_weight": float(weights.tv), "layer_weights": f(weights.style_layers), "style_blend": f(weights.blend),
-            **({"region_weights": f(weights.regions)} if np.size(weights.regions) else {})}
+            "tv_weight": float(weights.tv), "sums_weight": float(weights.sums),
+            "layer_weights": f(weights.style_layers), "style_blend": f(weights.blend), **regions}
+
+
+def feasible_box(x: jax.Array, targets: Targets):
+    """The box the solvers keep the image in, ``(lower, upper)``: [0, 1], and with a freeze mask ``lower = upper =
+    x`` at the frozen pixels. Given the current iterate (whose frozen pixels never leave their initial value, since
+    the box holds them), so no copy of the initial image is kept.
+
+    Example:
+      >>> t = Targets(content={}, style=None, frozen=jnp.array([[[1.0], [0.0]]]))
+      >>> lo, hi = feasible_box(jnp.array([[[0.3], [0.6]]]), t)
+      >>> lo.ravel().tolist(), hi.ravel().tolist()
+      ([0.30000001192092896, 0.0], [0.30000001192092896, 1.0])
+    """
+    if targets.frozen is None:
+        return 0.0, 1.0
+    frozen = targets.frozen > 0
+    return jnp.where(frozen, x, 0.0), jnp.where(frozen, x, 1.0)
+
+
+def free_gradient(grad: jax.Array, targets: Targets) -> jax.Array:
+    """The gradient with the frozen pixels' entries set to 0 (the official code's ``-mask_file`` rule: frozen pixels
+    still feed the loss, but give no gradient, so L-BFGS's curvature pairs carry none either)."""
+    if targets.frozen is None:
+        return grad
+    return jnp.where(targets.frozen > 0, jnp.zeros((), grad.dtype), grad)
 

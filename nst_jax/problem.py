@@ -8,6 +8,8 @@ colour-finished result. Images are paths (any Pillow-readable file) or arrays ``
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
@@ -20,8 +22,8 @@ from nst_jax import objective, vgg
 from nst_jax.config import ProblemSpec
 from nst_jax.objective import Targets, Weights
 
-__all__ = ["ImageLike", "Problem", "prepare", "load_input", "original_shape", "resolve_params", "check_big_enough",
-           "initial_image", "finish", "weights_settings"]
+__all__ = ["ImageLike", "Problem", "prepare", "load_input", "fit_area", "original_shape", "resolve_params",
+           "spec_with_params", "check_big_enough", "initial_image", "finish", "weights_settings"]
 
 ImageLike = Union[str, "os.PathLike", np.ndarray, jax.Array]
 
@@ -43,14 +45,33 @@ def original_shape(x: ImageLike) -> Tuple[int, int]:
     return tuple(np.shape(x)[:2])
 
 
-def load_input(x: ImageLike, what: str, size: Optional[int]) -> np.ndarray:
-    """An input image as float32 [H, W, 3] in [0, 1], its longest side resized to ``size`` (None: as is).
+def fit_area(shape_HW, side: int) -> Tuple[int, int]:
+    """The official notebooks' image size for a working size ``side`` (their ``img_size``, 512 then 1024): with
+    ``d = sqrt(H W) / side``, ``(ceil(H / d), ceil(W / d))`` when ``d > 1`` (area ~``side^2``, sides rounded up:
+    ``skimage.transform.pyramid_reduce`` on H and W), else ``(H, W)``: a small image is never upscaled.
+
+    Example:
+      >>> fit_area((600, 800), 512), fit_area((1200, 1600), 1024), fit_area((300, 400), 512)
+      ((444, 592), (887, 1183), (300, 400))
+    """
+    h, w = int(shape_HW[0]), int(shape_HW[1])
+    d = math.sqrt(float(h * w)) / float(side)
+    if d <= 1.0:
+        return h, w
+    return int(math.ceil(h / d)), int(math.ceil(w / d))
+
+
+def load_input(x: ImageLike, what: str, size: Optional[int], rule: str = "longest") -> np.ndarray:
+    """An input image as float32 [H, W, 3] in [0, 1], its longest side resized to ``size`` (None: as is; ``rule=
+    "area"``: to :func:`fit_area`'s size instead).
 
     Arrays: [H, W], [H, W, 1] or [H, W, 3]; integer arrays are scaled by their dtype's range; float arrays must
     already lie in [0, 1] and be finite (refused otherwise, with the reason).
     """
-    if _is_path(x):
+    if _is_path(x) and rule == "longest":
         return I.load_image(x, size=size)
+    if _is_path(x):
+        return load_input(I.load_image(x), what, size, rule)
     arr = np.asarray(x)
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -68,17 +89,20 @@ def load_input(x: ImageLike, what: str, size: Optional[int]) -> np.ndarray:
                          "to [0, 1] (or pass an integer array)")
     arr = np.repeat(arr, 3, -1) if arr.shape[-1] == 1 else arr
     arr = arr.astype(np.float32)
-    if size is not None and max(arr.shape[:2]) != size:
-        arr = np.clip(I.resize_longest(arr, size), 0.0, 1.0)
+    if size is not None:
+        target = fit_area(arr.shape[:2], size) if rule == "area" else I.fit_shape(arr.shape[:2], size=size)
+        if target != arr.shape[:2]:
+            arr = np.clip(I.resize(arr, target), 0.0, 1.0)
     return arr
 
 
-def check_big_enough(img: np.ndarray, what: str, layers: Sequence[str]) -> None:
-    """The deepest layer after b-1 poolings needs at least 2^(b-1) pixels per side (2^b for a ``pool{b}`` layer)."""
+def check_big_enough(img: np.ndarray, what: str, layers: Sequence[str], pool_rounding: str = "floor") -> None:
+    """The deepest layer after b-1 poolings needs at least 2^(b-1) pixels per side (2^b for a ``pool{b}`` layer) when
+    the pools floor odd sizes; with ``pool_rounding="ceil"`` every layer keeps at least one pixel."""
     blocks = [int(name[4]) if name.startswith(("conv", "relu", "pool")) else 1 for name in layers]
     deepest = max(blocks + [1])
     pools = deepest if any(n.startswith("pool") and int(n[4]) == deepest for n in layers) else deepest - 1
-    need = 2 ** pools
+    need = 2 ** pools if pool_rounding == "floor" else 1
     h, w = img.shape[:2]
     if min(h, w) < need:
         raise ValueError(f"{what} is {w}x{h} px after resizing, but layer {max(layers, key=lambda n: int(n[4]))} "
@@ -93,6 +117,22 @@ def resolve_params(weights) -> Tuple[Any, Any]:
     from nst_jax import weights as W
 
     return W.load_weights(weights)
+
+
+def spec_with_params(spec: ProblemSpec) -> Tuple[ProblemSpec, Any, Any]:
+    """``(spec, params, WeightsInfo or None)``: the weights loaded once (:func:`resolve_params`), the spec holding
+    the params tree and ``pool_rounding="auto"`` resolved to the weights' convention (for callers that prepare
+    several problems, e.g. the levels of a coarse-to-fine run). Warns when normalised weights run with another
+    pooling than the one they were calibrated with (their mean activations are 1 only under that pooling)."""
+    params, info = resolve_params(spec.weights)
+    rounding = spec.pool_rounding if spec.pool_rounding != "auto" else (
+        info.pool_rounding if info is not None else "floor")
+    calibrated = None if info is None or not info.normalized else info.metadata.get("pooling", "avg")
+    if calibrated is not None and calibrated != spec.pooling:
+        warnings.warn(f"the normalised weights {info.name!r} were calibrated with {calibrated} pooling; with "
+                      f"{spec.pooling} pooling their mean activations drift away from 1 (up to ~100x), which changes "
+                      f"the balance of the layers; use --pooling {calibrated}", stacklevel=3)
+    return dataclasses.replace(spec, weights=params, pool_rounding=rounding), params, info
 
 
 @dataclasses.dataclass
@@ -130,22 +170,23 @@ class Problem:
     region_names: Tuple[str, ...] = ()
 
 
-def weights_settings(info) -> dict:
-    """What the settings record of the weights in use: ``weights`` (the source's name, "file", or "params" for a
-    params tree), ``weights_random``, and for weights read from a file (a path or a cached source) its absolute
-    ``weights_path`` and ``weights_sha256``."""
+def weights_settings(info, name: Optional[str] = None) -> dict:
+    """What the settings record of the weights in use: ``weights`` (the source's name, "file", else ``name`` or
+    "params" for a params tree), ``weights_random``, and for weights read from a file (a path or a cached source) its
+    absolute ``weights_path`` and ``weights_sha256``."""
     import os
 
-    out = {"weights": info.name if info is not None else "params",
+    out = {"weights": info.name if info is not None else (name or "params"),
            "weights_random": bool(info is not None and info.is_random)}
     if info is not None and getattr(info, "path", None):
         out["weights_path"], out["weights_sha256"] = os.path.abspath(info.path), info.sha256
     return out
 
 
-def _settings(spec: ProblemSpec, weights: Weights, info) -> dict:
+def _settings(spec: ProblemSpec, cfg, weights: Weights, info) -> dict:
     out = spec.summary()
     out.update(objective.weights_summary(weights))
+    out["pool_rounding"] = cfg.pool_rounding
     out.update(weights_settings(info))
     if spec.spatial is not None:
         out["spatial"] = spec.spatial.summary
@@ -170,15 +211,16 @@ def prepare(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], sp
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     if not styles:
         raise ValueError("give at least one style image")
-    params, info = resolve_params(spec.weights)
+    named = spec.weights
+    spec, params, info = spec_with_params(spec)
     cfg = spec.loss_config()
     cfg.check_layers(vgg.layer_names(vgg.spec_from_params(params)))
-    content_img = load_input(content, "content", spec.size)
+    content_img = load_input(content, "content", spec.size, spec.size_rule)
     style_size = None if spec.size is None else max(16, int(round(max(content_img.shape[:2]) * spec.style_scale)))
     style_imgs = [load_input(s, "style", style_size) for s in styles]
-    check_big_enough(content_img, "content", cfg.all_layers)
+    check_big_enough(content_img, "content", cfg.all_layers, cfg.pool_rounding)
     for j, img in enumerate(style_imgs):
-        check_big_enough(img, f"style image {j + 1}", cfg.style_layers or cfg.all_layers)
+        check_big_enough(img, f"style image {j + 1}", cfg.style_layers or cfg.all_layers, cfg.pool_rounding)
     col = spec.color
     content_in, styles_in = C.prepare_color(content_img, style_imgs, col.mode, match_mode=col.match_mode,
                                             lum_match=col.lum_match)
@@ -192,14 +234,21 @@ def prepare(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], sp
             style_original_HW=[original_shape(s) for s in styles])
     else:
         targets = objective.compute_targets(params, content_in, styles_in, cfg)
+    if spec.freeze_mask is not None:
+        from nst_jax import masks
+
+        frozen = masks.freeze_mask_at(spec.freeze_mask, content_img.shape[:2], original_shape(content))
+        targets = targets.replace(frozen=jnp.asarray(frozen))
     w = spec.weight_settings()
     weights = objective.make_weights(
         cfg, params, content_weight=w["content_weight"], style_weight=w["style_weight"], tv_weight=w["tv_weight"],
         layer_weights=w["layer_weights"], blend=spec.style_blend, n_styles=len(styles_in),
-        region_weights=None if spec.spatial is None else spec.spatial.region_weights, n_regions=len(region_names))
+        region_weights=None if spec.spatial is None else spec.spatial.region_weights, n_regions=len(region_names),
+        sums_weight=w["sums_weight"])
     objective.check_weights(weights)
+    spec = dataclasses.replace(spec, weights=named)
     return Problem(params, cfg, targets, weights, content_img, content_in, styles_in, spec,
-                   _settings(spec, weights, info), info, region_names)
+                   _settings(spec, cfg, weights, info), info, region_names)
 
 
 def initial_image(problem: Problem, init: Union[str, ImageLike] = "content", seed: int = 0) -> np.ndarray:

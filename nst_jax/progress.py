@@ -147,6 +147,10 @@ class Progress:
             print(line, file=self.out, flush=True)
         self.printed = done
 
+    def set_description(self, desc: str) -> None:
+        """A new label for the status line (e.g. a sweep's current wave)."""
+        self.desc = desc
+
     def close(self) -> None:
         if self.tty and self.width:
             self._draw("")

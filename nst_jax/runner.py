@@ -107,13 +107,16 @@ def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
     f = functools.partial(objective.total_loss, cfg=loss_cfg)
     vg_aux = jax.value_and_grad(functools.partial(objective.total_and_terms, cfg=loss_cfg), has_aux=True)
 
-    def vg(x, *args):
-        (value, terms), grad = vg_aux(x, *args)
-        return value, grad, terms
+    def vg(x, params, targets, weights):
+        (value, terms), grad = vg_aux(x, params, targets, weights)
+        return value, objective.free_gradient(grad, targets), terms
+
+    def box(x, params, targets, weights):
+        return None if targets.frozen is None else objective.feasible_box(x, targets)
 
     if solver_cfg.members == "unroll" and solver_cfg.name != "optax-lbfgs":  # its line search differentiates f
         vg = batching.unrolled_over_members(vg)
-    return solvers.make_solver(solver_cfg, vg, f)
+    return solvers.make_solver(solver_cfg, vg, f, box)
 
 
 def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tuple = ()):
@@ -224,7 +227,8 @@ class Solve:
 
     def __init__(self, loss_cfg: LossConfig, solver_cfg: SolverConfig = SolverConfig(), *,
                  members: Optional[Members] = None, batched: bool = False):
-        self.loss_cfg = dataclasses.replace(loss_cfg, ops=backend.resolve("ops", loss_cfg.ops))
+        self.loss_cfg = dataclasses.replace(loss_cfg, ops=backend.resolve("ops", loss_cfg.ops),
+                                            precision=backend.resolve("precision", loss_cfg.precision))
         self.solver_cfg = dataclasses.replace(solver_cfg, loop=backend.resolve("loop", solver_cfg.loop),
                                               members=backend.resolve("members", solver_cfg.members))
         self.members = members if members is not None else (Members() if batched else None)

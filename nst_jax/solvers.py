@@ -1,7 +1,9 @@
 """The solvers behind ``SolverConfig.name``, behind one interface the runner drives.
 
 A solver binds a value-and-gradient function ``vg(x, *args) -> (f, g, aux)`` (``args``: params, targets, weights;
-``aux``: what was evaluated with ``f``, the loss terms) and offers::
+``aux``: what was evaluated with ``f``, the loss terms) and a box ``box(x, *args) -> (lower, upper)`` (per-element
+arrays; or None for the default [0, 1]; a freeze mask sets ``lower = upper = x`` at its pixels, which then never
+move: every solver keeps its iterates in the box) and offers::
 
     state = solver.init(x0, *args)               # evaluates f+g at x0 (counted)
     state = solver.step(state, *args, active=m)  # one iteration; inactive members keep their state
@@ -10,11 +12,11 @@ A solver binds a value-and-gradient function ``vg(x, *args) -> (f, g, aux)`` (``
     solver.trial_point(state, *args)             # where the next step evaluates (to name a non-finite term)
 
 * ``"lbfgs"`` -- :func:`nst_jax.lbfgs.guarded_lbfgs` (one f+g per iteration, exact f+g counts under ``vmap``).
-* ``"jaxopt"`` -- ``jaxopt.LBFGSB`` (L-BFGS-B with its line search) with the box [0, 1] as a true bound constraint,
+* ``"jaxopt"`` -- ``jaxopt.LBFGSB`` (L-BFGS-B with its line search) with the box as a true bound constraint,
   on the objective scaled by ``c = 1 / max|g(x0)|`` (its step bounds assume unit scale; reported values unscaled).
-* ``"optax-lbfgs"`` -- ``optax.lbfgs`` (zoom line search); the iterate is projected onto [0, 1] after each update and
+* ``"optax-lbfgs"`` -- ``optax.lbfgs`` (zoom line search); the iterate is projected onto the box after each update and
   value and gradient are evaluated afresh at the projected point (counted).
-* ``"adam"`` -- ``optax.adam`` with projection onto [0, 1] (one f+g per iteration).
+* ``"adam"`` -- ``optax.adam`` with projection onto the box (one f+g per iteration).
 
 Under ``vmap`` a line search's ``lax.cond`` runs both branches, so the f+g counts of the line-search solvers are
 logical evaluations; the count of ``lbfgs`` and ``adam`` is exact in all cases.
@@ -30,11 +32,22 @@ import jax.numpy as jnp
 from nst_jax import lbfgs
 from nst_jax.config import SolverConfig
 
-__all__ = ["make_solver", "LBFGSSolver", "JaxoptLBFGSB", "OptaxSolver"]
+__all__ = ["make_solver", "unit_box", "LBFGSSolver", "JaxoptLBFGSB", "OptaxSolver"]
 
 
 def _select(keep_old, old, new):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(keep_old, a, b), old, new)
+
+
+def unit_box(x, *args):
+    """The default box: None, i.e. [0, 1]."""
+    return None
+
+
+def _bounds(box: Callable, x, *args):
+    """``box``'s (lower, upper), [0, 1] when it says None."""
+    b = box(x, *args)
+    return (0.0, 1.0) if b is None else b
 
 
 class _Fields:
@@ -73,16 +86,20 @@ class _Fields:
 class LBFGSSolver(_Fields):
     """:func:`nst_jax.lbfgs.guarded_lbfgs` bound to ``vg``."""
 
-    def __init__(self, vg: Callable, cfg: SolverConfig):
-        self.vg = vg
+    def __init__(self, vg: Callable, cfg: SolverConfig, box: Callable = unit_box):
+        self.vg, self.box = vg, box
         self.opt = lbfgs.guarded_lbfgs(cfg.history, cfg.step, cfg.precondition)
 
     def init(self, x0, *args):
         f, g, aux = self.vg(x0, *args)
         return self.opt.init(x0, f, g, aux)
 
+    def _propose(self, st, *args):
+        bounds = self.box(st.x, *args)
+        return self.opt.propose(st) if bounds is None else self.opt.propose(st, bounds)
+
     def step(self, st, *args, active=True):
-        xt = self.opt.propose(st)
+        xt = self._propose(st, *args)
         ft, gt, aux = self.vg(xt, *args)
         return self.opt.update(st, xt, ft, gt, active, aux)
 
@@ -97,35 +114,36 @@ class LBFGSSolver(_Fields):
                                for f in lbfgs.LBFGSState._fields if f not in kept})
 
     def trial_point(self, st, *args):
-        return self.opt.propose(st)
+        return self._propose(st, *args)
 
 
 class JaxoptLBFGSB(_Fields):
     """``jaxopt.LBFGSB`` on the objective scaled by ``c = 1 / max|g(x0)|`` (a traced number kept in the state)."""
 
-    def __init__(self, vg: Callable, cfg: SolverConfig):
+    def __init__(self, vg: Callable, cfg: SolverConfig, box: Callable = unit_box):
         import jaxopt
 
         def scaled(x, c, *args):
             f, g, aux = vg(x, *args)
             return (f * c, aux), g * c
 
-        self.vg = vg
+        self.vg, self.box = vg, box
         self.solver = jaxopt.LBFGSB(fun=scaled, value_and_grad=True, has_aux=True, history_size=cfg.history,
                                     maxiter=10 ** 9, tol=0.0)
 
-    @staticmethod
-    def _bounds(x):
-        return (jnp.zeros_like(x), jnp.ones_like(x))
+    def _bounds(self, x, *args):
+        lo, hi = _bounds(self.box, x, *args)
+        full = lambda v: jnp.broadcast_to(jnp.asarray(v, x.dtype), x.shape)  # noqa: E731
+        return full(lo), full(hi)
 
     def init(self, x0, *args):
         _, g0, _ = self.vg(x0, *args)
         c = 1.0 / jnp.maximum(jnp.max(jnp.abs(g0)), 1e-30)
-        return (x0, self.solver.init_state(x0, self._bounds(x0), c, *args), c)
+        return (x0, self.solver.init_state(x0, self._bounds(x0, *args), c, *args), c)
 
     def step(self, st, *args, active=True):  # inactive members are reverted by the caller
         x, s, c = st
-        x, s = self.solver.update(x, s, self._bounds(x), c, *args)
+        x, s = self.solver.update(x, s, self._bounds(x, *args), c, *args)
         return (x, s, c)
 
     @staticmethod
@@ -159,10 +177,10 @@ class OptaxSolver(_Fields):
     """``optax.lbfgs`` (zoom line search; its value function ``f`` is the loss alone, so a line-search evaluation
     runs no discarded backward pass) or ``optax.adam``, projected onto [0, 1] after each update."""
 
-    def __init__(self, vg: Callable, cfg: SolverConfig, f: Optional[Callable] = None):
+    def __init__(self, vg: Callable, cfg: SolverConfig, f: Optional[Callable] = None, box: Callable = unit_box):
         import optax
 
-        self.vg, self.adam = vg, cfg.name == "adam"
+        self.vg, self.adam, self.box = vg, cfg.name == "adam", box
         self.f = f if f is not None else (lambda x, *args: vg(x, *args)[0])
         self.opt = optax.adam(cfg.step) if self.adam else optax.lbfgs(memory_size=cfg.history)
 
@@ -180,16 +198,16 @@ class OptaxSolver(_Fields):
             fn = lambda x: self.f(x, *args)  # noqa: E731
             upd, opt = self.opt.update(st.grad, st.opt, st.x, value=st.value, grad=st.grad, value_fn=fn)
             extra = jnp.asarray(optax.tree_utils.tree_get(opt, "num_linesearch_steps"), jnp.int32)
-        x = jnp.clip(optax.apply_updates(st.x, upd), 0.0, 1.0)
+        x = jnp.clip(optax.apply_updates(st.x, upd), *_bounds(self.box, st.x, *args))
         f, g, aux = self.vg(x, *args)
         return _OptaxState(x, opt, f, g, st.nfev + 1 + extra, aux)
 
 
-def make_solver(cfg: SolverConfig, vg: Callable, f: Optional[Callable] = None):
+def make_solver(cfg: SolverConfig, vg: Callable, f: Optional[Callable] = None, box: Callable = unit_box):
     """The solver named by ``cfg`` over ``vg(x, *args) -> (f, g, aux)``; ``f(x, *args)``: the value alone (for
-    ``optax-lbfgs``'s line search)."""
+    ``optax-lbfgs``'s line search); ``box(x, *args) -> (lower, upper)``: where the iterates stay."""
     if cfg.name == "lbfgs":
-        return LBFGSSolver(vg, cfg)
+        return LBFGSSolver(vg, cfg, box)
     if cfg.name == "jaxopt":
-        return JaxoptLBFGSB(vg, cfg)
-    return OptaxSolver(vg, cfg, f if cfg.name == "optax-lbfgs" else None)
+        return JaxoptLBFGSB(vg, cfg, box)
+    return OptaxSolver(vg, cfg, f if cfg.name == "optax-lbfgs" else None, box)

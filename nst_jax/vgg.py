@@ -10,10 +10,16 @@ for VGG16; 2,2,4,4,4 for VGG19), each followed by a ReLU, and each block but the
 pooling layer (``pool1`` ... ``pool4``; ``pool5`` is added after block 5 too). Layer names are the literature's:
 ``conv1_1``, ``relu1_1``, ``conv1_2``, ``relu1_2``, ``pool1``, ``conv2_1``, ... ``relu5_4``, ``pool5``.
 
-Convs are 3x3, stride 1, zero padding 1 ("SAME"); pooling windows are 2x2, stride 2, with floor division of odd sizes
-("VALID"), as in Keras' VGG (Caffe's pools round odd sizes up instead). The plain ``lax`` ops are the reference;
-``ops="lean"`` swaps in the memory-lean custom derivatives of :mod:`nst_jax.lean_ops` (same values and derivatives). Images enter as RGB floats in [0, 1] of shape [H, W, 3] and are turned into
-the Caffe input (BGR, x255, minus the ImageNet mean) by :func:`preprocess`. Batches go through ``jax.vmap``.
+Convs are 3x3, stride 1, padding 1: zeros by default (Caffe's and Keras'), or a mirror of the image
+(``padding="reflect"``, Torch's ``SpatialReflectionPadding``: the edge pixel is not repeated, the official 2017 code's
+``-reflectance``) or a copy of the edge pixel (``"replicate"``), before every conv or, with the ``-first`` scopes,
+before ``conv1_1`` only (:data:`PADDINGS`). Pooling windows are 2x2, stride 2; odd sizes are rounded by
+``pool_rounding`` (:data:`POOL_ROUNDINGS`): ``"floor"`` drops the last row/column (Keras' VGG, TF "VALID"),
+``"ceil"`` keeps it in a window of its own (Caffe and loadcaffe, which the official codes ran: max over the in-image
+elements, average divided by their count). The plain ``lax`` ops are the reference; ``ops="lean"`` swaps in the
+memory-lean custom derivatives of :mod:`nst_jax.lean_ops` (same values and derivatives). Images enter as RGB floats
+in [0, 1] of shape [H, W, 3] and are turned into the Caffe input (BGR, x255 -- x256 for jcjohnson/neural-style,
+``input_scale`` --, minus the ImageNet mean) by :func:`preprocess`. Batches go through ``jax.vmap``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from nst_jax import backend, lean_ops
 __all__ = [
     "ARCHITECTURES",
     "CAFFE_MEAN_BGR",
+    "PADDINGS",
+    "POOL_ROUNDINGS",
+    "conv_padding",
+    "pooled_size",
+    "layer_sizes",
     "VGGSpec",
     "register_architecture",
     "get_spec",
@@ -47,6 +58,11 @@ __all__ = [
 ]
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+#: Padding of the 3x3 convs: zeros, mirror (edge pixel not repeated) or edge copy; before every conv, or ("-first")
+#: before conv1_1 only (against edge artefacts of the image border, the other convs zero-padded).
+PADDINGS = ("zero", "reflect", "replicate", "reflect-first", "replicate-first")
+#: Rounding of odd sizes by the 2x2/stride-2 pools: "floor" (Keras, TF VALID) or "ceil" (Caffe, loadcaffe).
+POOL_ROUNDINGS = ("floor", "ceil")
 
 _CONV_RE = re.compile(r"^conv(\d)_(\d)$")
 
@@ -181,19 +197,20 @@ def init_params(seed: "int | jax.Array" = 0, spec: str | VGGSpec = "vgg19") -> D
     return params
 
 
-def preprocess(image_HW3: jax.Array) -> jax.Array:
-    """RGB in [0, 1] -> Caffe input: BGR, x255, minus the ImageNet mean (103.939, 116.779, 123.68). [..., H, W, 3].
+def preprocess(image_HW3: jax.Array, scale: float = 255.0) -> jax.Array:
+    """RGB in [0, 1] -> Caffe input: BGR, x ``scale``, minus the ImageNet mean (103.939, 116.779, 123.68).
+    [..., H, W, 3]. ``scale`` is 255 (Caffe, the 2017 paper's code) or 256 (jcjohnson/neural-style).
 
     Example:
       >>> red = jnp.array([[[1.0, 0.0, 0.0]]])           # one RGB pixel -> (B, G, R) * 255 - mean
       >>> [round(float(v), 3) for v in preprocess(red)[0, 0]]
       [-103.939, -116.779, 131.32]
     """
-    bgr = image_HW3[..., ::-1] * 255.0
+    bgr = image_HW3[..., ::-1] * scale
     return bgr - jnp.asarray(CAFFE_MEAN_BGR, dtype=bgr.dtype)
 
 
-def deprocess(x_HW3: jax.Array) -> jax.Array:
+def deprocess(x_HW3: jax.Array, scale: float = 255.0) -> jax.Array:
     """Inverse of :func:`preprocess` (no clipping).
 
     Example:
@@ -201,16 +218,68 @@ def deprocess(x_HW3: jax.Array) -> jax.Array:
       >>> bool(jnp.allclose(deprocess(preprocess(x)), x, atol=1e-5))
       True
     """
-    bgr = (x_HW3 + jnp.asarray(CAFFE_MEAN_BGR, dtype=x_HW3.dtype)) / 255.0
+    bgr = (x_HW3 + jnp.asarray(CAFFE_MEAN_BGR, dtype=x_HW3.dtype)) / scale
     return bgr[..., ::-1]
 
 
-def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array, ops: str) -> jax.Array:
+def conv_padding(padding: str, conv_name: str) -> str:
+    """The padding one conv gets under a :data:`PADDINGS` setting: "zero", "reflect" or "replicate".
+
+    Example:
+      >>> cases = [("reflect-first", "conv1_1"), ("reflect-first", "conv1_2"), ("reflect", "conv5_1")]
+      >>> [conv_padding(p, n) for p, n in cases]
+      ['reflect', 'zero', 'reflect']
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    mode, _, scope = padding.partition("-")
+    return "zero" if scope == "first" and conv_name != "conv1_1" else mode
+
+
+def pooled_size(n: int, rounding: str = "floor") -> int:
+    """Size of a side of ``n`` after a 2x2/stride-2 pooling: ``n // 2`` ("floor") or ``ceil(n / 2)`` ("ceil").
+
+    Example:
+      >>> pooled_size(7), pooled_size(7, "ceil"), pooled_size(8, "ceil")
+      (3, 4, 4)
+    """
+    if rounding not in POOL_ROUNDINGS:
+        raise ValueError(f"pool rounding must be one of {', '.join(POOL_ROUNDINGS)}, got {rounding!r}")
+    return n // 2 if rounding == "floor" else (n + 1) // 2
+
+
+def layer_sizes(spec: str | VGGSpec, shape_HW, pool_rounding: str = "floor") -> Dict[str, Tuple[int, int]]:
+    """``{layer: (H_l, W_l)}`` of every layer for an [H, W] input: convs and ReLUs keep the size, pools halve it
+    (:func:`pooled_size`). The same sizes as :func:`features` (tested), without running anything.
+
+    Example:
+      >>> s = layer_sizes("vgg19", (33, 20), "ceil")
+      >>> s["relu1_1"], s["relu2_1"], s["relu5_1"], layer_sizes("vgg19", (33, 20))["relu5_1"]
+      ((33, 20), (17, 10), (3, 2), (2, 1))
+    """
+    h, w = int(shape_HW[0]), int(shape_HW[1])
+    out = {}
+    for name, kind in layer_sequence(spec):
+        if kind == "pool":
+            h, w = pooled_size(h, pool_rounding), pooled_size(w, pool_rounding)
+        out[name] = (h, w)
+    return out
+
+
+def _pad_image(x_HWC: jax.Array, mode: str) -> jax.Array:
+    """One pixel of mirror ("reflect": ``jnp.pad`` mode "reflect", edge not repeated) or edge-copy padding."""
+    return jnp.pad(x_HWC, ((1, 1), (1, 1), (0, 0)), mode="reflect" if mode == "reflect" else "edge")
+
+
+def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array, ops: str, pad: str = "zero") -> jax.Array:
     kernel = kernel.astype(x_HWC.dtype)
+    conv_pad = "SAME"
+    if pad != "zero":
+        x_HWC, conv_pad = _pad_image(x_HWC, pad), "VALID"
     if ops == "lean":
-        y = lean_ops.conv3x3(x_HWC, kernel)
+        y = lean_ops.conv3x3(x_HWC, kernel, conv_pad)
     else:
-        y = lean_ops.conv_nhwc(x_HWC, kernel)
+        y = lean_ops.conv_nhwc(x_HWC, kernel, padding=conv_pad)
     return y + bias.astype(y.dtype)
 
 
@@ -218,16 +287,25 @@ def _relu(x: jax.Array, ops: str) -> jax.Array:
     return lean_ops.relu(x) if ops == "lean" else jax.nn.relu(x)
 
 
-def _pool(x_HWC: jax.Array, pooling: str, ops: str) -> jax.Array:
-    """2x2 stride-2 VALID pooling (odd sizes floored), max or average."""
+def _pool(x_HWC: jax.Array, pooling: str, ops: str, rounding: str = "floor") -> jax.Array:
+    """2x2 stride-2 pooling, max or average; odd sizes floored, or with ``rounding="ceil"`` padded by one row/column
+    that no output counts: -inf for max, and the average divides by the in-image elements only (Caffe's rule)."""
+    h, w = x_HWC.shape[0], x_HWC.shape[1]
+    extra = ((0, h % 2), (0, w % 2), (0, 0)) if rounding == "ceil" else ((0, 0), (0, 0), (0, 0))
     window, strides = (2, 2, 1), (2, 2, 1)
     if pooling == "max":
+        if rounding == "ceil" and (h % 2 or w % 2):
+            x_HWC = jnp.pad(x_HWC, extra, constant_values=-jnp.inf)
         if ops == "lean":
             return lean_ops.max_pool(x_HWC)
         return jax.lax.reduce_window(x_HWC, -jnp.inf, jax.lax.max, window, strides, "VALID")
     if pooling == "avg":
-        s = jax.lax.reduce_window(x_HWC, 0.0, jax.lax.add, window, strides, "VALID")
-        return s / 4.0
+        s = jax.lax.reduce_window(x_HWC, 0.0, jax.lax.add, window, strides, extra)
+        if rounding != "ceil" or not (h % 2 or w % 2):
+            return s / 4.0
+        count = np.ones((h, w, 1), np.float32)
+        count = np.pad(count, extra).reshape(s.shape[0], 2, s.shape[1], 2, 1).sum(axis=(1, 3))
+        return s / jnp.asarray(count, s.dtype)
     raise ValueError(f"pooling must be 'max' or 'avg', got {pooling!r}")
 
 
@@ -241,16 +319,16 @@ def _blocks(seq: Sequence[Tuple[str, str]]) -> List[List[Tuple[str, str]]]:
     return [b for b in blocks if b]
 
 
-def _run_block(x, block_params, *, block, wanted, pooling: str, ops: str):
+def _run_block(x, block_params, *, block, wanted, pooling: str, ops: str, pool_rounding: str, padding: str):
     """One block's layers: (its output, {requested layer: its map})."""
     taps = {}
     for name, kind in block:
         if kind == "conv":
-            x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"], ops)
+            x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"], ops, conv_padding(padding, name))
         elif kind == "relu":
             x = _relu(x, ops)
         else:
-            x = _pool(x, pooling, ops)
+            x = _pool(x, pooling, ops, pool_rounding)
         if name in wanted:
             taps[name] = x
     return x, taps
@@ -269,6 +347,9 @@ def features(
     remat: bool | str = False,
     dtype=None,
     ops: str = "auto",
+    pool_rounding: str = "floor",
+    padding: str = "zero",
+    input_scale: float = 255.0,
 ) -> Features:
     """Feature maps of one image at the named layers.
 
@@ -282,6 +363,9 @@ def features(
       dtype: compute dtype of the activations (e.g. ``jnp.bfloat16``); returned features are cast back to float32.
       ops: ``"lax"`` (plain ``lax`` ops, the reference), ``"lean"`` (:mod:`nst_jax.lean_ops`: same values and
         derivatives, less memory in reverse mode) or ``"auto"`` (per backend, :mod:`nst_jax.backend`).
+      pool_rounding: odd sizes at the pools, ``"floor"`` (Keras) or ``"ceil"`` (Caffe), see the module docstring.
+      padding: the convs' padding, one of :data:`PADDINGS` (default zeros).
+      input_scale: the x255 (Caffe) or x256 (neural-style) of :func:`preprocess`.
 
     Returns:
       ``{name: feats_HWC}`` for each requested layer, [H_l, W_l, C_l], in the input's dtype (float32 when a
@@ -307,15 +391,17 @@ def features(
     ops = backend.resolve("ops", ops)
     if ops not in ("lax", "lean"):
         raise ValueError(f"ops must be 'auto', 'lax' or 'lean', got {ops!r}")
+    pooled_size(2, pool_rounding)  # validates
+    conv_padding(padding, "conv1_1")  # validates
 
-    x = image_HW3 if preprocessed else preprocess(image_HW3)
+    x = image_HW3 if preprocessed else preprocess(image_HW3, input_scale)
     if dtype is not None:
         x = x.astype(dtype)
 
     out: Features = {}
     for block in _blocks(seq[: last + 1]):
         run_block = functools.partial(_run_block, block=tuple(block), wanted=frozenset(wanted), pooling=pooling,
-                                      ops=ops)
+                                      ops=ops, pool_rounding=pool_rounding, padding=padding)
         if remat:
             policy = getattr(jax.checkpoint_policies, remat) if isinstance(remat, str) else None
             run_block = jax.checkpoint(run_block, policy=policy)

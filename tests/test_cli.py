@@ -86,12 +86,13 @@ def test_sweep_writes_images_grid_and_report(tmp_path, capsys):
     rc = main(["sweep", str(S("blue_marble")), str(S("great_wave")), "--ratios", "1e-3,1e-1", "-o", str(d),
                "--size", "32", "--iters", "3", *TINY])
     assert rc == 0
-    assert sorted(p.name for p in d.iterdir()) == ["grid.png", "ratio_1e-01.png", "ratio_1e-03.png", "sweep.json"]
+    assert sorted(p.name for p in d.iterdir()) == ["0000_ratio-0.001.png", "0001_ratio-0.1.png", "grid.png",
+                                                   "sweep.json"]
     rep = json.loads((d / "sweep.json").read_text())
     assert [m["n_fg"] for m in rep["members"]] == [4, 4]
     grid = Image.open(d / "grid.png")
     assert grid.size[0] > 2 * 32
-    assert "4 f+g" in capsys.readouterr().out
+    assert "4 f+g each" in capsys.readouterr().out
 
 
 def test_spatial_cli_two_regions(tmp_path):
@@ -361,10 +362,15 @@ def test_readme_commands_parse_and_name_existing_files(tmp_path, monkeypatch):
             for v in values if isinstance(values, list) else [values]:
                 if not isinstance(v, str) or (key == "init" and v in INITS) or (key == "weights"):
                     continue
-                path = v.partition("=")[2] if key in ("region_style", "content_mask", "style_mask") else v
+                path = v.partition("=")[2] if "=" in v and key in ("region_style", "content_mask", "style_mask") \
+                    else v
                 if "cache" in path and "nst-jax" in path:
                     continue  # the cached weights: written by 'weights fetch' on the same line
                 assert os.path.exists(path) or os.path.normpath(path) in made, (argv, path)
+        for item in getattr(args, "grid", None) or []:  # image axes of a sweep: --grid style=A,B
+            name, _, values = item.partition("=")
+            if name in ("style", "content"):
+                assert all(os.path.exists(v) for v in values.split(",")), (argv, item)
         out = getattr(args, "output", None)
         if out:
             made.update(os.path.normpath(p) for p in (out, out[:-4] + ".ckpt.npz", out[:-4] + ".json"))
@@ -396,7 +402,7 @@ def test_readme_python_blocks_run(monkeypatch):
     iteration counts substituted."""
     import re
 
-    from nst_jax import problem, pyramid
+    from nst_jax import problem
 
     real = problem.resolve_params
 
@@ -404,7 +410,6 @@ def test_readme_python_blocks_run(monkeypatch):
         return real("tiny19" if isinstance(weights, str) and weights == "auto" else weights)
 
     monkeypatch.setattr(problem, "resolve_params", tiny_for_auto)
-    monkeypatch.setattr(pyramid, "resolve_params", tiny_for_auto)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) >= 2
     for code in blocks:

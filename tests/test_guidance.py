@@ -103,7 +103,7 @@ def test_complementary_guides_give_gram_of_each_regions_features(params):
     img, guides_HWR = _two_texture_image()
     layers = ["conv1_1", "relu2_1"]  # full resolution and after one pooling (16x16, halves stay exact)
     feats = features(params, img, layers)
-    prop = propagate(jnp.asarray(guides_HWR), layers, mode="simple")
+    prop = propagate(jnp.asarray(guides_HWR), layers, mode="area")
     for n in layers:
         g_norm, valid = guided.normalize_guides(prop[n])
         assert bool(jnp.all(valid))
@@ -124,7 +124,7 @@ def test_guided_style_loss_matches_numpy_with_soft_guides_and_weights(params):
     layers = ["relu1_1", "relu2_1"]
     feats = features(params, img, layers)
     soft = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
-    guides, valid = prepare(soft, layers, mode="simple")
+    guides, valid = prepare(soft, layers, mode="area")
     targets = {n: jnp.asarray(rng.normal(size=(3, feats[n].shape[-1], feats[n].shape[-1])), jnp.float32)
                for n in layers}
     w_L = jnp.asarray([0.3, 2.0])
@@ -210,7 +210,7 @@ def test_guided_loss_gradient_vanishes_outside_the_receptive_field_of_the_guides
     region = np.zeros((H, W, 1), np.float32)
     region[4:10, 3:8, 0] = 1.0
     layers = ["relu1_2", "relu2_1"]
-    guides, valid = prepare(jnp.asarray(region), layers, mode="simple")
+    guides, valid = prepare(jnp.asarray(region), layers, mode="area")
     targets = {n: jnp.zeros((1, c, c)) for n, c in zip(layers, (4, 6))}
 
     grad = jax.jit(jax.grad(lambda x: guided.guided_style_loss(
@@ -276,12 +276,12 @@ def test_inside_and_all_equal_brute_force_receptive_fields(params, seed):
     assert np.asarray(inside["conv1_1"][..., 0]).sum() > 0
 
 
-def test_simple_propagation_sizes_and_values(params):
+def test_area_propagation_sizes_and_values(params):
     H, W = 27, 19  # odd sizes: pools floor
     rng = np.random.default_rng(6)
     g = rng.uniform(size=(H, W, 2)).astype(np.float32)
     layers = vgg.layer_names("tiny19")[:-1]
-    prop = propagate(g, layers)
+    prop = propagate(g, layers, mode="area")
     feats = features(params, jnp.zeros((H, W, 3)), layers)
     for n in layers:
         assert prop[n].shape == feats[n].shape[:2] + (2,), n
@@ -292,7 +292,7 @@ def test_simple_propagation_sizes_and_values(params):
     ref2 = ref[: 12, : 8].reshape(6, 2, 4, 2, 2).mean(axis=(1, 3))
     np.testing.assert_allclose(prop["pool2"], ref2, rtol=1e-6)
     # a spec name works like params; jit with static structure gives the same
-    by_name = guidance.propagate_guides(jnp.asarray(g), "tiny19", ["pool2"])
+    by_name = guidance.propagate_guides(jnp.asarray(g), "tiny19", ["pool2"], "area")
     np.testing.assert_allclose(by_name["pool2"], prop["pool2"])
     eager = guidance.propagate_guides(jnp.asarray(g), params, ["pool2"], "inside", 1)
     np.testing.assert_array_equal(eager["pool2"], propagate(g, ["pool2"], "inside", 1)["pool2"])

@@ -491,16 +491,25 @@ def test_a_failed_write_leaves_none_of_the_outputs(folder, tmp_path, capsys, mon
 
 
 def test_outputs_of_one_run_never_share_a_name(folder, tmp_path, capsys):
-    from nst_jax.cli.outputs import unique_names
+    """Sweep members are named by index and exact values (close ratios stay apart, repeated ones are refused); a
+    batch of photos with the same file name, or stylize outputs that coincide, are refused before any work."""
+    from nst_jax import grid as G
+    from nst_jax.cli.outputs import check_outputs
+    from nst_jax.cli.sweep import member_names
 
     ratios = [1e-4, 1e-3, 1.4e-3, 1.04e-3, 0.1, 1 / 3]
-    names = unique_names(ratios)
-    assert len(set(names)) == len(ratios) and [float(n[6:]) for n in names] == ratios  # exact, and distinct
-    with pytest.raises(ValueError, match="more than once"):
-        unique_names([1e-3, 0.001])
-    assert cli.main(["sweep", str(folder / "content.jpg"), str(folder / "style.jpg"), "--ratios", "1e-3,0.001", "-o",
-                     str(tmp_path / "sw")] + BASE) == 2
-    assert "more than once" in capsys.readouterr().err and not (tmp_path / "sw").exists()
+    names = member_names(G.make_grid({"ratio": ratios}))
+    assert len(set(names)) == len(ratios) and len({n.split("_", 1)[1] for n in names}) == len(ratios)
+    for argv, words in ((["sweep", str(folder / "content.jpg"), str(folder / "style.jpg"), "--ratios", "1e-3,0.001",
+                          "-o", str(tmp_path / "sw")], "same"),
+                        (["batch", str(folder / "content.jpg"), str(tmp_path / "b" / "content.jpg"), "--style",
+                          str(folder / "style.jpg"), "-o", str(tmp_path / "sw")], "both be written")):
+        (tmp_path / "b").mkdir(exist_ok=True)
+        shutil.copy(folder / "content.jpg", tmp_path / "b" / "content.jpg")
+        assert cli.main(argv + BASE) == 2
+        assert words in capsys.readouterr().err and not (tmp_path / "sw").exists()
+    with pytest.raises(ValueError, match="would both be"):
+        check_outputs([("output", tmp_path / "a.png"), ("checkpoint", tmp_path / "b" / ".." / "a.png")], [], True)
 
 
 # ---------------------------------------------------------------------------------------------- bounded memory
@@ -559,19 +568,23 @@ def test_memory_guard_covers_the_whole_run(folder, capsys, argv, where):
     before = _snapshot(folder)
     rc = cli.main(["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(folder / "big.png"),
                    "--weights", "tiny19", "--iters", "1", "--no-progress"] + argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "\n" not in err and "GiB" in err and where in err, err
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert rc == 2 and len(err) == 1 and "GiB" in err[0] and where in err[0], err
     assert _snapshot(folder) == before
 
 
-def test_memory_guard_counts_every_sweep_member_and_decoding(folder, tmp_path, capsys):
-    """A sweep's K members are solved at once (refused at K=200 where K=2 fits); decoding a huge input counts."""
+def test_memory_guard_covers_sweeps_and_decoding(folder, tmp_path, capsys):
+    """sweep and batch are checked too (a member that cannot fit is refused before anything is written; members
+    that fit one by one run in waves); decoding a huge input counts."""
     from nst_jax import memory
 
-    base = ["sweep", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(tmp_path / "sw"), "--weights",
-            "tiny19", "--size", "256", "--iters", "1", "--no-progress", "--memory-limit", "3GB"]
-    assert cli.main(base + ["--ratios", ",".join(f"{1 + k}e-3" for k in range(200))]) == 2
-    assert "GiB" in capsys.readouterr().err and not (tmp_path / "sw").exists()
+    for cmd in (["sweep", str(folder / "content.jpg"), str(folder / "style.jpg"), "--ratios", "1e-3,1e-2"],
+                ["batch", str(folder / "content.jpg"), "--style", str(folder / "style.jpg")]):
+        rc = cli.main(cmd + ["-o", str(tmp_path / "sw"), "--weights", "tiny19", "--size", "6000", "--iters", "1",
+                             "--no-progress", "--memory-limit", "2GB"])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+        assert rc == 2 and len(err) == 1 and "GiB" in err[0], err
+        assert not (tmp_path / "sw").exists()
     est = memory.estimate_run([(32, 32)], decode=[((11000, 15000), (23, 32), "PNG")])
     assert est["peak"] > 1.2 * 2 ** 30 and est["decode"] > est["solve"]  # the decode is the run's peak
 

@@ -91,6 +91,9 @@ def test_sweep_notebook_has_six_ratios_and_a_timing_comparison():
     assert 2 <= len(small) < len(ratios) and set(small) <= set(ratios)  # the smoke run still sweeps
     assert "labelled_grid" in src and "format_ratio" in src
     assert "sweep(" in src and "stylize(" in src and "run_seconds / K" in src
+    # a two-axis grid and the paper's Fig. 3 (style layers x alpha/beta), each one sweep laid out by sweep_pages
+    assert '{"style": PAINTINGS, "ratio": GRID_RATIOS}' in src and '{"style_layers": LAYER_ROWS' in src
+    assert src.count("sweep_pages(") >= 2
 
 
 # Appended to each notebook before running: every result the notebook made is small (NST_SMALL really took effect:

@@ -58,18 +58,21 @@ def test_schedule_explicit_sizes_follow_fit_shape():
 
 
 def test_schedule_paper_default_is_two_levels_by_area():
-    shapes = P.scale_schedule((600, 800))
+    shapes = P.scale_schedule((1500, 2000))
     assert len(shapes) == 2
     for (h, w), area in zip(shapes, P.PAPER_AREAS):
-        assert abs(h * w / area - 1) < 0.01  # ~512^2 then ~1024^2 pixels
+        assert 0 <= h * w / area - 1 < 0.01  # ~512^2 then ~1024^2 pixels, sides rounded up
         assert abs(h / w - 0.75) < 0.01  # aspect ratio kept
+    assert P.scale_schedule((600, 800))[1] == (600, 800)  # 600 x 800 < 1024^2: never upscaled
 
 
 def test_schedule_auto_steps_by_factor_from_min_size():
-    assert [max(s) for s in P.scale_schedule((600, 800), size=1024, auto_scales=True)] == [256, 512, 1024]
-    assert [max(s) for s in P.scale_schedule((600, 800), size=1000, auto_scales=True)] == [500, 1000]
-    assert [max(s) for s in P.scale_schedule((10, 10), size=900, auto_scales=True, factor=3, min_size=100)] == \
-        [100, 300, 900]
+    with pytest.warns(UserWarning, match="upscale the 800x600 px content"):
+        assert [max(s) for s in P.scale_schedule((600, 800), size=1024, auto_scales=True)] == [256, 512, 1024]
+    assert [max(s) for s in P.scale_schedule((1200, 1600), size=1000, auto_scales=True)] == [500, 1000]
+    with pytest.warns(UserWarning, match="upscale"):
+        assert [max(s) for s in P.scale_schedule((10, 10), size=900, auto_scales=True, factor=3, min_size=100)] == \
+            [100, 300, 900]
     assert P.scale_schedule((600, 800), size=200, auto_scales=True) == [(150, 200)]  # below min_size: one level
     assert [max(s) for s in P.scale_schedule((600, 800), size=64)] == [32, 64]  # size only: size/2 then size
 
@@ -197,9 +200,10 @@ def test_mix_styles_takes_fine_texture_and_keeps_coarse_layout(tiny_params):
     assert r.settings["style_layers"] == list(low) and r.settings["content_layers"] == []
     start = P.mix_styles(coarse, fine, iters=0, weights=tiny_params, **MIX)
     np.testing.assert_allclose(start.image, coarse, atol=1e-6)  # the synthesis starts from the coarse image
-    # the starting loss is beta * sum_l mean((G_l(coarse) - G_l(fine))^2) / C_l^2 on the low layers only (NumPy)
+    # the starting loss is beta / L * sum_l mean((G_l(coarse) - G_l(fine))^2) on the low layers only (NumPy): equal
+    # layer weights as in the official code
     gc, gf = _np_grams(tiny_params, coarse, low), _np_grams(tiny_params, fine, low)
-    ref = 1e3 * sum(np.mean((gc[n] - gf[n]) ** 2) / gc[n].shape[0] ** 2 for n in low)
+    ref = 1e3 / len(low) * sum(np.mean((gc[n] - gf[n]) ** 2) for n in low)
     assert r.loss_trace[0]["loss"] == pytest.approx(ref, rel=1e-4)
     # the lower-layer Gram loss to the fine style falls ...
     assert r.loss_trace[-1]["loss"] < 0.05 * r.loss_trace[0]["loss"]
@@ -222,7 +226,7 @@ def test_mix_styles_colour_matching_to_content(tiny_params):
     fine_m = np.clip(np.asarray(C.match_color(fine, content, "pca")[0]), 0, 1)
     low = ("relu1_1", "relu2_1")
     gc, gf = _np_grams(tiny_params, want, low), _np_grams(tiny_params, fine_m, low)
-    ref = 1e3 * sum(np.mean((gc[n] - gf[n]) ** 2) / gc[n].shape[0] ** 2 for n in low)
+    ref = 1e3 / len(low) * sum(np.mean((gc[n] - gf[n]) ** 2) for n in low)
     assert r.loss_trace[0]["loss"] == pytest.approx(ref, rel=1e-3)
     assert r.settings["mix"]["colors_matched"]
 

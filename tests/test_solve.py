@@ -174,7 +174,7 @@ def test_init_modes_and_errors(tiny_params, images, tmp_path):
         stylize(images[0], images[1], solver="sgd", **kw)
     with pytest.raises(ValueError, match="unknown layer"):
         stylize(images[0], images[1], style_layers=["relu9_1"], **kw)
-    with pytest.raises(ValueError, match="ratios"):
+    with pytest.raises(ValueError, match="grid axis 'ratio' takes finite numbers > 0"):
         sweep(images[0], images[1], [0.0], **kw)
 
 

@@ -16,10 +16,11 @@ Commands::
 
     nst-jax stylize CONTENT STYLE [STYLE ...] -o OUT.png [...]      (Gatys 2016 + the 2017 controls)
     nst-jax resume OUT.ckpt.npz
-    nst-jax sweep CONTENT STYLE --ratios 1e-4,1e-3,1e-2,1e-1 -o DIR
+    nst-jax sweep CONTENT STYLE --grid ratio=1e-4,1e-3 --grid style-layers='relu1_1|relu1_1,relu2_1' -o DIR
+    nst-jax batch PHOTO [PHOTO ...] --style STYLE -o DIR
     nst-jax match-color SOURCE TARGET -o OUT --mode pca
     nst-jax mix-styles COARSE FINE -o NEW_STYLE.png
-    nst-jax figure sweep|color|spatial|scale -o FIG.png
+    nst-jax figure sweep|layers|styles|color|spatial|scale -o FIG.png
     nst-jax weights list | fetch NAME | info NAME | convert FILE [-o OUT] | normalize NAME [--images DIR]
 """
 
@@ -51,9 +52,9 @@ def add_command(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
 #: The command groups, in help order, as ``"module:function"``. Add yours here.
 PARSER_BUILDERS: List[str] = [
     "nst_jax.cli.stylize:add_stylize_parser", "nst_jax.cli.stylize:add_resume_parser",
-    "nst_jax.cli.commands:add_sweep_parser", "nst_jax.cli.commands:add_match_color_parser",
-    "nst_jax.cli.commands:add_mix_styles_parser", "nst_jax.cli.commands:add_figure_parser",
-    "nst_jax.cli.commands:add_weights_parser"]
+    "nst_jax.cli.sweep:add_sweep_parser", "nst_jax.cli.sweep:add_batch_parser",
+    "nst_jax.cli.commands:add_match_color_parser", "nst_jax.cli.commands:add_mix_styles_parser",
+    "nst_jax.cli.commands:add_figure_parser", "nst_jax.cli.commands:add_weights_parser"]
 
 
 def version_text() -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional, Sequence, Tuple
 
-from nst_jax.config import ProblemSpec, SolveOptions, SolverConfig, SpatialConfig, split_kwargs
+from nst_jax.config import (LAYER_WEIGHTINGS, PADDINGS, POOL_ROUNDINGS, ProblemSpec, SolveOptions, SolverConfig,
+                            SpatialConfig, split_kwargs)
 
-__all__ = ["floats", "names", "size_arg", "pairs", "add_problem_args", "styles_and_spatial", "problem_spec", "solve_options"]
+__all__ = ["floats", "names", "size_arg", "pairs", "add_problem_args", "styles_and_spatial", "problem_spec",
+           "solve_options"]
 
 
 def floats(text: str, flag: str) -> List[float]:
@@ -66,7 +68,10 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size", type=size_arg, default=512,
                    help="longest side of the output in pixels (default 512), or 'original' (the content's size)")
     g.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size (default 1)")
-    g.add_argument("--preset", default="gatys", help="loss convention: gatys (default) or neural-style")
+    g.add_argument("--preset", default="gatys",
+                   help="loss convention: gatys (default), gatys-normalized (the 2017 code's weights for the "
+                        "normalised VGG: style 1e9 split equally over the layers, content 1e6) or neural-style "
+                        "(jcjohnson/neural-style's loss: x256 input, its TV)")
     g.add_argument("--content-weight", type=float, default=None, help="alpha (preset default)")
     g.add_argument("--style-weight", type=float, default=None, help="beta (preset default)")
     g.add_argument("--tv-weight", type=float, default=None, help="total-variation weight (preset default)")
@@ -74,13 +79,25 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--content-layers", default=None, help="comma-separated, default relu4_2")
     g.add_argument("--style-layers", default=None,
                    help="comma-separated, default relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
-    g.add_argument("--layer-weights", default=None, help="comma-separated per style layer (default 1/C_l^2)")
+    g.add_argument("--layer-weights", default=None,
+                   help="comma-separated per style layer, or inv_c2 (1/C_l^2), ones, equal (1/L) (default: the "
+                        "preset's)")
     g.add_argument("--pooling", choices=("max", "avg"), default="max", help="max (default) or avg (the 2016 paper)")
+    g.add_argument("--pool-rounding", choices=("auto",) + POOL_ROUNDINGS, default="auto",
+                   help="odd sizes at the pools: floor (Keras' VGG) or ceil (Caffe's, the official codes'); auto "
+                        "(default): ceil for weights converted with 'weights convert --caffe', else floor")
+    g.add_argument("--padding", choices=PADDINGS, default="zero",
+                   help="the convs' padding: zero (default), reflect (the official 2017 code's -reflectance, before "
+                        "every conv), replicate, or reflect-first / replicate-first (the first conv only)")
+    g.add_argument("--freeze-mask", default=None, metavar="FILE",
+                   help="mask whose non-zero pixels keep their initial value (the official code's -mask_file)")
     g.add_argument("--weights", default="auto", help="weight source or file (default auto; see 'nst-jax weights list')")
     g.add_argument("--color", default="none",
                    help="colour control: none, luminance, match-style, match-content, original")
     g.add_argument("--match-mode", default="pca", help="colour matching transform: chol, pca (default), sym")
-    g.add_argument("--lum-match", default="meanstd", help="luminance matching: meanstd (default), mean, none")
+    g.add_argument("--lum-match", default="meanstd",
+                   help="luminance matching of --color luminance: meanstd (default; the paper's Eq. 6: mean and std), "
+                        "mean (the official code's: shift the mean only), none")
     g.add_argument("--remat", action="store_true",
                    help="rematerialise VGG blocks in the backward pass (GPU/TPU; ignored on CPU, where it keeps more "
                         "memory, not less)")
@@ -100,8 +117,15 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     sc.add_argument("--legend", default=None, metavar="REGION=COLOUR;...",
                     help="region colours of the label images, e.g. 'sky=#87ceeb;ground=#228b22'")
     sc.add_argument("--spatial", default="gram", help="guided loss: gram (default), sums, sums+gram, stacked")
-    sc.add_argument("--propagation", default="simple", help="guide propagation: simple (default), inside, all")
-    sc.add_argument("--erode", type=int, default=0, help="extra erosion (>0) / dilation (<0) in feature pixels")
+    sc.add_argument("--sums-weight", type=float, default=None,
+                    help="weight of the guided sums (--spatial sums, sums+gram; default 1e9 as the official code, "
+                         "with the style layer weights and 1/R per region)")
+    sc.add_argument("--propagation", default="simple",
+                    help="guide propagation: simple (default; the official code's cubic resize to each layer), "
+                         "area (2x2 means per pooling), inside, all")
+    sc.add_argument("--erode", type=int, default=0,
+                    help="extra erosion (>0) / dilation (<0) in feature pixels; the official code's k is -erode "
+                         "(its 'inside, k=3' is --propagation inside --erode -3)")
     sc.add_argument("--global-channel", action="store_true", help="add an all-ones guidance channel")
     s = p.add_argument_group("solver")
     s.add_argument("--iters", type=int, default=500, help="solver iterations (default 500)")
@@ -118,10 +142,16 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="print one line with the loss and its content, style and TV terms every N iterations (also "
                         "when the output is not a terminal)")
     s.add_argument("--verbose", action="store_true", help="with --print-every: the terms of every layer too")
-    s.add_argument("--memory-limit", default=None, metavar="SIZE",
-                   help="refuse runs whose estimated peak memory exceeds SIZE, e.g. 8GB (default: the free memory; "
-                        "'none': no check)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    e = p.add_argument_group("execution (per-backend defaults: nst_jax/backend.py; 'auto' picks them)")
+    e.add_argument("--ops", default="auto", choices=("auto", "lax", "lean"),
+                   help="network op path: plain lax ops or memory-lean custom derivatives")
+    e.add_argument("--loop", default="auto", choices=("auto", "while", "host"),
+                   help="a chunk of iterations as one compiled while loop, or steps dispatched from Python")
+    e.add_argument("--members", default="auto", choices=("auto", "vmap", "unroll"),
+                   help="a sweep's members as one batched network pass, or single-image passes side by side")
+    e.add_argument("--precision", default="auto",
+                   help="float32 matmul/conv precision: auto, highest, high, default, tensorfloat32, bfloat16")
 
 
 def _labelled_spatial(args) -> Tuple[List[str], dict]:
@@ -186,14 +216,24 @@ def problem_spec(args, spatial: Optional[SpatialConfig]) -> ProblemSpec:
         style_blend=None if args.style_blend is None else floats(args.style_blend, "style-blend"),
         content_layers=names(args.content_layers, "content-layers"),
         style_layers=names(args.style_layers, "style-layers"),
-        layer_weights=None if args.layer_weights is None else floats(args.layer_weights, "layer-weights"),
-        pooling=args.pooling, color=args.color, match_mode=args.match_mode, lum_match=args.lum_match,
-        remat=args.remat, compute_dtype="bfloat16" if args.bf16 else None)
+        layer_weights=_layer_weights(args.layer_weights), pooling=args.pooling, color=args.color,
+        match_mode=args.match_mode, lum_match=args.lum_match, remat=args.remat,
+        compute_dtype="bfloat16" if args.bf16 else None, sums_weight=args.sums_weight,
+        pool_rounding=args.pool_rounding, padding=args.padding, freeze_mask=args.freeze_mask, ops=args.ops,
+        precision=args.precision)
     return spec
+
+
+def _layer_weights(text: Optional[str]):
+    """``--layer-weights``: a convention name (inv_c2, ones, equal) or comma-separated numbers."""
+    if text is None or text.strip() in LAYER_WEIGHTINGS:
+        return None if text is None else text.strip()
+    return floats(text, "layer-weights")
 
 
 def solve_options(args, **extra) -> SolveOptions:
     """The :class:`SolveOptions` of the command's flags (``extra``: callback, save_every, checkpoint_every)."""
-    solver = SolverConfig(name=args.solver, history=args.history, lr=args.lr, precondition=args.precondition)
+    solver = SolverConfig(name=args.solver, history=args.history, lr=args.lr, precondition=args.precondition,
+                          loop=args.loop, members=args.members)
     return SolveOptions(iters=args.iters, init=args.init, seed=args.seed, solver=solver,
                         progress=not args.no_progress, print_every=args.print_every, verbose=args.verbose, **extra)

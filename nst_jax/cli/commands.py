@@ -1,4 +1,4 @@
-"""``nst-jax sweep``, ``match-color``, ``mix-styles``, ``figure`` and ``weights``."""
+"""``nst-jax match-color``, ``mix-styles``, ``figure`` and ``weights`` (``sweep`` and ``batch``: ``cli/sweep.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from nst_jax import weights
 from nst_jax.cli import args as A
 from nst_jax.cli.outputs import check_output, input_files, say_random, weights_files, write_json
 
-__all__ = ["add_sweep_parser", "add_match_color_parser", "add_mix_styles_parser", "add_figure_parser",
+__all__ = ["add_match_color_parser", "add_mix_styles_parser", "add_figure_parser",
            "add_weights_parser"]
 
 
@@ -39,6 +39,7 @@ def _print_info(info, params) -> None:
         print(f"licence:       {info.licence}")
     print(f"random:        {'yes (outputs are NOT style transfer)' if info.is_random else 'no'}")
     print(f"normalised:    {'yes' if info.normalized else 'no'}")
+    print(f"pool rounding: {info.pool_rounding}")
     print(f"path:          {info.path or '-'}")
     print(f"sha256:        {info.sha256 or '-'}")
 
@@ -53,7 +54,7 @@ def _weights_convert(args) -> int:
     import pathlib
 
     check_output(args.output or pathlib.Path(args.file).with_suffix(".npz"), input_files(args), args.overwrite)
-    out, info = weights.convert(args.file, args.output)
+    out, info = weights.convert(args.file, args.output, caffe=args.caffe)
     params, _ = weights.load_weights(out, verbose=False)
     _print_info(info, params)
     return 0
@@ -86,6 +87,8 @@ def add_weights_parser(subparsers, add_command) -> None:
     c = add_command(sub, "convert", help="convert a Keras .h5 (either layout) to the project's .npz")
     c.add_argument("file")
     c.add_argument("-o", "--output", help="output .npz (default: FILE with the suffix .npz)")
+    c.add_argument("--caffe", action="store_true",
+                   help="the weights come from a Caffe model: runs with them pool odd sizes with ceil, as Caffe")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output")
     c.set_defaults(func=_weights_convert)
     c = add_command(sub, "normalize", help="Gatys normalisation: mean activation 1 per filter on calibration images")
@@ -96,68 +99,6 @@ def add_weights_parser(subparsers, add_command) -> None:
     c.add_argument("-o", "--output", help="output .npz (default: the cache)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     c.set_defaults(func=_weights_normalize)
-
-
-def _sweep(args) -> int:
-    import pathlib
-
-    from nst_jax import image as I
-    from nst_jax.cli.checks import check_inputs
-    from nst_jax.cli.outputs import check_outputs, json_writer, unique_names
-    from nst_jax.figures import format_ratio, labelled_grid
-    from nst_jax.files import OutputLock, OutputSet, check_folder_writable
-    from nst_jax.sweeps import sweep
-
-    ratios = A.floats(args.ratios, "ratios")
-    outdir = pathlib.Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise ValueError(f"output {outdir} is a file; sweep -o takes a folder")
-    if not outdir.parent.exists():
-        raise ValueError(f"folder {outdir.parent} does not exist; create it first")
-    styles, spatial = A.styles_and_spatial(args)
-    if not styles:
-        raise ValueError("give at least one style image after the content image (or --style REGION=FILE)")
-    inputs = input_files(args, weights_files(args.weights))
-    names = [outdir / f"{stem}.png" for stem in unique_names(ratios)]
-    outputs = [("image", n) for n in names] + [("grid", outdir / "grid.png"), ("sweep record", outdir / "sweep.json")]
-    if outdir.exists():  # a new folder holds no input and no old output
-        check_outputs(outputs, inputs, args.overwrite)
-    spec, options = A.problem_spec(args, spatial), A.solve_options(args)
-    checked = check_inputs(args, spec, options, styles, batch=len(ratios), checkpoint=False)
-    h, w = checked["shape"]
-    check_folder_writable(outdir if outdir.exists() else outdir.parent, (len(ratios) + 2) * h * w * 3 + 4096)
-    outdir.mkdir(exist_ok=True)
-    with OutputLock(outdir / "sweep.json", "sweep"):
-        check_outputs(outputs, inputs, args.overwrite)
-        sw = sweep(args.content, styles, ratios, spec, options)
-        grid = labelled_grid([r.image for r in sw.results], [format_ratio(r) for r in ratios])
-        record = {
-            "ratios": ratios, "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds,
-            "members": [{"ratio": q, "file": n.name, "n_fg": r.n_fg, "terms": r.terms, "trace": r.loss_trace}
-                        for q, n, r in zip(ratios, names, sw.results)],
-            "settings": {k: v for k, v in sw.results[0].settings.items() if k not in ("ratio", "style_weight")}}
-        with OutputSet(overwrite=args.overwrite) as outs:
-            for name, r in zip(names, sw.results):
-                outs.stage(name, I.image_writer(name, r.image, metadata=dict(r.settings, software="nst-jax")))
-            outs.stage(outdir / "grid.png", I.image_writer(outdir / "grid.png", grid))
-            outs.stage(outdir / "sweep.json", json_writer(record))
-            outs.commit()
-    say_random(sw.results[0].settings)
-    fg = ", ".join(f"{format_ratio(q)}: {r.n_fg} f+g" for q, r in zip(ratios, sw.results))
-    print(f"wrote {len(ratios)} images and {outdir / 'grid.png'} (one compiled solve; compile "
-          f"{sw.compile_seconds:.1f}s, run {sw.run_seconds:.1f}s; {fg})")
-    return 0
-
-
-def add_sweep_parser(subparsers, add_command) -> None:
-    p = add_command(subparsers, "sweep", help="several alpha/beta ratios as one vmapped compiled solve",
-                    description="Run K content/style ratios alpha/beta at once; writes one image each and a grid.")
-    p.add_argument("content", help="content image")
-    p.add_argument("style", nargs="*", help="style image(s)")
-    p.add_argument("--ratios", default="1e-4,1e-3,1e-2,1e-1", help="comma-separated alpha/beta ratios")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    A.add_problem_args(p)
-    p.set_defaults(func=_sweep)
 
 
 def _match_color(args) -> int:
@@ -230,7 +171,7 @@ def _mix_styles(args) -> int:
     fl = A.names(args.fine_layers)
     r = pyramid.mix_styles(args.coarse, args.fine, size=args.size, fine_layers=fl[0] if fl and len(fl) == 1 else fl,
                            match_colors_to=args.match_colors_to, iters=args.iters, weights=args.weights,
-                           progress=not args.no_progress, seed=args.seed)
+                           progress=not args.no_progress, seed=args.seed, layer_weights=args.layer_weights)
     I.save_image(out, r.image, inputs=[args.coarse, args.fine], overwrite=args.overwrite,
                  metadata=dict(r.settings, software="nst-jax mix-styles", coarse=str(args.coarse),
                                fine=str(args.fine)))
@@ -251,6 +192,8 @@ def add_mix_styles_parser(subparsers, add_command) -> None:
                    help="last layer (or comma-separated layers) taken from FINE (default relu2_1 below ~1024^2 px, "
                         "relu4_1 above)")
     p.add_argument("--match-colors-to", default=None, help="colour-match both styles to this image first")
+    p.add_argument("--layer-weights", choices=("equal", "inv_c2"), default="equal",
+                   help="equal (default: weight / number of layers, the official code's) or inv_c2 (1/C_l^2)")
     p.add_argument("--iters", type=int, default=500, help="iterations (default 500)")
     p.add_argument("--weights", default="auto", help="weight source (default auto)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")

@@ -14,8 +14,8 @@ import numpy as np
 
 from nst_jax.files import atomic_write, same_file
 
-__all__ = ["OUTPUT_ARGS", "file_of", "input_files", "weights_files", "check_outputs", "check_output", "unique_names",
-           "strict_json", "json_writer", "write_json", "say_random", "parse_bytes"]
+__all__ = ["OUTPUT_ARGS", "file_of", "input_files", "weights_files", "check_outputs", "check_output", "strict_json",
+           "json_writer", "write_json", "say_random", "parse_bytes"]
 
 
 #: Argument names that are outputs, never inputs.
@@ -119,30 +119,6 @@ def check_output(path, inputs, overwrite: bool, what: str = "output") -> pathlib
     pairs = [i if isinstance(i, tuple) else ("input", str(i)) for i in inputs]
     check_outputs([(what, out)], pairs, overwrite)
     return out
-
-
-def unique_names(values: Sequence[float], template: str = "ratio_{}", what: str = "ratio") -> List[str]:
-    """File stems naming numbers exactly (the shortest scientific form that reads back as the same float), so distinct
-    numbers never share a file; a repeated number is refused.
-
-    Example:
-      >>> unique_names([1e-4, 1e-3, 1.5e-3, 1.0001e-3])
-      ['ratio_1e-04', 'ratio_1e-03', 'ratio_1.5e-03', 'ratio_1.0001e-03']
-    """
-    values = [float(v) for v in values]
-    dup = sorted({v for v in values if values.count(v) > 1})
-    if dup:
-        raise ValueError(f"{what} {dup[0]:g} is given more than once; give each {what} once")
-    return [template.format(_shortest(v)) for v in values]
-
-
-def _shortest(v: float) -> str:
-    """``1.5e-3 -> '1.5e-03'``: the fewest significant digits whose scientific form reads back as ``v``."""
-    for digits in range(1, 18):
-        text = f"{v:.{digits - 1}e}"
-        if float(text) == v:
-            return text
-    return repr(v)
 
 
 def strict_json(obj):

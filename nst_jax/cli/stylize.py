@@ -185,12 +185,13 @@ def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, fl
     scales = None if args.scales is None else [int(v) for v in A.floats(args.scales, "scales")]
     if (scales or args.auto_scales) and (args.checkpoint_every or saved is not None):
         raise ValueError("--checkpoint-every/--resume work with single-scale runs; drop --scales/--auto-scales")
+    mix_iters = None if args.mix_iters is None else [int(v) for v in A.floats(args.mix_iters, "mix-iters")]
     if args.mix_with:
         if len(styles) != 1 or spatial:
             raise ValueError("--mix-with takes exactly one positional style (the coarse scale) and no masks")
-        mixed = pyramid.mix_styles(styles[0], args.mix_with, size=args.size, match_colors_to=args.content,
-                                   weights=args.weights, iters=args.iters, progress=not args.no_progress)
-        styles = [mixed.image]
+        if not (scales or args.auto_scales):  # one level: mix once (a coarse-to-fine run re-mixes at every level)
+            styles = [pyramid.mixed_style(args.content, styles[0], args.mix_with, spec, options, iters=(
+                mix_iters or [500])[0], match_mode=args.match_mode).image]
     if scales or args.auto_scales:
         ips = None if args.iters_per_scale is None else [int(v) for v in A.floats(args.iters_per_scale,
                                                                                   "iters-per-scale")]
@@ -201,7 +202,8 @@ def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, fl
                   file=sys.stderr)
         # no checkpoints across levels: a signal ends the run at once (the start-up handler), nothing to save
         return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
-                                       auto_scales=args.auto_scales, spec=spec, options=options)
+                                       auto_scales=args.auto_scales, mix_with=args.mix_with or None,
+                                       mix_iters=mix_iters, match_mode=args.match_mode, spec=spec, options=options)
     problem = prepare(args.content, styles, spec)
     with flag:
         return solve_problem(problem, options, checkpoint=plan.ckpt, checkpoint_settings=settings, resume=saved,
@@ -337,12 +339,19 @@ def add_stylize_parser(subparsers, add_command) -> None:
     sc.add_argument("--auto-scales", action="store_true",
                     help="levels by factors of 2 from 256 px up to --size (one compile per level size)")
     sc.add_argument("--mix-with", default=None, metavar="FINE_STYLE",
-                    help="first mix the style (coarse scale) with FINE_STYLE's fine scale, then use the mix")
+                    help="first mix the style (coarse scale) with FINE_STYLE's fine scale, then use the mix (the "
+                         "official procedure: both styles recoloured to the content's colours (PCA, --match-mode), "
+                         "so the result keeps the content's palette; re-mixed at every level of --scales)")
+    sc.add_argument("--mix-iters", default=None,
+                    help="iterations of the mix, one per level (default 500, then 200, 80, ... per level)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="save OUT.ckpt.npz (image, solver state, loss trace, settings) every N iterations; Ctrl-C "
                         "and SIGTERM always save one")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT.ckpt.npz (give the same arguments; see also 'nst-jax resume')")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="refuse runs whose estimated peak memory (decoding, targets, solve, checkpoint) exceeds SIZE, "
+                        "e.g. 8GB (default: the free memory; 'none': no check)")
     A.add_problem_args(p)
     p.set_defaults(func=_stylize)
 

