@@ -236,11 +236,14 @@ class OutputLock:
     locked with ``flock`` (released by the kernel even if the process is killed). A second run asking for the same
     output while the first holds it gets a one-line ``ValueError``. Where ``fcntl`` is missing (Windows) the lock is
     a no-op and outputs still never replace each other silently (they are created exclusively).
+
+    ``tag`` goes into the lock file's name: the processes of one multi-process run each lock their own
+    (``".p1"``), so they share the output while a second run's process of the same index is refused.
     """
 
-    def __init__(self, path, what: str = "output"):
+    def __init__(self, path, what: str = "output", tag: str = ""):
         self.path = pathlib.Path(path)
-        self.lock_path = self.path.parent / f".{self.path.name}.lock"
+        self.lock_path = self.path.parent / f".{self.path.name}{tag}.lock"
         self.what = what
         self._fd: Optional[int] = None
 

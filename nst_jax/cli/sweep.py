@@ -1,8 +1,10 @@
 """``nst-jax sweep`` (any grid of settings as one compiled program) and ``nst-jax batch`` (many photos, one style).
 
 Everything is checked before anything is written: the grid (axes, values, lengths, the member guard), the input
-files, the output names (unique per member, never from rounded numbers) and existing outputs; the folder is created
-only once the solve has finished.
+files, the output names (unique per member, never from rounded numbers) and existing outputs. A sweep writes each
+member (its PNG and a JSON of its settings and trace) as soon as its wave is done, by the process whose devices hold
+it (several processes: :mod:`nst_jax.distributed`); after every process is done, process 0 writes ``sweep.json`` and
+the grid image(s). ``--resume`` runs only the members a stopped sweep did not write.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from nst_jax import grid as G
 from nst_jax.cli import args as A
 from nst_jax.cli.checks import check_inputs
 from nst_jax.cli.outputs import input_files, json_writer, parse_bytes, say_random, weights_files
-from nst_jax.files import OutputLock, OutputSet
+from nst_jax.files import OutputLock, OutputSet, check_folder_writable, same_file
 from nst_jax.config import INITS
 
 __all__ = ["add_sweep_parser", "add_batch_parser", "parse_grid", "member_names"]
@@ -83,9 +85,8 @@ def _check_folder(outdir: pathlib.Path, names: Sequence[str], inputs: Sequence[s
             raise ValueError(f"outputs {seen[n] + 1} and {j + 1} would both be written to {outdir / n}; give the "
                              "inputs distinct file names")
         seen[n] = j
-    resolved = {pathlib.Path(i).resolve() for i in inputs if pathlib.Path(i).exists()}
     for n in names:
-        if (outdir / n).resolve() in resolved:
+        if any(same_file(outdir / n, i) for i in inputs):
             raise ValueError(f"output {outdir / n} is one of the inputs; choose another -o folder")
         if (outdir / n).exists() and not overwrite:
             raise ValueError(f"{outdir / n} exists; pass --overwrite to replace it or choose another -o folder")
@@ -106,14 +107,17 @@ def _memory_limit(text):
     return math.inf if str(text).lower() in ("none", "off") else parse_bytes(text)
 
 
-def _check_files(args, spec, options, contents, styles) -> None:
-    """Input files readable and big enough (each content with the styles); the memory is planned by the sweep."""
+def _check_files(args, spec, options, contents, styles) -> Tuple[int, int]:
+    """Input files readable and big enough (each content with the styles) and one member within the memory guard
+    (the sweep plans its waves); returns the largest output (H, W)."""
     masks = [("content mask", n, p) for n, p in A.pairs(args.content_mask, "--content-mask")] + \
         [("style mask", n, p) for n, p in A.pairs(args.style_mask, "--style-mask")]
+    shapes = []
     for j, c in enumerate(contents):  # one member must fit (decoding, targets, its solve); waves plan the rest
         ns = argparse.Namespace(**dict(vars(args), content=c))
-        check_inputs(ns, spec, options, styles, masks if j == 0 else [], args.init not in INITS and j == 0,
-                     checkpoint=False)
+        shapes.append(check_inputs(ns, spec, options, styles, masks if j == 0 else [],
+                                   args.init not in INITS and j == 0, checkpoint=False)["shape"])
+    return max(shapes, key=lambda hw: hw[0] * hw[1])
 
 
 def _images_of(args, grid: Dict[str, list], styles: List[str]) -> Tuple[object, object, List[str], List[str]]:
@@ -139,37 +143,160 @@ def _images_of(args, grid: Dict[str, list], styles: List[str]) -> Tuple[object, 
     return args.content, styles, [args.content], list(styles)
 
 
-def _sweep(args) -> int:
-    from nst_jax.figures import sweep_pages
-    from nst_jax import image as I
-    from nst_jax.sweeps import sweep
+def _member_record(k: int, name: str, values: dict, r) -> dict:
+    return {"index": k, "file": name, "values": values, "n_fg": r.n_fg, "terms": r.terms, "settings": r.settings,
+            "trace": r.loss_trace}
 
+
+def _written(outdir: pathlib.Path, names: Sequence[str]) -> Dict[int, dict]:
+    """The members a stopped sweep wrote completely (PNG and JSON), by index, with their records."""
+    import json
+
+    done = {}
+    for k, name in enumerate(names):
+        png, js = outdir / name, outdir / _json_name(name)
+        if png.is_file() and js.is_file():
+            try:
+                done[k] = json.loads(js.read_text())
+            except ValueError:  # an interrupted write: run the member again
+                continue
+    return done
+
+
+def _json_name(name: str) -> str:
+    """A member's JSON beside its PNG: ``0003_ratio-0.001.png`` -> ``0003_ratio-0.001.json``."""
+    return name[:-len(".png")] + ".json"
+
+
+def _output_bytes(shape, n_files: int) -> int:
+    """A bound on what the sweep writes: ``n_files`` uncompressed 8-bit RGB images of ``shape`` (H, W)."""
+    return n_files * (int(shape[0]) * int(shape[1]) * 3 + 4096)
+
+
+def _writer(outdir: pathlib.Path, names: Sequence[str], members: Sequence[dict], overwrite: bool, stale=frozenset()):
+    """``on_wave`` of the sweep: each member's PNG and JSON as one unit (all or none, never replacing a file unless
+    ``overwrite`` or it is in ``stale``: what a stopped run left), written by the process whose devices hold it."""
+    import jax
+
+    from nst_jax import image as I
+
+    def on_wave(indices, results, per):
+        outdir.mkdir(exist_ok=True)  # only once members exist: a refused sweep leaves nothing behind
+        per_device = max(per // len(jax.devices()), 1)
+        for j, (k, r) in enumerate(zip(indices, results)):
+            if jax.devices()[j // per_device].process_index != jax.process_index():
+                continue
+            png, js = names[k], _json_name(names[k])
+            files = [(png, I.image_writer(outdir / png, r.image, metadata=dict(r.settings, software="nst-jax sweep"))),
+                     (js, json_writer(_member_record(k, png, members[k], r)))]
+            _write_all(outdir, files, overwrite or png in stale or js in stale)
+            on_wave.written += 1
+
+    on_wave.written = 0
+    return on_wave
+
+
+def _full_result(sw, g: G.Grid, names, done: Dict[int, dict], outdir: pathlib.Path):
+    """The whole grid's SweepResult: this run's members (``sw``; None if it ran none) and those a stopped run had
+    written (read back)."""
+    from nst_jax import image as I
+    from nst_jax.sweeps import SweepResult
+    from nst_jax.transfer import Result
+
+    if not done:
+        return sw
+    fresh = dict(zip([k for k in range(g.size) if k not in done], sw.results if sw is not None else []))
+    results = []
+    for k in range(g.size):
+        if k in fresh:
+            results.append(fresh[k])
+            continue
+        rec = done[k]
+        results.append(Result(image=I.load_image(outdir / names[k]), loss_trace=rec["trace"], n_fg=rec["n_fg"],
+                              compile_seconds=0.0, run_seconds=0.0, terms=rec["terms"], settings=rec["settings"]))
+    members = [{n: G.display_value(v) for n, v in m.items()} for m in g.members()]
+    axes = {a.name: [G.display_value(v) for v in vals] for a, vals in g.axes}
+    return SweepResult(axes, members, results, sw.compile_seconds if sw else 0.0, sw.run_seconds if sw else 0.0,
+                       g.shape, g.zip, sw.waves if sw else 0)
+
+
+def _sweep(args) -> int:
     grid = parse_grid(args.grid, args.ratios)
     g = G.make_grid(grid, zip=args.zip, max_members=args.max_members)
     styles, spatial = A.styles_and_spatial(args)
     content, style, contents, style_files = _images_of(args, grid, styles)
     spec, options = A.problem_spec(args, spatial), A.solve_options(args)
-    limit = _memory_limit(args.memory_limit)
     outdir = pathlib.Path(args.output)
     names, pages = member_names(g), _page_names(g)
     inputs = [*contents, *style_files, *(p for _, p in input_files(args, weights_files(args.weights)))]
-    _check_folder(outdir, names + pages + ["sweep.json"], inputs, args.overwrite)
-    _check_files(args, spec, options, contents, style_files)
-    with OutputLock(outdir, "output folder"):
-        sw = sweep(content, style, grid, zip=args.zip, spec=spec, options=options, memory_limit=limit,
-                   max_members=args.max_members)
-        outdir.mkdir(exist_ok=True)
-        files = [(name, I.image_writer(outdir / name, r.image, metadata=dict(r.settings, software="nst-jax sweep")))
-                 for name, r in zip(names, sw.results)]
-        files += [(name, I.image_writer(outdir / name, img)) for name, (_, img) in zip(pages, sweep_pages(sw))]
-        _write_all(outdir, files + [("sweep.json", json_writer(_report(sw, names)))], args.overwrite)
-    say_random(sw.results[0].settings)
-    waves = "one wave" if sw.waves == 1 else f"{sw.waves} waves"
-    fg = sorted({r.n_fg for r in sw.results})
-    fg = f"{fg[0]} f+g each" if len(fg) == 1 else f"{fg[0]}-{fg[-1]} f+g per member"
-    print(f"wrote {len(names)} images, {', '.join(pages)} and sweep.json to {outdir} (K={len(names)}, one compiled "
-          f"solve in {waves}; compile {sw.compile_seconds:.1f}s, run {sw.run_seconds:.1f}s; {fg})")
+    done = _written(outdir, names) if args.resume and outdir.is_dir() else {}
+    todo = [k for k in range(g.size) if k not in done]
+    derived = pages + ["sweep.json"]
+    if not todo and (outdir / "sweep.json").is_file():
+        print(f"all {g.size} members of {outdir} and sweep.json were already written; nothing to run")
+        return 0
+    outputs = [names[k] for k in todo] + [_json_name(names[k]) for k in todo] + derived
+    _check_folder(outdir, outputs, inputs, args.overwrite or args.resume)
+    # --resume may replace only what the stopped run left of unfinished members and the derived files
+    stale = {n for n in outputs if (outdir / n).exists()} if args.resume and not args.overwrite else set()
+    shape = _check_files(args, spec, options, contents, style_files)
+    check_folder_writable(outdir if outdir.is_dir() else outdir.parent, _output_bytes(shape, len(outputs)))
+    from nst_jax import distributed
+
+    with OutputLock(outdir, "output folder", tag=distributed.process_tag()):
+        writer = _writer(outdir, names, [{n: G.display_value(v) for n, v in m.items()} for m in g.members()],
+                         args.overwrite, stale)
+        sw = _solve_members(args, g, grid, content, style, spec, options, writer, todo if done else None)
+        full = _full_result(sw, g, names, done, outdir)
+        if distributed.is_coordinator():
+            _write_summary(outdir, full, names, pages, args.overwrite or bool(stale.intersection(derived)))
+    say_random(full.results[0].settings)
+    _say_written(outdir, full, sw, names, pages, writer.written, len(todo), len(done))
     return 0
+
+
+def _solve_members(args, g: G.Grid, grid, content, style, spec, options, writer, only):
+    """Run the members not yet written (``only``: their indices; None: all; none left: returns None), writing each
+    as its wave ends; every process waits for the others before the summary is written."""
+    from nst_jax import distributed
+    from nst_jax.sweeps import sweep
+
+    sw = None
+    if only is None or only:
+        sw = sweep(content, style, grid, zip=args.zip, spec=spec, options=options,
+                   memory_limit=_memory_limit(args.memory_limit), max_members=args.max_members, on_wave=writer,
+                   only=only, members_per_device=args.members_per_device)
+    distributed.barrier("nst-jax sweep: members written")
+    return sw
+
+
+def _write_summary(outdir: pathlib.Path, full, names, pages, overwrite: bool) -> None:
+    """The grid image(s) and sweep.json, as one unit (process 0, once every member is written)."""
+    from nst_jax import image as I
+    from nst_jax.figures import sweep_pages
+
+    outdir.mkdir(exist_ok=True)
+    files = [(name, I.image_writer(outdir / name, img)) for name, (_, img) in zip(pages, sweep_pages(full))]
+    _write_all(outdir, files + [("sweep.json", json_writer(_report(full, names)))], overwrite)
+
+
+def _say_written(outdir, full, sw, names, pages, written: int, n_todo: int, n_done: int) -> None:
+    import jax
+
+    from nst_jax import distributed
+
+    fg = sorted({r.n_fg for r in full.results})
+    fg = f"{fg[0]} f+g each" if len(fg) == 1 else f"{fg[0]}-{fg[-1]} f+g per member"
+    resumed = f"; {n_done} members from the stopped run" if n_done else ""
+    mine = f"{written} of {n_todo} images (process {jax.process_index()} of {jax.process_count()})" \
+        if jax.process_count() > 1 else f"{written} images"
+    summary = f", {', '.join(pages)} and sweep.json" if distributed.is_coordinator() else ""
+    if sw is None:
+        print(f"wrote {', '.join(pages)} and sweep.json to {outdir} (all {len(names)} members were already written)")
+        return
+    waves = "one wave" if sw.waves == 1 else f"{sw.waves} waves"
+    print(f"wrote {mine}{summary} to {outdir} (K={len(names)}, one compiled solve in {waves}; compile "
+          f"{sw.compile_seconds:.1f}s, run {sw.run_seconds:.1f}s; {fg}{resumed})")
 
 
 def _report(sw, names: Sequence[str]) -> dict:
@@ -177,12 +304,14 @@ def _report(sw, names: Sequence[str]) -> dict:
     differ, terms, f+g and trace."""
     settings = [r.settings for r in sw.results]
     common = {k: v for k, v in settings[0].items() if k != "grid" and all(s.get(k) == v for s in settings)}
+    members = []
+    for k, (n, m, r) in enumerate(zip(names, sw.members, sw.results)):
+        rec = _member_record(k, n, m, r)
+        rec["settings"] = {key: v for key, v in r.settings.items() if key not in common}
+        members.append(rec)
     return {"axes": sw.axes, "zip": sw.zip, "shape": list(sw.shape), "waves": sw.waves,
             "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds, "settings": common,
-            "members": [{"index": k, "file": n, "values": m, "n_fg": r.n_fg, "terms": r.terms,
-                         "settings": {key: v for key, v in r.settings.items() if key not in common},
-                         "trace": r.loss_trace}
-                        for k, (n, m, r) in enumerate(zip(names, sw.members, sw.results))]}
+            "members": members}
 
 
 def add_sweep_parser(subparsers, add_command) -> None:
@@ -207,7 +336,12 @@ def add_sweep_parser(subparsers, add_command) -> None:
                    help="memory one wave may use, e.g. 8GB (default: the free memory; 'none': one wave); members "
                         "that do not fit at once run in equal waves of the same compiled program")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="run only the members a stopped sweep did not write (their PNG and JSON in the folder)")
+    p.add_argument("--members-per-device", type=int, default=None, metavar="M",
+                   help="at most M members per device in one wave (smaller waves write finished members sooner)")
     A.add_problem_args(p)
+    A.add_cluster_args(p, processes=True)
     p.set_defaults(func=_sweep)
 
 
@@ -262,4 +396,5 @@ def add_batch_parser(subparsers, add_command) -> None:
     p.add_argument("--memory-limit", default=None, metavar="SIZE",
                    help="memory one wave may use, e.g. 8GB (default: the free memory; 'none': one wave)")
     A.add_problem_args(p)
+    A.add_cluster_args(p, processes=False)
     p.set_defaults(func=_batch)
