@@ -53,6 +53,8 @@ __all__ = [
     "decode_bytes",
     "forward_bytes",
     "checkpoint_bytes",
+    "CHECKPOINT_OVERHEAD",
+    "CHECKPOINT_TRACE_BYTES",
     "estimate_run",
 ]
 
@@ -339,17 +341,26 @@ def forward_bytes(shape_HW, *, arch="vgg19", layers: Optional[Sequence[str]] = N
     return int((PEAK_LAYERS * c.widest + c.taps) * act_bytes + 4 * 3 * math.prod(shape_HW))
 
 
-def checkpoint_bytes(shape_HW, *, channels: int = 3, history: int = 100, solver: str = "lbfgs", batch: int = 1) -> int:
+#: What a checkpoint holds besides image-sized arrays and the trace: the settings (JSON as UTF-32), the state's leaf
+#: names and small leaves, the npz headers (a bound, checked against real checkpoints in tests/test_hardening.py).
+CHECKPOINT_OVERHEAD = 64 * 1024
+#: Bytes of trace per iteration in a checkpoint (value, f+g count, three terms, seconds).
+CHECKPOINT_TRACE_BYTES = 4 + 4 + 3 * 4 + 8
+
+
+def checkpoint_bytes(shape_HW, *, channels: int = 3, history: int = 100, solver: str = "lbfgs", batch: int = 1,
+                     iters: int = 0) -> int:
     """Size of a checkpoint file of a solve of an [H, W, ``channels``] image with every history pair in use (the
-    L-BFGS history dominates: 2 x history image-sized float32 arrays; see :mod:`nst_jax.checkpoint`).
+    L-BFGS history dominates: 2 x history image-sized float32 arrays; see :mod:`nst_jax.checkpoint`), up to
+    iteration ``iters`` (its trace), plus the settings and headers (:data:`CHECKPOINT_OVERHEAD`).
 
     Example:
       >>> format_bytes(checkpoint_bytes((160, 160))), format_bytes(checkpoint_bytes((160, 160), history=20))
-      ('59.8 MiB', '12.9 MiB')
+      ('59.8 MiB', '13.0 MiB')
     """
     n = int(shape_HW[0]) * int(shape_HW[1]) * channels
     pairs = 2 * history if solver in ("lbfgs", "jaxopt", "optax-lbfgs") else 2
-    return int(4 * batch * n * (pairs + 4))
+    return int(4 * batch * n * (pairs + 4)) + CHECKPOINT_OVERHEAD + CHECKPOINT_TRACE_BYTES * int(iters)
 
 
 def estimate_run(levels, *, arch="vgg19", layers: Optional[Sequence[str]] = None,

@@ -337,10 +337,16 @@ def _readme_commands():
                 k.group(1), weights.cache.cache_dir())[0]), line)
             for name, value in env.items():
                 line = line.replace(f"${name}", value)
-            for part in line.split("&&"):
-                words = shlex.split(part, comments=True)
+            lex = shlex.shlex(line, posix=True, punctuation_chars=";&")  # commands joined by &&, ; or & (background)
+            lex.whitespace_split = True
+            words = []
+            for word in list(lex) + [";"]:
+                if word not in (";", "&", "&&"):
+                    words.append(word)
+                    continue
                 if words and words[0] == "nst-jax":
                     out.append(words[1:])
+                words = []
     return out
 
 

@@ -18,11 +18,26 @@ def test_labelled_grid_places_tiles_and_labels():
     assert label_band.min() < 0.5  # some dark text pixels under the tile
 
 
-def test_plot_losses_writes_png(tmp_path):
-    trace = [{"iter": i, "fg": i + 1, "loss": 100.0 / (i + 1)} for i in range(20)]
+def test_plot_losses_draws_every_term(tmp_path, monkeypatch):
+    """--plot: the total and each term of the trace (content, style, TV), against f+g and against seconds."""
+    from matplotlib.figure import Figure
+
+    drawn, real = [], Figure.savefig
+
+    def save(self, *a, **k):
+        drawn.extend(sorted(line.get_label() for ax in self.axes for line in ax.get_lines()))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", save)
+    trace = [{"iter": i, "fg": i + 1, "loss": 100.0 / (i + 1), "content": 60.0 / (i + 1), "style": 30.0 / (i + 1),
+              "tv": 10.0 / (i + 1)} for i in range(20)]
     path = plot_losses(trace, tmp_path / "loss.png", seconds=3.0)
     im = Image.open(path)
     assert im.format == "PNG" and im.size[0] >= 500
+    assert drawn == sorted(["total", "content", "style", "tv"] * 2)
+    drawn.clear()
+    plot_losses([{k: v for k, v in t.items() if k in ("fg", "loss")} for t in trace], tmp_path / "total.png")
+    assert drawn == ["total"]  # a trace without terms: the total only
 
 
 def test_paper_figure_names():

@@ -609,6 +609,30 @@ def test_checkpoints_store_only_the_history_in_use(tmp_path):
         assert got.dtype == want.dtype and np.asarray(got).tobytes() == np.asarray(want).tobytes()
 
 
+def test_the_checkpoint_note_states_a_size_that_bounds_every_checkpoint(folder, tmp_path, capsys, monkeypatch):
+    """With --checkpoint-every the CLI says how big each checkpoint gets (every history pair in use); the files
+    written are never bigger."""
+    from nst_jax import checkpoint as CK
+    from nst_jax import memory as M
+
+    sizes, real = [], CK.save_checkpoint
+
+    def measured(*a, **k):
+        out = real(*a, **k)
+        sizes.append(out.stat().st_size)
+        return out
+
+    monkeypatch.setattr(CK, "save_checkpoint", measured)
+    assert cli.main(["stylize", str(folder / "content.jpg"), str(folder / "style.jpg"), "-o", str(tmp_path / "n.png"),
+                     "--weights", "tiny19", "--size", "32", "--iters", "5", "--history", "2",
+                     "--checkpoint-every", "1"]) == 0
+    bound = M.checkpoint_bytes((32, 32), history=2, iters=5)
+    note = [ln for ln in capsys.readouterr().err.splitlines() if "checkpoint" in ln and " each " in ln]
+    assert len(note) == 1 and f"up to {M.format_bytes(bound)} each" in note[0], note
+    assert len(sizes) == 4 and max(sizes) <= bound, (sizes, bound)  # iterations 1-4 (5 is the finished run)
+    assert max(sizes) > M.checkpoint_bytes((32, 32), history=2) - M.CHECKPOINT_OVERHEAD  # the arrays are counted
+
+
 # ---------------------------------------------------------------------------------------------- every argument
 
 _FUZZ_VALUES = ["0", "-1", "1", "2", "3", "16", "32", "1e309", "nan", "-inf", "99999999999999999999999", ",", "",
@@ -725,8 +749,15 @@ def test_hand_edited_checkpoints_are_refused_in_one_line(folder, tmp_path, capsy
 
 def test_python_api_refuses_odd_values_with_the_reason():
     """Complex, string or boolean weights and images of the wrong kind are refused with a ValueError naming the
-    setting (never a TypeError or a silent cast)."""
+    setting (never a TypeError or a silent cast); integer images are scaled by their dtype's range (never clipped)."""
     import nst_jax
+    from nst_jax.problem import load_input
+
+    for arr, want in ((np.full((20, 24, 3), 51, np.uint8), 0.2), (np.full((20, 24, 3), 255, np.uint8), 1.0),
+                      (np.full((20, 24), 32768, np.uint16), 32768 / 65535), (np.ones((20, 24), bool), 1.0)):
+        got = load_input(arr, "content", None)
+        assert got.shape == (20, 24, 3) and got.dtype == np.float32, (arr.dtype, got.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=str(arr.dtype))
 
     c, s = sample_path("blue_marble"), sample_path("great_wave")
     for kw, words in (({"layer_weights": [1j] * 5}, "layer_weights"), ({"layer_weights": ["a"] * 5}, "layer_weights"),

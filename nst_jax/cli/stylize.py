@@ -129,7 +129,8 @@ def _check_room(args, plan: Plan, shape_HW, options) -> None:
     h, w = shape_HW
     need = h * w * 3 * (args.bit_depth // 8) + 2048 + 400 * (options.iters + 1)  # image (worst case), JSON trace
     if args.checkpoint_every:
-        need += M.checkpoint_bytes(shape_HW, history=options.solver.history, solver=options.solver.name)
+        need += M.checkpoint_bytes(shape_HW, history=options.solver.history, solver=options.solver.name,
+                                   iters=options.iters)
     check_folder_writable(plan.out.parent, need)
     if not same_file(plan.ckpt.parent, plan.out.parent):
         check_folder_writable(plan.ckpt.parent, 0, "checkpoint")
@@ -215,7 +216,8 @@ def _note_checkpoints(args, options, shape_HW, plan: Plan) -> None:
 
     if not args.checkpoint_every or args.no_progress:
         return
-    size = M.checkpoint_bytes(shape_HW, history=options.solver.history, solver=options.solver.name)
+    size = M.checkpoint_bytes(shape_HW, history=options.solver.history, solver=options.solver.name,
+                              iters=options.iters)
     smaller = "; --history 20 makes them smaller" if options.solver.history > 20 else ""
     print(f"nst-jax: checkpoint {plan.ckpt} every {args.checkpoint_every} iterations, up to "
           f"{M.format_bytes(size)} each (the solver state{smaller})", file=sys.stderr)
