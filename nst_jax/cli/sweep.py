@@ -1,10 +1,12 @@
 """``nst-jax sweep`` (any grid of settings as one compiled program) and ``nst-jax batch`` (many photos, one style).
 
 Everything is checked before anything is written: the grid (axes, values, lengths, the member guard), the input
-files, the output names (unique per member, never from rounded numbers) and existing outputs. A sweep writes each
-member (its PNG and a JSON of its settings and trace) as soon as its wave is done, by the process whose devices hold
-it (several processes: :mod:`nst_jax.distributed`); after every process is done, process 0 writes ``sweep.json`` and
-the grid image(s). ``--resume`` runs only the members a stopped sweep did not write.
+files, the output names (unique per member, never from rounded numbers, never an input of any flag), existing
+outputs, one member's memory and the folder's room. A sweep writes each member (its PNG and a JSON of its settings
+and trace, as one unit: both or neither, never over an existing file without ``--overwrite``) as soon as its wave is
+done, by the process whose devices hold it (several processes: :mod:`nst_jax.distributed`; each holds its own lock on
+the folder); after every process is done, process 0 writes ``sweep.json`` and the grid image(s), again as one unit.
+``--resume`` runs only the members a stopped sweep did not write, and may replace only what it left of them.
 """
 
 from __future__ import annotations
