@@ -300,24 +300,46 @@ def time_to_target_from_trace(trace: List[dict], target: float) -> tuple:
     return float("nan"), float("nan")
 
 
-def run_variant(p: Problem, variant: str, max_iters: int) -> Dict[str, object]:
-    """One nst-jax run of a named variant on a pair's problem: its trace (cumulative seconds) and compile time.
+def variant_settings(variant: str) -> Dict[str, object]:
+    """``SolverConfig`` fields of a named variant: ``default`` (nst-jax's default solver), or a solver name with
+    optional fields, ``name:field=value:...`` (e.g. ``jaxopt-lbfgs:first_step=0.05:max_linesearch=10``)."""
+    if variant == "default":
+        return {}
+    name, *items = variant.split(":")
+    if name not in SOLVERS:
+        raise ValueError(f"unknown variant {variant!r}: 'default' or one of {', '.join(SOLVERS)} with :field=value")
+    kw: Dict[str, object] = {"name": name}
+    for item in items:
+        k, _, v = item.partition("=")
+        kw[k] = v if k in ("linesearch", "bounds") else (float(v) if any(ch in v for ch in ".e") else int(v))
+    return kw
 
-    ``default``: ``nst_jax.stylize`` as a user runs it (the default solver)."""
-    import nst_jax
 
-    kw = dict(weights=p.params, size=None, progress=False)
-    extra = {"default": {}}.get(variant)
-    if extra is None:
-        raise ValueError(f"unknown variant {variant!r}")
-    warm = nst_jax.stylize(p.content, p.style, iters=2, **kw, **extra)  # compiles (a second compile costs nothing)
-    r = nst_jax.stylize(p.content, p.style, iters=max_iters, **kw, **extra)
-    return {"trace": r.loss_trace, "compile_s": warm.compile_seconds + r.compile_seconds, "n_fg": r.n_fg}
+def run_variant(p: Problem, variant: str, max_fg: int, target: float = -np.inf) -> Dict[str, object]:
+    """One nst-jax run of a named variant (:func:`variant_settings`; history 100, as ``nst_jax.stylize``) on a pair's
+    problem, stopped at the first chunk end at or below ``target`` or past ``max_fg`` f+g: its trace (``fg``,
+    ``loss``, cumulative solve ``seconds``), f+g and compile time."""
+    run = runner.Solve(p.cfg, SolverConfig(**dict({"chunk": 5}, **variant_settings(variant))))
+    compile_s = run(p.params, p.targets, p.weights, p.x0, 1).compile_seconds
+    seen: Dict[str, object] = {}
+
+    def on_chunk(done, x, state, trace):
+        seen.update(trace)
+        if np.nanmin(trace["values"]) <= target or trace["nfevs"][-1] >= max_fg:
+            raise _Stop
+
+    try:
+        run(p.params, p.targets, p.weights, p.x0, 100 * max_fg, on_chunk=on_chunk)
+    except _Stop:
+        pass
+    trace = [{"fg": int(n), "loss": float(v), "seconds": float(t)}
+             for n, v, t in zip(seen["nfevs"], seen["values"], seen["seconds"])]
+    return {"trace": trace, "compile_s": compile_s, "n_fg": trace[-1]["fg"]}
 
 
 def many_pairs(args, say) -> List[tuple]:
     """Per pair: PyTorch's 100-f+g loss (clipped image) as the target; f+g and seconds each side needs to reach it."""
-    rows, ratios = [], {}
+    rows, ratios, fgs = [], {}, {}
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     say("| pair | px | PyTorch f+g / s to its best | " + " | ".join(f"{v}: f+g / s / ratio" for v in variants)
         + " | compile (s) |")
@@ -330,8 +352,9 @@ def many_pairs(args, say) -> List[tuple]:
         target, t_torch = float(tr.losses[best]), float(tr.wall[best])
         cells, compiles = [], []
         for v in variants:
-            r = run_variant(p, v, 3 * args.fg)
+            r = run_variant(p, v, 3 * args.fg, target)
             fg, sec = time_to_target_from_trace(r["trace"], target)
+            fgs.setdefault(v, []).append(fg)
             ratio = sec / t_torch
             ratios.setdefault((v, size), []).append(ratio)
             cells.append(f"{fg} / {sec:.1f} / **{ratio:.2f}x**" if np.isfinite(sec) else
@@ -340,6 +363,14 @@ def many_pairs(args, say) -> List[tuple]:
         say(f"| {content} + {style} | {size} | {best + 1} / {t_torch:.1f} | " + " | ".join(cells) + " | "
             + ", ".join(compiles) + " |")
     say()
+    if "default" in fgs:  # f+g to the target against the default solver's (load-independent)
+        base = np.asarray(fgs["default"], float)
+        for v, f in fgs.items():
+            if v != "default":
+                r = np.asarray(f, float) / base
+                say(f"- {v}: f+g to the target / the default's: median {np.nanmedian(r):.2f}x, worst "
+                    f"{np.max(np.where(np.isfinite(r), r, np.inf)):.2f}x over {len(r)} pairs "
+                    f"(goal <= 1.5x: {verdict(bool(np.all(r <= 1.5)))})")
     for (v, size), rs in sorted(ratios.items()):
         rs = np.asarray(rs)
         say(f"- {v}, {size} px: median {np.nanmedian(rs):.2f}x, worst {np.nanmax(rs):.2f}x PyTorch's time "
@@ -382,7 +413,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", default=None,
                     help="many-pair time to quality instead of the single-pair report: 'all' (every bundled photo x "
                          "painting at --size, two pairs at 512 px) or 'content+style,...'")
-    ap.add_argument("--variants", default="default", help="nst-jax variants raced in --pairs, comma-separated")
+    ap.add_argument("--variants", default="default",
+                    help="nst-jax variants raced in --pairs, comma-separated: 'default' or a solver name with "
+                         "optional SolverConfig fields, e.g. 'jaxopt-lbfgs:first_step=0.05:max_linesearch=10'")
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.weights, args.fg, args.sweep_iters, args.rounds = 64, "tiny19", 10, 5, 3

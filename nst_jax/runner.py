@@ -65,6 +65,8 @@ class SolveOutput(NamedTuple):
     nonfinite_term: Any  # the first non-finite term's name (a list per member for a sweep), None if none
     interrupted: bool = False  # ``stop()`` ended the run early
     iters_done: Any = 0  # iterations run ([] or [K]; including those before a resume; a stopped member's stop there)
+    nfev_run: Any = None  # f+g the program computed ([] or [K]); above ``nfevs[..., -1]`` only for a line search
+    #                      under vmap, where both branches of its lax.cond and every member's trips run
 
 
 class CompileClock:
@@ -103,8 +105,8 @@ class CompileClock:
 
 # --------------------------------------------------------------------------------------------------- compiled pieces
 
-def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
-    f = functools.partial(objective.total_loss, cfg=loss_cfg)
+def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig, batched: bool = False):
+    f = functools.partial(objective.total_and_terms, cfg=loss_cfg)
     vg_aux = jax.value_and_grad(functools.partial(objective.total_and_terms, cfg=loss_cfg), has_aux=True)
 
     def vg(x, params, targets, weights):
@@ -116,7 +118,7 @@ def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
 
     if solver_cfg.members == "unroll" and solver_cfg.name != "optax-lbfgs":  # its line search differentiates f
         vg = batching.unrolled_over_members(vg)
-    return solvers.make_solver(solver_cfg, vg, f, box)
+    return solvers.make_solver(solver_cfg, vg, f, box, solvers.MEMBER_AXIS if batched else None)
 
 
 def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tuple = ()):
@@ -124,7 +126,7 @@ def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tupl
     if members is None:
         return fn
     axes = (0,) * shared_before + (None, members.targets, members.weights) + (None,) * len(extra)
-    return jax.vmap(fn, in_axes=axes)
+    return jax.vmap(fn, in_axes=axes, axis_name=solvers.MEMBER_AXIS)
 
 
 def _guarded(solver, st, params, targets, weights, active=True):
@@ -142,7 +144,7 @@ def _guarded(solver, st, params, targets, weights, active=True):
 def init_state(x0, params, targets, weights, loss_cfg: LossConfig, solver_cfg: SolverConfig,
                members: Optional[Members] = None):
     """The solver state at ``x0`` (one f+g)."""
-    solver = _solver(loss_cfg, solver_cfg)
+    solver = _solver(loss_cfg, solver_cfg, members is not None)
     return _batched(solver.init, members, 1)(x0, params, targets, weights)
 
 
@@ -151,7 +153,7 @@ def step(state, bad, params, targets, weights, loss_cfg: LossConfig, solver_cfg:
          members: Optional[Members] = None):
     """One guarded iteration (the host loop's unit): ``(state, bad, value, nfev, terms)``; a member already ``bad``
     stays."""
-    solver = _solver(loss_cfg, solver_cfg)
+    solver = _solver(loss_cfg, solver_cfg, members is not None)
 
     def one(st, was_bad, params, targets, weights):
         st, new_bad, v, nfev, terms = _guarded(solver, st, params, targets, weights, active=~was_bad)
@@ -165,7 +167,7 @@ def run_chunk(state, bad, params, targets, weights, n, loss_cfg: LossConfig, sol
               members: Optional[Members] = None) -> ChunkOut:
     """Up to ``n`` (<= ``solver_cfg.chunk``) iterations in one ``lax.while_loop``, stopping at a non-finite loss;
     a member already ``bad`` runs none."""
-    solver = _solver(loss_cfg, solver_cfg)
+    solver = _solver(loss_cfg, solver_cfg, members is not None)
     size = solver_cfg.chunk
 
     def one(state, was_bad, params, targets, weights, n):
@@ -354,13 +356,13 @@ class Solve:
                 bad, ran, dispatched = bad | np.asarray(out.bad), ran + done, dispatched + n
                 self._report(dispatched, state, trace, progress, callback, on_chunk)
                 interrupted = bool(stop is not None and stop() and dispatched < iters and not np.all(bad))
-            x = self._read("x", state)
+            x, nfev_run = self._read("x", state), self._read("nfev_run", state)
             terms = {k: np.asarray(v) for k, v in final_terms(x, params, targets, weights, lc, mb).items()}
             nonfinite = self._nonfinite_terms(params, targets, weights, state, bad) if np.any(bad) else None
         run_seconds = time.perf_counter() - t_start - clock.seconds
         values, nfevs, terms_trace, seconds = trace.arrays()
         return SolveOutput(x, values, nfevs, terms, terms_trace, seconds, clock.seconds, run_seconds, bad, nonfinite,
-                           interrupted, ran)
+                           interrupted, ran, nfev_run)
 
     def _report(self, done, state, trace: _Trace, progress, callback, on_chunk):
         if progress is not None:

@@ -164,12 +164,14 @@ def _sweep(args) -> int:
 
 def _report(sw, names: Sequence[str]) -> dict:
     """sweep.json: the axes, the settings all members share, and per member its values, file, the settings that
-    differ, terms, f+g and trace."""
+    differ, terms, f+g (logical ``n_fg`` and ``n_fg_computed``, see ``Result``) and trace."""
     settings = [r.settings for r in sw.results]
     common = {k: v for k, v in settings[0].items() if k != "grid" and all(s.get(k) == v for s in settings)}
     return {"axes": sw.axes, "zip": sw.zip, "shape": list(sw.shape), "waves": sw.waves,
             "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds, "settings": common,
-            "members": [{"index": k, "file": n, "values": m, "n_fg": r.n_fg, "terms": r.terms,
+            "n_fg": sw.n_fg, "n_fg_computed": sw.n_fg_computed,
+            "members": [{"index": k, "file": n, "values": m, "n_fg": r.n_fg, "n_fg_computed": r.n_fg_computed,
+                         "terms": r.terms,
                          "settings": {key: v for key, v in r.settings.items() if key not in common},
                          "trace": r.loss_trace}
                         for k, (n, m, r) in enumerate(zip(names, sw.members, sw.results))]}
