@@ -5,9 +5,9 @@ chunks; ``solver.probe(state)``).
 Usage::
 
     python benchmarks/diagnose_solvers.py --size 128 --variants lbfgs,jaxopt,jaxopt-lbfgs,optax-lbfgs
-    python benchmarks/diagnose_solvers.py --variants 'jaxopt-lbfgs:first_step=0.05,max_linesearch=10' --fg 150
+    python benchmarks/diagnose_solvers.py --variants jaxopt-lbfgs:first_step=0.05:max_linesearch=10 --fg 150
 
-A variant is a solver name with optional ``SolverConfig`` fields (``name:field=value,...``). The target is the loss
+A variant is a solver name with optional ``SolverConfig`` fields (``name:field=value:...``, as ``bench_torch.py``). The target is the loss
 PyTorch's strong-Wolfe L-BFGS reaches within ``--torch-fg`` f+g on the same problem (``bench_torch``'s peer; skipped
 with ``--no-torch``). Each variant prints a summary line (f+g to the target, best loss, line-search f+g per
 iteration, pairs kept, largest bound fraction); ``--trace FILE.json`` writes the per-iteration rows.
@@ -28,19 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 
-from bench_torch import Problem  # noqa: E402
+from bench_torch import Problem, variant_settings  # noqa: E402
 from nst_jax import runner, solvers  # noqa: E402
 from nst_jax.config import SolverConfig  # noqa: E402
 
 
 def parse_variant(text: str) -> SolverConfig:
-    """``"name:field=value,..."`` -> SolverConfig (history 100, as the benchmark)."""
-    name, _, rest = text.partition(":")
-    kw: Dict[str, object] = {"history": 100}
-    for item in filter(None, rest.split(",")):
-        k, _, v = item.partition("=")
-        kw[k] = v if k in ("linesearch", "bounds") else (float(v) if "." in v or "e" in v else int(v))
-    return SolverConfig(name=name.strip(), **kw)
+    """``"name:field=value:..."`` (:func:`bench_torch.variant_settings`) -> SolverConfig, history 100 unless given."""
+    return SolverConfig(**dict({"history": 100}, **variant_settings(text)))
 
 
 def trace_variant(p: Problem, cfg: SolverConfig, max_fg: int, target: float) -> List[dict]:
@@ -55,11 +50,10 @@ def trace_variant(p: Problem, cfg: SolverConfig, max_fg: int, target: float) -> 
     def on_chunk(done, x, state, trace):
         probe = {k: float(np.asarray(v)) for k, v in solver.probe(state).items()}
         xs = np.asarray(x)
-        raw = np.asarray(state.sigma * state.v) if hasattr(state, "v") else xs
         nfev = int(trace["nfevs"][-1])
         rows.append({"iter": done, "fg": nfev, "dfg": nfev - (rows[-1]["fg"] if rows else 1),
                      "loss": float(trace["values"][-1]), "on_bound": float(np.mean((xs <= 0.0) | (xs >= 1.0))),
-                     "outside": float(np.mean((raw < 0.0) | (raw > 1.0))), **probe})
+                     "outside": 0.0, **probe})
         if nfev >= max_fg or trace["values"][-1] <= target:
             raise Done
 
@@ -110,7 +104,7 @@ def main(argv=None) -> int:
           "pairs kept / rejected | max on bound | max u outside [0,1] |")
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     traces = {}
-    for text in filter(None, (v.strip() for v in args.variants.split(";" if ";" in args.variants else ","))):
+    for text in filter(None, (v.strip() for v in args.variants.split(","))):
         rows = trace_variant(p, parse_variant(text), args.fg, target)
         traces[text] = rows
         print(summary(text, rows, target), flush=True)

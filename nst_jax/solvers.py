@@ -159,16 +159,37 @@ def scales(g0: jax.Array, first_step: float):
     return sigma.astype(jnp.float32), c.astype(jnp.float32)
 
 
-def clamped(vg: Callable, box: Callable, v, sigma, c, *args):
-    """``(F, grad F, aux)`` of the clamp reparametrisation at ``v``: the loss at ``x = clip(sigma v, lower, upper)``
-    scaled by ``c``; its gradient in ``v`` is ``c sigma g`` where ``lower <= sigma v <= upper`` (bounds included, as
-    PyTorch's ``clamp``) and 0 outside, so a pixel pushed out of the box stays there until the L-BFGS direction
-    brings it back."""
-    u = sigma * v
+class Variables(NamedTuple):
+    """The change of variables ``u = sigma S v`` of the line-search solvers: ``S = P^(1/2)`` the square root of
+    :func:`nst_jax.lbfgs.smoother`'s filter (so L-BFGS in ``v`` from ``gamma I`` is L-BFGS in ``u`` from
+    ``gamma sigma^2 P``, the default solver's preconditioner) or the identity; ``S_inv`` its inverse."""
+
+    S: Callable
+    S_inv: Callable
+
+    @staticmethod
+    def of(shape, precondition: bool) -> "Variables":
+        if not precondition:
+            return Variables(lambda v: v, lambda v: v)
+        return Variables(lbfgs.smoother(shape, 0.5), lbfgs.smoother(shape, -0.5))
+
+
+def clamped(vg: Callable, box: Callable, v, sigma, c, *args, S: Callable = lambda v: v):
+    """``(F, grad F, aux)`` of the clamp reparametrisation at ``v``: the loss at ``x = clip(u, lower, upper)``,
+    ``u = sigma S v``, scaled by ``c``; its gradient in ``v`` is ``c sigma S^T m g`` with ``m`` 1 where ``lower <= u
+    <= upper`` (bounds included, as PyTorch's ``clamp``) and 0 outside, so a pixel pushed out of the box stays there
+    until the L-BFGS direction brings it back. ``S`` symmetric (a circular filter)."""
+    u = sigma * S(v)
     lo, hi = _bounds(box, u, *args)
     f, g, aux = vg(jnp.clip(u, lo, hi), *args)
     inside = (u >= lo) & (u <= hi)
-    return c * f, jnp.where(inside, (c * sigma) * g, jnp.zeros((), g.dtype)), aux
+    return c * f, (c * sigma) * S(jnp.where(inside, g, jnp.zeros((), g.dtype))), aux
+
+
+def _variables(box: Callable, x, precondition: bool, *args) -> Variables:
+    """:class:`Variables` for iterates like ``x``: preconditioned unless the box is per-pixel (a freeze mask, whose
+    pixels a filter would move)."""
+    return Variables.of(x.shape, precondition and box(x, *args) is None)
 
 
 def _member_max(n, axis_name):
@@ -177,7 +198,8 @@ def _member_max(n, axis_name):
 
 
 class _JaxoptState(NamedTuple):
-    v: jax.Array  # the library's variable (x / sigma)
+    x: jax.Array  # the image: clip(sigma S v) into the box
+    v: jax.Array  # the library's variable
     opt: Any  # jaxopt's state
     sigma: jax.Array
     c: jax.Array
@@ -202,9 +224,10 @@ class JaxoptSolver(_Fields):
         self.vg, self.box, self.axis_name, self.bounded = vg, box, axis_name, cfg.name == "jaxopt"
         self.cfg = settings(cfg)
         self.zoom = self.cfg.linesearch == "zoom"
+        self.precondition = cfg.precondition and not self.bounded  # L-BFGS-B's bounds are per element of v
 
         def fun(v, sigma, c, *args):
-            f, g, aux = clamped(vg, box, v, sigma, c, *args)
+            f, g, aux = clamped(vg, box, v, sigma, c, *args, S=self._vars(v, *args).S)
             return (f, aux), g
 
         kind = jaxopt.LBFGSB if self.bounded else jaxopt.LBFGS
@@ -219,27 +242,28 @@ class JaxoptSolver(_Fields):
         full = lambda b: jnp.broadcast_to(jnp.asarray(b, v.dtype) / sigma, v.shape)  # noqa: E731
         return ((full(lo), full(hi)),)
 
+    def _vars(self, v, *args) -> Variables:
+        return _variables(self.box, v, self.precondition, *args)
+
     def init(self, x0, *args):
         one = jnp.ones((), jnp.float32)
-        # one f+g at x0 with sigma = c = 1, then the state rescaled (value by c, gradient by c sigma)
-        opt = self.solver.init_state(x0, *self._lib_args(x0, one, *args), one, one, *args)
+        # one f+g at x0 (v = S^-1 x0) with sigma = c = 1, then the state rescaled (value by c, gradient by c sigma)
+        v1 = self._vars(x0, *args).S_inv(x0)
+        opt = self.solver.init_state(v1, *self._lib_args(v1, one, *args), one, one, *args)
         sigma, c = scales(opt.grad, self.cfg.first_step)
         opt = opt._replace(value=opt.value * c, grad=opt.grad * (c * sigma))
         n = jnp.asarray(1, jnp.int32)
-        return _JaxoptState(x0 / sigma, opt, sigma, c, n, n)
+        return _JaxoptState(x0, v1 / sigma, opt, sigma, c, n, n)
 
     def step(self, st: _JaxoptState, *args, active=True):  # inactive members are reverted by the caller
         v, opt = self.solver.update(st.v, st.opt, *self._lib_args(st.v, st.sigma, *args), st.sigma, st.c, *args)
+        u = st.sigma * self._vars(v, *args).S(v)
+        x = jnp.clip(u, *_bounds(self.box, u, *args))
         fg = (opt.num_grad_eval - st.opt.num_grad_eval).astype(jnp.int32) - 1  # less the aux forward pass
         trips = (opt.num_linesearch_iter - st.opt.num_linesearch_iter).astype(jnp.int32)
         run = _member_max(trips, self.axis_name)
         run = jnp.where(self.axis_name is None, fg, (3 if self.zoom else 1) * run + (0 if self.zoom else 1))
-        return _JaxoptState(v, opt, st.sigma, st.c, st.nfev + fg, st.nfev_run + run)
-
-    @staticmethod
-    def x(st):
-        # [0, 1] is the box here too: frozen pixels never leave their initial value (zero gradient, zero step)
-        return jnp.clip(st.sigma * st.v, 0.0, 1.0)
+        return _JaxoptState(x, v, opt, st.sigma, st.c, st.nfev + fg, st.nfev_run + run)
 
     @staticmethod
     def value(st):
@@ -256,14 +280,16 @@ class JaxoptSolver(_Fields):
     def probe(self, st) -> dict:
         """Diagnostics: the last step size, the curvature pairs stored and those among them with ``s.y <= 0``."""
         o = st.opt
+        u = st.sigma * Variables.of(st.v.shape, self.precondition).S(st.v)  # (no freeze mask in diagnostics)
+        out = {"outside": jnp.mean((u < 0) | (u > 1))}
         if self.bounded:
             stored = o.num_updates
-            return {"stepsize": o.stepsize, "pairs": jnp.minimum(stored, o.s_history.shape[0]),
-                    "skipped": o.iter_num - stored, "nonpositive": jnp.asarray(0)}
+            return dict(out, stepsize=o.stepsize, pairs=jnp.minimum(stored, o.s_history.shape[0]),
+                        skipped=o.iter_num - stored, nonpositive=jnp.asarray(0))
         m = o.rho_history.shape[0]
         used = jnp.arange(m) < jnp.minimum(o.iter_num, m)
-        return {"stepsize": o.stepsize, "pairs": jnp.minimum(o.iter_num, m), "skipped": jnp.asarray(0),
-                "nonpositive": jnp.sum(used & (o.rho_history <= 0))}
+        return dict(out, stepsize=o.stepsize, pairs=jnp.minimum(o.iter_num, m), skipped=jnp.asarray(0),
+                    nonpositive=jnp.sum(used & (o.rho_history <= 0)))
 
 
 class _OptaxState(NamedTuple):
@@ -302,7 +328,8 @@ class OptaxSolver(_Fields):
 
 
 class _OptaxLBFGSState(NamedTuple):
-    v: jax.Array  # the library's variable (x / sigma)
+    x: jax.Array  # the image: clip(sigma S v) into the box
+    v: jax.Array  # the library's variable
     opt: Any
     value: jax.Array  # F(v) (scaled)
     grad: jax.Array  # grad F(v)
@@ -333,16 +360,16 @@ class OptaxLBFGS(_Fields):
         ls = optax.scale_by_zoom_linesearch(max_linesearch_steps=self.cfg.max_linesearch, initial_guess_strategy="one")
         self.opt = optax.lbfgs(memory_size=cfg.history, linesearch=ls)
 
-    def _value_fn(self, sigma, c, args):
+    def _value_fn(self, sigma, c, args, S):
         if self.project:  # autodiff of the loss alone at the unprojected trial point
-            return lambda v: c * self.f(sigma * v, *args)[0]
+            return lambda v: c * self.f(sigma * S(v), *args)[0]
 
         @jax.custom_vjp
         def fn(v, sigma, c, args):
-            return clamped(self.vg, self.box, v, sigma, c, *args)[0]
+            return clamped(self.vg, self.box, v, sigma, c, *args, S=S)[0]
 
         def fwd(v, sigma, c, args):
-            f, g, _ = clamped(self.vg, self.box, v, sigma, c, *args)
+            f, g, _ = clamped(self.vg, self.box, v, sigma, c, *args, S=S)
             return f, (g, sigma, c, args)
 
         def bwd(res, ct):
@@ -355,37 +382,34 @@ class OptaxLBFGS(_Fields):
 
     def init(self, x0, *args):
         f, g, aux = self.vg(x0, *args)
-        sigma, c = scales(g, self.cfg.first_step)
-        v0 = x0 / sigma
+        var = _variables(self.box, x0, self.cfg.precondition, *args)
+        g1 = var.S(g)  # the gradient in v with sigma = c = 1 (x0 is in the box)
+        sigma, c = scales(g1, self.cfg.first_step)
+        v0 = var.S_inv(x0) / sigma
         n = jnp.asarray(1, jnp.int32)
-        return _OptaxLBFGSState(v0, self.opt.init(v0), c * f, (c * sigma) * g, aux, sigma, c, n, n)
+        return _OptaxLBFGSState(x0, v0, self.opt.init(v0), c * f, (c * sigma) * g1, aux, sigma, c, n, n)
 
     def step(self, st: _OptaxLBFGSState, *args, active=True):  # inactive members are reverted by the caller
         import optax
 
-        fn = self._value_fn(st.sigma, st.c, args)
+        var = _variables(self.box, st.v, self.cfg.precondition, *args)
+        fn = self._value_fn(st.sigma, st.c, args, var.S)
         upd, opt = self.opt.update(st.grad, st.opt, st.v, value=st.value, grad=st.grad, value_fn=fn)
         trips = jnp.asarray(optax.tree_utils.tree_get(opt, "num_linesearch_steps"), jnp.int32)
         v = optax.apply_updates(st.v, upd)
+        u = st.sigma * var.S(v)
+        x = jnp.clip(u, *_bounds(self.box, u, *args))
         if self.project:
-            x = jnp.clip(st.sigma * v, *_bounds(self.box, st.sigma * v, *args))
             f, g, aux = self.vg(x, *args)
-            v, value, grad, extra = x / st.sigma, st.c * f, (st.c * st.sigma) * g, 1
+            v, value, grad, extra = var.S_inv(x) / st.sigma, st.c * f, (st.c * st.sigma) * var.S(g), 1
         else:
             value = optax.tree_utils.tree_get(opt, "value")
             grad = optax.tree_utils.tree_get(opt, "grad")
-            aux = self.f(self.x_of(v, st.sigma, args), *args)[1]  # the terms: one forward pass, no gradient
+            aux = self.f(x, *args)[1]  # the terms: one forward pass, no gradient
             extra = 0
         run = jnp.where(self.axis_name is None, trips, 2 * _member_max(trips, self.axis_name)) + extra
-        return _OptaxLBFGSState(v, opt, value, grad, aux, st.sigma, st.c, st.nfev + trips + extra,
+        return _OptaxLBFGSState(x, v, opt, value, grad, aux, st.sigma, st.c, st.nfev + trips + extra,
                                 st.nfev_run + run)
-
-    def x_of(self, v, sigma, args=()):
-        return jnp.clip(sigma * v, *_bounds(self.box, sigma * v, *args))
-
-    @staticmethod
-    def x(st):
-        return jnp.clip(st.sigma * st.v, 0.0, 1.0)  # frozen pixels never leave their initial value
 
     @staticmethod
     def value(st):
@@ -403,7 +427,9 @@ class OptaxLBFGS(_Fields):
         m = lbfgs_state.weights_memory.shape[0]
         stored = jnp.minimum(jnp.maximum(lbfgs_state.count - 1, 0), m)
         used = jnp.arange(m) < stored
-        return {"stepsize": optax.tree_utils.tree_get(st.opt, "learning_rate"), "pairs": stored,
+        u = st.sigma * Variables.of(st.v.shape, self.cfg.precondition).S(st.v)  # (no freeze mask in diagnostics)
+        return {"outside": jnp.mean((u < 0) | (u > 1)),
+                "stepsize": optax.tree_utils.tree_get(st.opt, "learning_rate"), "pairs": stored,
                 "skipped": jnp.asarray(0), "nonpositive": jnp.sum(used & (lbfgs_state.weights_memory <= 0))}
 
 
