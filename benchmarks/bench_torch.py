@@ -311,7 +311,12 @@ def variant_settings(variant: str) -> Dict[str, object]:
     kw: Dict[str, object] = {"name": name}
     for item in items:
         k, _, v = item.partition("=")
-        kw[k] = v if k in ("linesearch", "bounds") else (float(v) if any(ch in v for ch in ".e") else int(v))
+        if k == "bounds":
+            kw[k] = v
+        elif k == "precondition":
+            kw[k] = v.lower() in ("1", "true", "yes")
+        else:
+            kw[k] = float(v) if any(ch in v for ch in ".e") else int(v)
     return kw
 
 

@@ -31,7 +31,6 @@ __all__ = [
     "DEFAULT_CONTENT_LAYERS",
     "DEFAULT_STYLE_LAYERS",
     "SOLVERS",
-    "LINESEARCHES",
     "BOUNDS",
     "POOLINGS",
     "GRAM_NORMS",
@@ -63,7 +62,6 @@ __all__ = [
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 SOLVERS = ("lbfgs", "jaxopt", "jaxopt-lbfgs", "optax-lbfgs", "adam")
-LINESEARCHES = ("auto", "zoom", "backtracking")  # the line-search solvers' kinds
 BOUNDS = ("auto", "clamp", "project")  # how optax-lbfgs / jaxopt-lbfgs keep the image in its box
 POOLINGS = ("max", "avg")
 GRAM_NORMS = ("hw", "chw", "none")
@@ -258,9 +256,7 @@ class SolverConfig:
         (``"lbfgs"`` only).
       first_step: largest pixel change of the first (gradient) step, images in [0, 1] (every L-BFGS solver; None:
         the solver's default, :mod:`nst_jax.solvers`). The line-search solvers get it by scaling the objective.
-      linesearch: the line-search solvers' kind: ``"zoom"`` (strong Wolfe) or ``"backtracking"`` (Armijo,
-        ``jaxopt`` and ``jaxopt-lbfgs`` only); ``"auto"``: the solver's default.
-      max_linesearch: at most this many f+g per line search (None: the solver's default).
+      max_linesearch: at most this many f+g per (zoom) line search (None: the solver's default).
       bounds: how ``optax-lbfgs`` and ``jaxopt-lbfgs`` keep the image in [0, 1]: ``"clamp"`` (optimise an
         unconstrained ``u``, evaluate the loss at ``clip(u, 0, 1)`` and report ``clip(u)``, as PyTorch runs Gatys),
         ``"project"`` (``optax-lbfgs`` only: project after each line search) or ``"auto"`` (clamp). ``jaxopt`` keeps
@@ -275,7 +271,6 @@ class SolverConfig:
     members: str = "auto"
     precondition: bool = True
     first_step: Optional[float] = None
-    linesearch: str = "auto"
     max_linesearch: Optional[int] = None
     bounds: str = "auto"
 
@@ -290,11 +285,8 @@ class SolverConfig:
         if not isinstance(self.precondition, bool):
             raise SettingError("precondition", f"{{setting}} must be True or False, got {self.precondition!r}")
         _number("first_step", self.first_step, positive=True, optional=True)
-        _choice("linesearch", self.linesearch, LINESEARCHES)
         _int("max_linesearch", self.max_linesearch, 1, optional=True)
         _choice("bounds", self.bounds, BOUNDS)
-        if self.linesearch == "backtracking" and self.name == "optax-lbfgs":
-            raise SettingError("linesearch", "{setting} 'backtracking' is jaxopt's; optax-lbfgs runs a zoom search")
         if self.bounds == "project" and self.name != "optax-lbfgs":
             raise SettingError("bounds", f"{{setting}} 'project' is for optax-lbfgs ({self.name} keeps its own box)")
         if self.bounds == "clamp" and self.name not in ("optax-lbfgs", "jaxopt-lbfgs"):
@@ -592,7 +584,7 @@ class ProblemSpec:
 _COLOR_KEYS = {"color": "mode", "match_mode": "match_mode", "lum_match": "lum_match"}
 _SOLVER_KEYS = {"solver": "name", "history": "history", "lr": "lr", "chunk": "chunk", "loop": "loop",
                 "members": "members", "precondition": "precondition", "first_step": "first_step",
-                "linesearch": "linesearch", "max_linesearch": "max_linesearch", "bounds": "bounds"}
+                "max_linesearch": "max_linesearch", "bounds": "bounds"}
 
 
 def split_kwargs(spec: Optional[ProblemSpec] = None, options: Optional[SolveOptions] = None,
@@ -601,8 +593,8 @@ def split_kwargs(spec: Optional[ProblemSpec] = None, options: Optional[SolveOpti
 
     Each keyword is a field of :class:`ProblemSpec`, :class:`SolveOptions`, :class:`ColorConfig` (``color`` for
     its mode, ``match_mode``, ``lum_match``) or :class:`SolverConfig` (``solver`` for its name, ``history``,
-    ``lr``, ``chunk``, ``loop``, ``members``, ``precondition``, ``first_step``, ``linesearch``,
-    ``max_linesearch``, ``bounds``). An unknown keyword raises ``TypeError``.
+    ``lr``, ``chunk``, ``loop``, ``members``, ``precondition``, ``first_step``, ``max_linesearch``,
+    ``bounds``). An unknown keyword raises ``TypeError``.
 
     Example:
       >>> spec, opts = split_kwargs(size=256, color="luminance", iters=10, solver="adam", lr=0.05)

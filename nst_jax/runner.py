@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
@@ -235,6 +236,8 @@ class Solve:
                                               members=backend.resolve("members", solver_cfg.members))
         self.members = members if members is not None else (Members() if batched else None)
         self.loop = self.solver_cfg.loop
+        if solvers.caveat(solver_cfg.name):
+            warnings.warn(solvers.caveat(solver_cfg.name), stacklevel=2)
         self._get = _solver(self.loss_cfg, self.solver_cfg)
 
     def _member_shape(self, x0) -> Tuple[int, ...]:

@@ -102,17 +102,21 @@ def _tapped_vg(a, c, calls):
         f, g = jax.value_and_grad(lambda x: 0.5 * (tap(x) - c - shift) @ a @ (tap(x) - c - shift))(x)
         return f, g, {"total": f}
 
-    return vg
+    def f(x, shift=0.0):  # the value alone (no backward pass): optax-lbfgs's terms at its accepted points
+        v = 0.5 * (x - c - shift) @ a @ (x - c - shift)
+        return v, {"total": v}
+
+    return vg, f
 
 
 @pytest.mark.parametrize("name", ("lbfgs",) + LINE_SEARCH)
 def test_vmapped_solver_equals_single_runs_and_counts_what_it_computes(name):
     a, c = _quadratic(1)
     calls = []
-    vg = _tapped_vg(a, c, calls)
+    vg, f = _tapped_vg(a, c, calls)
     shifts = jnp.asarray([0.0, 0.3, -0.2], jnp.float32)
     x0 = jnp.full((3, N), 0.5, jnp.float32)
-    batched = solvers.make_solver(_cfg(name), vg, axis_name=solvers.MEMBER_AXIS)
+    batched = solvers.make_solver(_cfg(name), vg, f, axis_name=solvers.MEMBER_AXIS)
     init = jax.jit(jax.vmap(batched.init, axis_name=solvers.MEMBER_AXIS))
     step = jax.jit(jax.vmap(batched.step, axis_name=solvers.MEMBER_AXIS))
     jax.block_until_ready(step(init(x0, shifts), shifts))  # compiled (the callback runs at execution only)
@@ -150,8 +154,8 @@ def test_sweep_reports_logical_and_computed_fg(tiny_params, grad_calls):
 def test_solver_settings_are_validated():
     with pytest.raises(SettingError, match="bounds"):
         SolverConfig(name="lbfgs", bounds="clamp")
-    with pytest.raises(SettingError, match="linesearch"):
-        SolverConfig(name="optax-lbfgs", linesearch="backtracking")
+    with pytest.raises(SettingError, match="max_linesearch"):
+        SolverConfig(name="optax-lbfgs", max_linesearch=0)
     with pytest.raises(SettingError, match="first_step"):
         SolverConfig(first_step=0.0)
     assert solvers.settings(SolverConfig(name="optax-lbfgs")).bounds == "clamp"
