@@ -357,7 +357,7 @@ def many_pairs(args, say) -> List[tuple]:
         target, t_torch = float(tr.losses[best]), float(tr.wall[best])
         cells, compiles = [], []
         for v in variants:
-            r = run_variant(p, v, 3 * args.fg, target)
+            r = run_variant(p, v, args.max_fg or 3 * args.fg, target)
             fg, sec = time_to_target_from_trace(r["trace"], target)
             fgs.setdefault(v, []).append(fg)
             ratio = sec / t_torch
@@ -404,7 +404,8 @@ def main(argv=None) -> int:
     ap.add_argument("--content", default="blue_marble", help="bundled sample name")
     ap.add_argument("--style", default="great_wave", help="bundled sample name")
     ap.add_argument("--fg", type=int, default=100, help="PyTorch f+g budget that defines the target loss")
-    ap.add_argument("--max-fg", type=int, default=None, help="nst-jax f+g cap in (b) (default 3 x --fg)")
+    ap.add_argument("--max-fg", type=int, default=None,
+                    help="nst-jax f+g cap in (b) and per variant in --pairs (default 3 x --fg)")
     ap.add_argument("--rate-iters", type=int, default=None, help="iterations for (a) (default --fg)")
     ap.add_argument("--sweep-k", type=int, default=4, help="K ratios in (c); 0 skips the sweep")
     ap.add_argument("--sweep-iters", type=int, default=50, help="iterations per member in (c)")
