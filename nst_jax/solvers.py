@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from nst_jax import lbfgs
 from nst_jax.config import SolverConfig
 
-__all__ = ["make_solver", "settings", "caveat", "scales", "clamped", "Variables", "unit_box", "DEFAULTS", "CAVEATS",
+__all__ = ["make_solver", "settings", "caveat", "scales", "clamped", "clamped_value", "Variables", "unit_box", "DEFAULTS", "CAVEATS",
            "MEMBER_AXIS", "LBFGSSolver", "JaxoptSolver", "OptaxLBFGS", "OptaxSolver"]
 
 #: The ``vmap`` axis name of a sweep's members (the runner's).
@@ -193,6 +193,13 @@ def clamped(vg: Callable, box: Callable, v, sigma, c, *args, S: Callable = lambd
     return c * f, (c * sigma) * S(jnp.where(inside, g, jnp.zeros((), g.dtype))), aux
 
 
+def clamped_value(f: Callable, box: Callable, v, sigma, c, *args, S: Callable = lambda v: v):
+    """``(F, aux)`` of :func:`clamped` from ``f(x, *args) -> (f, aux)``: one forward pass, no gradient."""
+    u = sigma * S(v)
+    value, aux = f(jnp.clip(u, *_bounds(box, u, *args)), *args)
+    return c * value, aux
+
+
 def _variables(box: Callable, x, precondition: bool, *args) -> Variables:
     """:class:`Variables` for iterates like ``x``: preconditioned unless the box is per-pixel (a freeze mask, whose
     pixels a filter would move)."""
@@ -219,25 +226,33 @@ class JaxoptSolver(_Fields):
     the clamp reparametrisation) on the scaled problem of :func:`scales`, its line search starting from step 1
     every iteration (``linesearch_init="max"``, the natural quasi-Newton step).
 
-    f+g counts: jaxopt's line search also evaluates the loss once without gradient at the current point per
-    iteration, to carry ``aux`` (the loss terms); that forward pass is not an f+g and is not counted. Under ``vmap``
-    a batched ``lax.cond`` runs both branches and a batched ``while_loop`` runs every member's body until the last
-    member is done, so each zoom step computes 3 f+g per member (its two search phases and the safe step,
-    ``nfev_run``)."""
+    f+g counts: jaxopt's line search also evaluates the loss once at the current point per iteration, to carry
+    ``aux`` (the loss terms); it is given ``f`` for that, so the pass has no backward pass and is not counted (jaxopt
+    counts it as a gradient evaluation). Under ``vmap`` a batched ``lax.cond`` runs both branches and a batched
+    ``while_loop`` runs every member's body until the last member is done, so each zoom step computes 3 f+g per
+    member (its two search phases and the safe step), except the first, which jaxopt unrolls before its loop and
+    whose phase predicate is not yet batched (2 f+g): ``3 T - 1`` per iteration, ``T`` the most steps a member's
+    line search took (``nfev_run``)."""
 
-    def __init__(self, vg: Callable, cfg: SolverConfig, box: Callable = unit_box, axis_name: Optional[str] = None):
+    def __init__(self, vg: Callable, cfg: SolverConfig, f: Optional[Callable] = None, box: Callable = unit_box,
+                 axis_name: Optional[str] = None):
         import jaxopt
 
         self.vg, self.box, self.axis_name, self.bounded = vg, box, axis_name, cfg.name == "jaxopt"
         self.cfg = settings(cfg)
         self.precondition = cfg.precondition and not self.bounded  # L-BFGS-B's bounds are per element of v
+        f = f if f is not None else (lambda x, *args: vg(x, *args)[::2])
 
         def fun(v, sigma, c, *args):
-            f, g, aux = clamped(vg, box, v, sigma, c, *args, S=self._vars(v, *args).S)
-            return (f, aux), g
+            return clamped_value(f, box, v, sigma, c, *args, S=self._vars(v, *args).S)
+
+        def fun_and_grad(v, sigma, c, *args):
+            value, g, aux = clamped(vg, box, v, sigma, c, *args, S=self._vars(v, *args).S)
+            return (value, aux), g
 
         kind = jaxopt.LBFGSB if self.bounded else jaxopt.LBFGS
-        self.solver = kind(fun=fun, value_and_grad=True, has_aux=True, history_size=cfg.history, maxiter=10 ** 9,
+        self.solver = kind(fun=fun, value_and_grad=fun_and_grad, has_aux=True, history_size=cfg.history,
+                           maxiter=10 ** 9,
                            tol=0.0, linesearch="zoom", maxls=self.cfg.max_linesearch,
                            linesearch_init="max")
 
@@ -268,7 +283,7 @@ class JaxoptSolver(_Fields):
         fg = (opt.num_grad_eval - st.opt.num_grad_eval).astype(jnp.int32) - 1  # less the aux forward pass
         trips = (opt.num_linesearch_iter - st.opt.num_linesearch_iter).astype(jnp.int32)
         run = _member_max(trips, self.axis_name)
-        run = jnp.where(self.axis_name is None, fg, 3 * run)
+        run = jnp.where(self.axis_name is None, fg, 3 * run - 1)
         return _JaxoptState(x, v, opt, st.sigma, st.c, st.nfev + fg, st.nfev_run + run)
 
     @staticmethod
@@ -464,12 +479,13 @@ def settings(cfg: SolverConfig) -> SolverConfig:
 def make_solver(cfg: SolverConfig, vg: Callable, f: Optional[Callable] = None, box: Callable = unit_box,
                 axis_name: Optional[str] = None):
     """The solver named by ``cfg`` over ``vg(x, *args) -> (f, g, aux)``; ``f(x, *args) -> (f, aux)``: the same
-    without the gradient (``optax-lbfgs``: its terms at the accepted point, and its projected mode's line search); ``box(x, *args) -> (lower, upper)``: where the iterates stay; ``axis_name``:
+    without the gradient (the line-search solvers' loss terms at the accepted point, and ``optax-lbfgs``'s projected
+    mode's line search); ``box(x, *args) -> (lower, upper)``: where the iterates stay; ``axis_name``:
     the ``vmap`` axis of a sweep's members (the line-search solvers count the f+g a batched program computes)."""
     if cfg.name == "lbfgs":
         return LBFGSSolver(vg, cfg, box)
     if cfg.name in ("jaxopt", "jaxopt-lbfgs"):
-        return JaxoptSolver(vg, cfg, box, axis_name)
+        return JaxoptSolver(vg, cfg, f, box, axis_name)
     if cfg.name == "optax-lbfgs":
         return OptaxLBFGS(vg, cfg, f, box, axis_name)
     return OptaxSolver(vg, cfg, box)
