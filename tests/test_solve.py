@@ -179,13 +179,15 @@ def test_host_loop_equals_while_loop(tiny_params, images, problem):
 
 def _reference_guarded_lbfgs(fg, x0, iters, m, lr, P=lambda v: v):
     """NumPy float64 reference of the default solver: projected L-BFGS, one trial per iteration, Armijo guard;
-    ``P``: the preconditioner (H0 = gamma P, gamma = s.y / y.P y)."""
+    ``P``: the preconditioner (H0 = gamma P, gamma = s.y / y.P y). Elements on a bound whose gradient points
+    outward are held (two-metric projection): zero in the gradient the recursion sees and in the direction."""
     x = x0.astype(np.float64)
     dot = lambda a, b: float(np.sum(a * b))  # noqa: E731
     f, g = fg(x)
     S_, Y_, step, values, accepted = [], [], 1.0, [f], []
     for _ in range(iters):
-        q, alphas = g.copy(), []
+        free = ~(((x <= 0.0) & (g > 0)) | ((x >= 1.0) & (g < 0)))
+        q, alphas = np.where(free, g, 0.0), []
         for s, y in reversed(list(zip(S_, Y_))):
             a = dot(s, q) / dot(s, y)
             alphas.append(a)
@@ -193,6 +195,7 @@ def _reference_guarded_lbfgs(fg, x0, iters, m, lr, P=lambda v: v):
         r = P(q) * (dot(S_[-1], Y_[-1]) / dot(Y_[-1], P(Y_[-1])) if S_ else 1.0)
         for (s, y), a in zip(zip(S_, Y_), reversed(alphas)):
             r += s * (a - dot(y, r) / dot(s, y))
+        r = np.where(free, r, 0.0)
         t = (0.1 / np.abs(r).max() if not S_ else 1.0) * lr * step
         xt = np.clip(x - t * r, 0.0, 1.0)
         ft, gt = fg(xt)
