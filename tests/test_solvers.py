@@ -168,3 +168,26 @@ def test_scales_set_the_first_step():
     first = float(jnp.max(jnp.abs(sigma * (c * sigma) * g)))  # the move of the step -grad F in x
     assert 0.1 / np.sqrt(2) <= first <= 0.1 * np.sqrt(2)
     np.testing.assert_allclose(float(jnp.linalg.norm(c * sigma * g)), 1.0, rtol=1e-5)
+
+
+def test_only_solvers_that_miss_the_bar_warn_with_their_figures(capsys):
+    import re
+    import warnings
+
+    from nst_jax import runner
+    from nst_jax.cli import args as cli_args
+    from nst_jax.cli import build_parser
+    from nst_jax.config import LossConfig
+
+    assert set(solvers.CAVEATS) <= set(LINE_SEARCH)
+    for name in SOLVERS:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runner.Solve(LossConfig(), SolverConfig(name=name))
+        said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        assert said == ([solvers.CAVEATS[name]] if name in solvers.CAVEATS else []), (name, said)
+    for name, note in solvers.CAVEATS.items():
+        assert re.search(r"\d+(\.\d+)?x", note) and "f+g" in note, note  # the measured figures, not a vague word
+        ns = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--solver", name])
+        cli_args.solve_options(ns)
+        assert f"nst-jax: warning: {note}" in capsys.readouterr().err
