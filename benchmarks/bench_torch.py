@@ -300,24 +300,51 @@ def time_to_target_from_trace(trace: List[dict], target: float) -> tuple:
     return float("nan"), float("nan")
 
 
-def run_variant(p: Problem, variant: str, max_iters: int) -> Dict[str, object]:
-    """One nst-jax run of a named variant on a pair's problem: its trace (cumulative seconds) and compile time.
+def variant_settings(variant: str) -> Dict[str, object]:
+    """``SolverConfig`` fields of a named variant: ``default`` (nst-jax's default solver), or a solver name with
+    optional fields, ``name:field=value:...`` (e.g. ``jaxopt-lbfgs:first_step=0.05:max_linesearch=10``)."""
+    if variant == "default":
+        return {}
+    name, *items = variant.split(":")
+    if name not in SOLVERS:
+        raise ValueError(f"unknown variant {variant!r}: 'default' or one of {', '.join(SOLVERS)} with :field=value")
+    kw: Dict[str, object] = {"name": name}
+    for item in items:
+        k, _, v = item.partition("=")
+        if k == "bounds":
+            kw[k] = v
+        elif k == "precondition":
+            kw[k] = v.lower() in ("1", "true", "yes")
+        else:
+            kw[k] = float(v) if any(ch in v for ch in ".e") else int(v)
+    return kw
 
-    ``default``: ``nst_jax.stylize`` as a user runs it (the default solver)."""
-    import nst_jax
 
-    kw = dict(weights=p.params, size=None, progress=False)
-    extra = {"default": {}}.get(variant)
-    if extra is None:
-        raise ValueError(f"unknown variant {variant!r}")
-    warm = nst_jax.stylize(p.content, p.style, iters=2, **kw, **extra)  # compiles (a second compile costs nothing)
-    r = nst_jax.stylize(p.content, p.style, iters=max_iters, **kw, **extra)
-    return {"trace": r.loss_trace, "compile_s": warm.compile_seconds + r.compile_seconds, "n_fg": r.n_fg}
+def run_variant(p: Problem, variant: str, max_fg: int, target: float = -np.inf) -> Dict[str, object]:
+    """One nst-jax run of a named variant (:func:`variant_settings`; history 100, as ``nst_jax.stylize``) on a pair's
+    problem, stopped at the first chunk end at or below ``target`` or past ``max_fg`` f+g: its trace (``fg``,
+    ``loss``, cumulative solve ``seconds``), f+g and compile time."""
+    run = runner.Solve(p.cfg, SolverConfig(**dict({"chunk": 5}, **variant_settings(variant))))
+    compile_s = run(p.params, p.targets, p.weights, p.x0, 1).compile_seconds
+    seen: Dict[str, object] = {}
+
+    def on_chunk(done, x, state, trace):
+        seen.update(trace)
+        if np.nanmin(trace["values"]) <= target or trace["nfevs"][-1] >= max_fg:
+            raise _Stop
+
+    try:
+        run(p.params, p.targets, p.weights, p.x0, 100 * max_fg, on_chunk=on_chunk)
+    except _Stop:
+        pass
+    trace = [{"fg": int(n), "loss": float(v), "seconds": float(t)}
+             for n, v, t in zip(seen["nfevs"], seen["values"], seen["seconds"])]
+    return {"trace": trace, "compile_s": compile_s, "n_fg": trace[-1]["fg"]}
 
 
 def many_pairs(args, say) -> List[tuple]:
     """Per pair: PyTorch's 100-f+g loss (clipped image) as the target; f+g and seconds each side needs to reach it."""
-    rows, ratios = [], {}
+    rows, ratios, fgs = [], {}, {}
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     say("| pair | px | PyTorch f+g / s to its best | " + " | ".join(f"{v}: f+g / s / ratio" for v in variants)
         + " | compile (s) |")
@@ -328,18 +355,31 @@ def many_pairs(args, say) -> List[tuple]:
         tr = TP.run_lbfgs(TP.TorchGatysLoss(net, p.content, p.style, alpha=1.0, beta=1e3), p.x0, args.fg)
         best = int(np.argmin(tr.losses))
         target, t_torch = float(tr.losses[best]), float(tr.wall[best])
-        cells, compiles = [], []
+        print(f"  {content} + {style}: target (PyTorch's best loss) {target:.6g}", flush=True)
+        cells, compiles, cap = [], [], args.max_fg or 3 * args.fg
         for v in variants:
-            r = run_variant(p, v, 3 * args.fg)
+            r = run_variant(p, v, cap, target)
             fg, sec = time_to_target_from_trace(r["trace"], target)
+            if v == "default" and args.max_fg_ratio and np.isfinite(fg):
+                cap = min(cap, int(np.ceil(args.max_fg_ratio * fg)))
+            fgs.setdefault(v, []).append(fg)
             ratio = sec / t_torch
             ratios.setdefault((v, size), []).append(ratio)
+            best_loss = min(e["loss"] for e in r["trace"])
             cells.append(f"{fg} / {sec:.1f} / **{ratio:.2f}x**" if np.isfinite(sec) else
-                         f"not reached in {r['n_fg']} f+g")
+                         f"not reached in {r['n_fg']} f+g (best {best_loss / target:.2f}x the target)")
             compiles.append(f"{r['compile_s']:.1f}")
         say(f"| {content} + {style} | {size} | {best + 1} / {t_torch:.1f} | " + " | ".join(cells) + " | "
             + ", ".join(compiles) + " |")
     say()
+    if "default" in fgs:  # f+g to the target against the default solver's (load-independent)
+        base = np.asarray(fgs["default"], float)
+        for v, f in fgs.items():
+            if v != "default":
+                r = np.asarray(f, float) / base
+                say(f"- {v}: f+g to the target / the default's: median {np.nanmedian(r):.2f}x, worst "
+                    f"{np.max(np.where(np.isfinite(r), r, np.inf)):.2f}x over {len(r)} pairs "
+                    f"(goal <= 1.5x: {verdict(bool(np.all(r <= 1.5)))})")
     for (v, size), rs in sorted(ratios.items()):
         rs = np.asarray(rs)
         say(f"- {v}, {size} px: median {np.nanmedian(rs):.2f}x, worst {np.nanmax(rs):.2f}x PyTorch's time "
@@ -368,7 +408,8 @@ def main(argv=None) -> int:
     ap.add_argument("--content", default="blue_marble", help="bundled sample name")
     ap.add_argument("--style", default="great_wave", help="bundled sample name")
     ap.add_argument("--fg", type=int, default=100, help="PyTorch f+g budget that defines the target loss")
-    ap.add_argument("--max-fg", type=int, default=None, help="nst-jax f+g cap in (b) (default 3 x --fg)")
+    ap.add_argument("--max-fg", type=int, default=None,
+                    help="nst-jax f+g cap in (b) and per variant in --pairs (default 3 x --fg)")
     ap.add_argument("--rate-iters", type=int, default=None, help="iterations for (a) (default --fg)")
     ap.add_argument("--sweep-k", type=int, default=4, help="K ratios in (c); 0 skips the sweep")
     ap.add_argument("--sweep-iters", type=int, default=50, help="iterations per member in (c)")
@@ -382,7 +423,12 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", default=None,
                     help="many-pair time to quality instead of the single-pair report: 'all' (every bundled photo x "
                          "painting at --size, two pairs at 512 px) or 'content+style,...'")
-    ap.add_argument("--variants", default="default", help="nst-jax variants raced in --pairs, comma-separated")
+    ap.add_argument("--max-fg-ratio", type=float, default=None,
+                    help="in --pairs, stop the variants after 'default' at this multiple of the default's f+g to the "
+                         "target on that pair (e.g. 1.6 settles the 1.5x bar in the least time)")
+    ap.add_argument("--variants", default="default",
+                    help="nst-jax variants raced in --pairs, comma-separated: 'default' or a solver name with "
+                         "optional SolverConfig fields, e.g. 'jaxopt-lbfgs:first_step=0.05:max_linesearch=10'")
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.weights, args.fg, args.sweep_iters, args.rounds = 64, "tiny19", 10, 5, 3

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_CONTENT_LAYERS",
     "DEFAULT_STYLE_LAYERS",
     "SOLVERS",
+    "BOUNDS",
     "POOLINGS",
     "GRAM_NORMS",
     "SPATIAL_MODES",
@@ -60,7 +61,8 @@ __all__ = [
 
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-SOLVERS = ("lbfgs", "jaxopt", "optax-lbfgs", "adam")
+SOLVERS = ("lbfgs", "jaxopt", "jaxopt-lbfgs", "optax-lbfgs", "adam")
+BOUNDS = ("auto", "clamp", "project")  # how optax-lbfgs / jaxopt-lbfgs keep the image in its box
 POOLINGS = ("max", "avg")
 GRAM_NORMS = ("hw", "chw", "none")
 SPATIAL_MODES = ("gram", "sums", "sums+gram", "stacked")
@@ -258,7 +260,8 @@ class SolverConfig:
 
     Attributes:
       name: ``"lbfgs"`` (projected, preconditioned L-BFGS with one f+g per iteration, :mod:`nst_jax.lbfgs`),
-        ``"jaxopt"`` (jaxopt.LBFGSB), ``"optax-lbfgs"`` (optax.lbfgs with its zoom line search) or ``"adam"``.
+        ``"jaxopt"`` (jaxopt.LBFGSB), ``"jaxopt-lbfgs"`` (jaxopt.LBFGS), ``"optax-lbfgs"`` (optax.lbfgs) or
+        ``"adam"``.
       history: L-BFGS memory (pairs kept).
       lr: step multiplier (lbfgs; default 1.0) or learning rate (adam; default 0.02).
       chunk: iterations between host reports (progress, checkpoints); chunks never change the result.
@@ -268,6 +271,13 @@ class SolverConfig:
         single-image passes side by side in one program, :mod:`nst_jax.batching`) or ``"auto"``.
       precondition: start each L-BFGS recursion from a smoothing filter ``gamma P`` instead of ``gamma I``
         (``"lbfgs"`` only).
+      first_step: largest pixel change of the first (gradient) step, images in [0, 1] (every L-BFGS solver; None:
+        the solver's default, :mod:`nst_jax.solvers`). The line-search solvers get it by scaling the objective.
+      max_linesearch: at most this many f+g per (zoom) line search (None: the solver's default).
+      bounds: how ``optax-lbfgs`` and ``jaxopt-lbfgs`` keep the image in [0, 1]: ``"clamp"`` (optimise an
+        unconstrained ``u``, evaluate the loss at ``clip(u, 0, 1)`` and report ``clip(u)``, as PyTorch runs Gatys),
+        ``"project"`` (``optax-lbfgs`` only: project after each line search) or ``"auto"`` (clamp). ``jaxopt`` keeps
+        true bounds, ``lbfgs`` and ``adam`` project.
     """
 
     name: str = "lbfgs"
@@ -277,6 +287,9 @@ class SolverConfig:
     loop: str = "auto"
     members: str = "auto"
     precondition: bool = True
+    first_step: Optional[float] = None
+    max_linesearch: Optional[int] = None
+    bounds: str = "auto"
 
     def __post_init__(self):
         if self.name not in SOLVERS:
@@ -288,6 +301,13 @@ class SolverConfig:
         _choice("members", self.members, MEMBERS)
         if not isinstance(self.precondition, bool):
             raise SettingError("precondition", f"{{setting}} must be True or False, got {self.precondition!r}")
+        _number("first_step", self.first_step, positive=True, optional=True)
+        _int("max_linesearch", self.max_linesearch, 1, optional=True)
+        _choice("bounds", self.bounds, BOUNDS)
+        if self.bounds == "project" and self.name != "optax-lbfgs":
+            raise SettingError("bounds", f"{{setting}} 'project' is for optax-lbfgs ({self.name} keeps its own box)")
+        if self.bounds == "clamp" and self.name not in ("optax-lbfgs", "jaxopt-lbfgs"):
+            raise SettingError("bounds", f"{{setting}} 'clamp' is for optax-lbfgs and jaxopt-lbfgs, not {self.name}")
 
     @property
     def step(self) -> float:
@@ -592,7 +612,8 @@ class ProblemSpec:
 
 _COLOR_KEYS = {"color": "mode", "match_mode": "match_mode", "lum_match": "lum_match"}
 _SOLVER_KEYS = {"solver": "name", "history": "history", "lr": "lr", "chunk": "chunk", "loop": "loop",
-                "members": "members", "precondition": "precondition"}
+                "members": "members", "precondition": "precondition", "first_step": "first_step",
+                "max_linesearch": "max_linesearch", "bounds": "bounds"}
 
 
 def split_kwargs(spec: Optional[ProblemSpec] = None, options: Optional[SolveOptions] = None,
@@ -601,7 +622,8 @@ def split_kwargs(spec: Optional[ProblemSpec] = None, options: Optional[SolveOpti
 
     Each keyword is a field of :class:`ProblemSpec`, :class:`SolveOptions`, :class:`ColorConfig` (``color`` for
     its mode, ``match_mode``, ``lum_match``) or :class:`SolverConfig` (``solver`` for its name, ``history``,
-    ``lr``, ``chunk``, ``loop``, ``members``, ``precondition``). An unknown keyword raises ``TypeError``.
+    ``lr``, ``chunk``, ``loop``, ``members``, ``precondition``, ``first_step``, ``max_linesearch``,
+    ``bounds``). An unknown keyword raises ``TypeError``.
 
     Example:
       >>> spec, opts = split_kwargs(size=256, color="luminance", iters=10, solver="adam", lr=0.05)

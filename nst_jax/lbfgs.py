@@ -12,7 +12,10 @@ drops into any loop, ``lax.while_loop`` included::
         return opt.update(state, x_trial, f, g)
 
 Each iteration evaluates one trial point ``x_t = clip(x + t d, lower, upper)`` with ``d = -H g`` the two-loop
-direction and ``t = lr * step``. While the history is empty ``d = -P g`` and ``t`` is scaled so that the first move
+direction and ``t = lr * step``. Elements on a bound whose gradient pushes them outward are held: their gradient
+entries are zeroed before the two-loop recursion and their entries of ``d`` after it (two-metric projection,
+Bertsekas 1982), so ``d`` is a descent direction that moves no held element and short steps are never cut by the
+box; without it the projected step can stop short of a box-constrained minimum, every shrunken trial rejected. While the history is empty ``d = -P g`` and ``t`` is scaled so that the first move
 changes no pixel by more than ``first_step`` (scale-free: loss scales differ by orders of magnitude between presets
 and layer weightings). The trial is accepted when ``f(x_t) <= f(x) + 1e-4 g.(x_t - x)`` (Armijo); then ``step``
 doubles (up to 1) and the pair ``(x_t - x, g_t - g)`` enters the circular history if its curvature ``s.y > 1e-10``.
@@ -102,12 +105,13 @@ def smoothing_spectrum(shape_HW: Tuple[int, int], floor: float = SMOOTHING_FLOOR
     return (floor + (1.0 - floor) * f0 / np.maximum(radius, f0)).astype(np.float32)
 
 
-def smoother(shape) -> Callable[[jax.Array], jax.Array]:
-    """``v -> P v`` for iterates of ``shape`` ([H, W, C] images, H and W >= 2); the identity for any other shape."""
+def smoother(shape, power: float = 1.0) -> Callable[[jax.Array], jax.Array]:
+    """``v -> P^power v`` for iterates of ``shape`` ([H, W, C] images, H and W >= 2); the identity for any other
+    shape (``power`` 0.5 and -0.5: the square root and its inverse, for a change of variables ``x = P^(1/2) v``)."""
     if len(shape) != 3 or min(shape[:2]) < 2:
         return lambda v: v
     h, w = shape[:2]
-    spec = smoothing_spectrum((h, w))[:, :, None]
+    spec = (smoothing_spectrum((h, w)) ** power)[:, :, None]
 
     def apply(v):
         return jnp.fft.irfft2(jnp.fft.rfft2(v, axes=(0, 1)) * spec, s=(h, w), axes=(0, 1)).astype(v.dtype)
@@ -172,10 +176,14 @@ def guarded_lbfgs(history: int = 100, lr: float = 1.0, precondition: bool = True
 
     def propose(st: LBFGSState, bounds=None) -> jax.Array:
         precond = smoother(st.x.shape) if precondition else (lambda v: v)
-        d = -two_loop(st.grad, st.s_hist, st.y_hist, st.rho, st.head, st.count, precond)
+        lo, hi = (lower, upper) if bounds is None else bounds
+        # elements held at a bound by their gradient take no part in the step (two-metric projection)
+        free = ~(((st.x <= lo) & (st.grad > 0)) | ((st.x >= hi) & (st.grad < 0)))
+        zero = jnp.zeros((), st.grad.dtype)
+        d = -two_loop(jnp.where(free, st.grad, zero), st.s_hist, st.y_hist, st.rho, st.head, st.count, precond)
+        d = jnp.where(free, d, zero)
         first = first_step / jnp.maximum(jnp.max(jnp.abs(d)), 1e-30)
         t = jnp.where(st.count == 0, first, 1.0) * lr * st.step
-        lo, hi = (lower, upper) if bounds is None else bounds
         return jnp.clip(st.x + t * d, lo, hi)
 
     def update(st: LBFGSState, xt, ft, gt, active=True, aux=None) -> LBFGSState:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
@@ -71,6 +72,8 @@ class SolveOutput(NamedTuple):
     nonfinite_term: Any  # the first non-finite term's name (a list per member for a sweep), None if none
     interrupted: bool = False  # ``stop()`` ended the run early
     iters_done: Any = 0  # iterations run ([] or [K]; including those before a resume; a stopped member's stop there)
+    nfev_run: Any = None  # f+g the program computed ([] or [K]); above ``nfevs[..., -1]`` only for a line search
+    #                      under vmap, where both branches of its lax.cond and every member's trips run
 
 
 class CompileClock:
@@ -109,8 +112,8 @@ class CompileClock:
 
 # --------------------------------------------------------------------------------------------------- compiled pieces
 
-def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
-    f = functools.partial(objective.total_loss, cfg=loss_cfg)
+def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig, batched: bool = False):
+    f = functools.partial(objective.total_and_terms, cfg=loss_cfg)
     vg_aux = jax.value_and_grad(functools.partial(objective.total_and_terms, cfg=loss_cfg), has_aux=True)
 
     def vg(x, params, targets, weights):
@@ -122,7 +125,7 @@ def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
 
     if solver_cfg.members == "unroll" and solver_cfg.name != "optax-lbfgs":  # its line search differentiates f
         vg = batching.unrolled_over_members(vg)
-    return solvers.make_solver(solver_cfg, vg, f, box)
+    return solvers.make_solver(solver_cfg, vg, f, box, solvers.MEMBER_AXIS if batched else None)
 
 
 def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tuple = ()):
@@ -131,7 +134,7 @@ def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tupl
     if members is None:
         return fn
     axes = (0,) * shared_before + (None, members.targets, members.weights) + (None,) * len(extra)
-    batched = jax.vmap(fn, in_axes=axes)
+    batched = jax.vmap(fn, in_axes=axes, axis_name=solvers.MEMBER_AXIS)
     if not members.sharded:
         return batched
     from jax.sharding import Mesh, PartitionSpec as P
@@ -158,7 +161,7 @@ def _guarded(solver, st, params, targets, weights, active=True):
 def init_state(x0, params, targets, weights, loss_cfg: LossConfig, solver_cfg: SolverConfig,
                members: Optional[Members] = None):
     """The solver state at ``x0`` (one f+g)."""
-    solver = _solver(loss_cfg, solver_cfg)
+    solver = _solver(loss_cfg, solver_cfg, members is not None)
     return _batched(solver.init, members, 1)(x0, params, targets, weights)
 
 
@@ -167,7 +170,7 @@ def step(state, bad, params, targets, weights, loss_cfg: LossConfig, solver_cfg:
          members: Optional[Members] = None):
     """One guarded iteration (the host loop's unit): ``(state, bad, value, nfev, terms)``; a member already ``bad``
     stays."""
-    solver = _solver(loss_cfg, solver_cfg)
+    solver = _solver(loss_cfg, solver_cfg, members is not None)
 
     def one(st, was_bad, params, targets, weights):
         st, new_bad, v, nfev, terms = _guarded(solver, st, params, targets, weights, active=~was_bad)
@@ -181,7 +184,7 @@ def run_chunk(state, bad, params, targets, weights, n, loss_cfg: LossConfig, sol
               members: Optional[Members] = None) -> ChunkOut:
     """Up to ``n`` (<= ``solver_cfg.chunk``) iterations in one ``lax.while_loop``, stopping at a non-finite loss;
     a member already ``bad`` runs none."""
-    solver = _solver(loss_cfg, solver_cfg)
+    solver = _solver(loss_cfg, solver_cfg, members is not None)
     size = solver_cfg.chunk
 
     def one(state, was_bad, params, targets, weights, n):
@@ -249,6 +252,8 @@ class Solve:
                                               members=backend.resolve("members", solver_cfg.members))
         self.members = members if members is not None else (Members() if batched else None)
         self.loop = self.solver_cfg.loop
+        if solvers.caveat(solver_cfg.name):
+            warnings.warn(solvers.caveat(solver_cfg.name), stacklevel=2)
         self._get = _solver(self.loss_cfg, self.solver_cfg)
 
     def _member_shape(self, x0) -> Tuple[int, ...]:
@@ -378,14 +383,14 @@ class Solve:
                 self._report(dispatched, state, trace, progress, callback, on_chunk)
                 interrupted = bool(distributed.agree(stop is not None and stop() and dispatched < iters
                                                      and not np.all(bad)))
-            x = self._read("x", state)
+            x, nfev_run = self._read("x", state), self._read("nfev_run", state)
             x_dev = jax.vmap(self._get.x)(state) if mb is not None else self._get.x(state)
             terms = {k: distributed.fetch(v) for k, v in final_terms(x_dev, params, targets, weights, lc, mb).items()}
             nonfinite = self._nonfinite_terms(params, targets, weights, state, bad) if np.any(bad) else None
         run_seconds = time.perf_counter() - t_start - clock.seconds
         values, nfevs, terms_trace, seconds = trace.arrays()
         return SolveOutput(x, values, nfevs, terms, terms_trace, seconds, clock.seconds, run_seconds, bad, nonfinite,
-                           interrupted, ran)
+                           interrupted, ran, nfev_run)
 
     def _report(self, done, state, trace: _Trace, progress, callback, on_chunk):
         if progress is not None:

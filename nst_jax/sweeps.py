@@ -69,6 +69,16 @@ class SweepResult:
     waves: int = 1
 
     @property
+    def n_fg(self) -> int:
+        """f+g of all members as if each ran alone (logical)."""
+        return sum(r.n_fg for r in self.results)
+
+    @property
+    def n_fg_computed(self) -> int:
+        """f+g the compiled sweep computed for all members (above :attr:`n_fg` only for a line-search solver)."""
+        return sum(r.n_fg if r.n_fg_computed is None else r.n_fg_computed for r in self.results)
+
+    @property
     def images(self) -> np.ndarray:
         """[K, H, W, 3]."""
         return np.stack([r.image for r in self.results])

@@ -34,6 +34,9 @@ class Result:
       settings: everything needed to reproduce the run (written into the PNG and the JSON trace).
       stopped_nonfinite / nonfinite_term: a non-finite loss stopped the run; the first non-finite term's name.
       interrupted: stopped by ``stop()`` (Ctrl-C) before ``iters``. iters_done: iterations run in total.
+      n_fg_computed: f+g the compiled program computed for this image: ``n_fg`` except for a line-search solver in a
+        sweep, where ``vmap`` runs both branches of each ``lax.cond`` and every member's line-search trips
+        (``n_fg`` is what the member alone would have cost).
 
     Example:
       >>> import nst_jax
@@ -56,6 +59,7 @@ class Result:
     nonfinite_term: Optional[str] = None
     interrupted: bool = False
     iters_done: int = 0
+    n_fg_computed: Optional[int] = None
 
 
 def progress_bar(total: int, desc: str, enabled: bool):
@@ -79,7 +83,8 @@ def result_of(problem: Problem, out: runner.SolveOutput, settings: Mapping[str, 
                   compile_seconds=out.compile_seconds, run_seconds=out.run_seconds,
                   terms={k: float(pick(v)) for k, v in out.terms.items()}, settings=dict(settings),
                   stopped_nonfinite=bool(pick(np.asarray(out.stopped_nonfinite))), nonfinite_term=term,
-                  interrupted=out.interrupted, iters_done=done)
+                  interrupted=out.interrupted, iters_done=done,
+                  n_fg_computed=int(nfevs[-1]) if out.nfev_run is None else int(pick(np.asarray(out.nfev_run))))
 
 
 def run_settings(problem: Problem, options: SolveOptions) -> Dict[str, Any]:

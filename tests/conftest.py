@@ -59,3 +59,30 @@ def compiles():
     from nst_jax.runner import CompileClock
 
     return CompileClock
+
+
+@pytest.fixture
+def grad_calls(monkeypatch):
+    """A list that grows by one each time a compiled program runs a backward pass of the loss (a host callback in
+    the VJP of an identity on the image): the f+g evaluations really executed. Under ``vmap`` one batched pass is
+    one call (``members="vmap"``). Programs compiled without the callback are dropped before and after."""
+    import jax
+
+    from nst_jax import objective
+
+    calls = []
+
+    @jax.custom_vjp
+    def tap(x):
+        return x
+
+    def bwd(_, ct):
+        jax.debug.callback(lambda: calls.append(1))
+        return (ct,)
+
+    tap.defvjp(lambda x: (x, None), bwd)
+    real = objective.total_and_terms
+    monkeypatch.setattr(objective, "total_and_terms", lambda x, *a, **k: real(tap(x), *a, **k))
+    jax.clear_caches()
+    yield calls
+    jax.clear_caches()

@@ -146,8 +146,8 @@ def _images_of(args, grid: Dict[str, list], styles: List[str]) -> Tuple[object, 
 
 
 def _member_record(k: int, name: str, values: dict, r) -> dict:
-    return {"index": k, "file": name, "values": values, "n_fg": r.n_fg, "terms": r.terms, "settings": r.settings,
-            "trace": r.loss_trace}
+    return {"index": k, "file": name, "values": values, "n_fg": r.n_fg, "n_fg_computed": r.n_fg_computed,
+            "terms": r.terms, "settings": r.settings, "trace": r.loss_trace}
 
 
 def _written(outdir: pathlib.Path, names: Sequence[str]) -> Dict[int, dict]:
@@ -215,7 +215,8 @@ def _full_result(sw, g: G.Grid, names, done: Dict[int, dict], outdir: pathlib.Pa
             continue
         rec = done[k]
         results.append(Result(image=I.load_image(outdir / names[k]), loss_trace=rec["trace"], n_fg=rec["n_fg"],
-                              compile_seconds=0.0, run_seconds=0.0, terms=rec["terms"], settings=rec["settings"]))
+                              compile_seconds=0.0, run_seconds=0.0, terms=rec["terms"], settings=rec["settings"],
+                              n_fg_computed=rec.get("n_fg_computed")))
     members = [{n: G.display_value(v) for n, v in m.items()} for m in g.members()]
     axes = {a.name: [G.display_value(v) for v in vals] for a, vals in g.axes}
     return SweepResult(axes, members, results, sw.compile_seconds if sw else 0.0, sw.run_seconds if sw else 0.0,
@@ -303,7 +304,7 @@ def _say_written(outdir, full, sw, names, pages, written: int, n_todo: int, n_do
 
 def _report(sw, names: Sequence[str]) -> dict:
     """sweep.json: the axes, the settings all members share, and per member its values, file, the settings that
-    differ, terms, f+g and trace."""
+    differ, terms, f+g (logical ``n_fg`` and ``n_fg_computed``, see ``Result``) and trace."""
     settings = [r.settings for r in sw.results]
     common = {k: v for k, v in settings[0].items() if k != "grid" and all(s.get(k) == v for s in settings)}
     members = []
@@ -313,7 +314,7 @@ def _report(sw, names: Sequence[str]) -> dict:
         members.append(rec)
     return {"axes": sw.axes, "zip": sw.zip, "shape": list(sw.shape), "waves": sw.waves,
             "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds, "settings": common,
-            "members": members}
+            "n_fg": sw.n_fg, "n_fg_computed": sw.n_fg_computed, "members": members}
 
 
 def add_sweep_parser(subparsers, add_command) -> None:
