@@ -18,14 +18,14 @@ The public API, all importable from ``nst_jax``:
 * spatial control: :func:`propagate_guides`, :func:`load_guides`;
 * images: :func:`load_image`, :func:`save_image`, :func:`sample_path`, :func:`atomic_write`;
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
-  ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``, ``weights``, ``lbfgs``,
-  ``solvers``, ``batching``, ``runner``, ``problem``, ``transfer``, ``grid``, ``sweeps``, ``pyramid``, ``checkpoint``,
-  ``memory``, ``image``, ``files``, ``figures``.
+  ``style_losses``, ``gradnorm``, ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``,
+  ``weights``, ``lbfgs``, ``solvers``, ``batching``, ``runner``, ``problem``, ``transfer``, ``grid``, ``sweeps``,
+  ``pyramid``, ``checkpoint``, ``memory``, ``image``, ``files``, ``figures``.
 """
 
-from nst_jax import (backend, batching, checkpoint, color, config, figures, files, grid, guidance, guided, image,
-                     lbfgs, lean_ops, losses, masks, memory, objective, problem, pyramid, runner, solvers, sweeps,
-                     transfer, vgg, weights)
+from nst_jax import (backend, batching, checkpoint, color, config, figures, files, gradnorm, grid, guidance, guided,
+                     image, lbfgs, lean_ops, losses, masks, memory, objective, problem, pyramid, runner, solvers,
+                     style_losses, sweeps, transfer, vgg, weights)
 
 from nst_jax.color import match_color, match_luminance, original_colors, rgb_to_yiq, yiq_to_rgb
 from nst_jax.config import (ColorConfig, LossConfig, ProblemSpec, SettingError, SolveOptions, SolverConfig,
@@ -58,7 +58,7 @@ __all__ = [
     "rgb_to_yiq", "yiq_to_rgb", "match_color", "match_luminance", "original_colors",
     "propagate_guides", "load_guides",
     "load_image", "save_image", "sample_path", "atomic_write",
-    "backend", "batching", "checkpoint", "color", "config", "figures", "files", "grid", "guidance", "guided", "image",
-    "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "pyramid", "runner", "solvers",
-    "sweeps", "transfer", "vgg", "weights",
+    "backend", "batching", "checkpoint", "color", "config", "figures", "files", "gradnorm", "grid", "guidance",
+    "guided", "image", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "pyramid", "runner",
+    "solvers", "style_losses", "sweeps", "transfer", "vgg", "weights",
 ]
