@@ -345,3 +345,36 @@ def test_first_conv_padding_removes_the_border_of_a_flat_image(tiny_params, padd
     assert spread("zero", "relu1_1") > 1e-3
     assert spread(padding, "relu1_1") < 1e-5
     assert spread(padding, "conv1_2") > 1e-3 and spread(padding.split("-")[0], "conv1_2") < 1e-5
+
+
+# --- the command line ---
+
+@pytest.mark.slow
+def test_cli_flags_reach_the_run_and_bad_values_are_one_line_errors(tmp_path, capsys):
+    import json
+
+    from nst_jax.cli import main
+
+    tiny = ["--weights", "tiny19", "--no-progress", "--size", "32", "--iters", "2"]
+    out = tmp_path / "o.png"
+    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(out), "--style-loss", "gram,sliced",
+                 "--style-loss-weights", "1,500", "--sliced-projections", "3", "--sliced-seed", "4",
+                 "--hist-bins", "none", "--normalize-gradients", "--style-ref-size", "16",
+                 "--padding", "replicate-first", "--ema", "0.9", *tiny]) == 0
+    meta = I.read_png_metadata(out)
+    assert json.loads(meta["style_loss"]) == ["gram", "sliced"] and json.loads(meta["style_loss_weights"]) == [1, 500]
+    assert meta["sliced_projections"] == "3" and meta["sliced_seed"] == "4" and meta["padding"] == "replicate-first"
+    assert meta["normalize_gradients"] == "true" and meta["style_ref_size"] == "16" and float(meta["ema"]) == 0.9
+    sweep = tmp_path / "sw"
+    assert main(["sweep", str(S("blue_marble")), str(S("great_wave")), "--style-loss", "gram,w2", "--grid",
+                 "style-loss-weights=1,0|0,1e3", "-o", str(sweep), *tiny]) == 0
+    members = json.loads((sweep / "sweep.json").read_text())["members"]
+    assert [m["settings"]["style_loss_weights"] for m in members] == [[1, 0], [0, 1000]]
+    capsys.readouterr()
+    for bad, flag in ((["--style-loss", "sinkhorn"], "--style-loss"), (["--style-loss-weights", "1,2"],
+                                                                       "--style-loss-weights"),
+                      (["--ema", "1.5"], "--ema"), (["--hist-bins", "0"], "--hist-bins")):
+        assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(tmp_path / "b.png"),
+                     *bad, *tiny]) == 2, bad
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0], (bad, err)
