@@ -17,8 +17,8 @@ precision  highest     highest   highest   float32 matmul/convolution precision 
 One setting is not a table entry because it must hold before any LAPACK routine loads: CPU linear algebra inside
 compiled programs (the QR, SVD and ``eigh`` of the Gaussian W2 style loss; XLA calls scipy's OpenBLAS for them) runs
 with one OpenBLAS thread (:data:`BLAS_THREADS_ENV` is set to 1 at import unless the environment already sets it).
-XLA's own thread pool already occupies the cores; a second, spinning pool competing with it made a QR of a
-[4096, 128] matrix 100x slower (4.7 s instead of 0.041 s) on the shared 2-core machine of ``benchmarks/RESULTS.md``.
+XLA's own thread pool already occupies the cores; a second, spinning pool competing with it made QR decompositions
+two orders of magnitude slower on a shared 2-core machine (``benchmarks/RESULTS.md``, "style losses").
 
 bfloat16 activations are a setting of their own (``LossConfig.compute_dtype``, ``--bf16``), off everywhere by
 default. The CPU column was chosen by measurement on a 2-core CPU (``benchmarks/RESULTS.md``); the accelerator
