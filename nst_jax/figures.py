@@ -351,13 +351,15 @@ def losses_figure(*, size: int = 256, iters: int = 200, weights="auto", progress
 
 
 def resolution_comparison(content, style, ref_size: int, size: int, *, iters: int = 200, weights="auto",
-                          tilt: Optional[float] = None, progress: bool = True) -> Dict[str, Any]:
+                          tilt: Optional[float] = None, more_tilts: Sequence[float] = (),
+                          progress: bool = True) -> Dict[str, Any]:
     """The resolution rule's check: one transfer at ``ref_size`` and two at ``size`` (without, and with the rule
     ``style_ref_size=ref_size``), each result resized to the reference's shape and compared with the style as the
     reference run sees it (:func:`nst_jax.objective.style_distances`: Gaussian W2 per style layer). ``tilt``: the
-    rule's (default :data:`nst_jax.objective.RESOLUTION_TILT`).
+    rule's (default :data:`nst_jax.objective.RESOLUTION_TILT`); ``more_tilts``: further runs at ``size``, named
+    ``"tilt T"`` (how the default was chosen, ``benchmarks/bench_resolution.py``).
 
-    Returns ``{"images": {"ref", "plain", "rule"}, "look": {run: {layer: W2 at the reference's display size}},
+    Returns ``{"images": {"ref", "plain", "rule", ...}, "look": {run: {layer: W2 at the reference's display size}},
     "native": {run: {layer: W2 against the style at the run's own size}}}``. Same look: ``look["rule"]`` closer to
     ``look["ref"]`` than ``look["plain"]`` is.
     """
@@ -368,11 +370,16 @@ def resolution_comparison(content, style, ref_size: int, size: int, *, iters: in
 
     ref = prepare(content, style, weights=weights, size=ref_size)
     plain = prepare(content, style, weights=ref.params, size=size)
-    factors = objective.resolution_factors(plain.cfg.style_layers, plain.content.shape[:2], ref_size,
-                                           **({} if tilt is None else {"tilt": tilt}))
-    rule = dataclasses.replace(plain, weights=plain.weights.replace(style_layers=plain.weights.style_layers * factors))
+
+    def tilted(t):
+        factors = objective.resolution_factors(plain.cfg.style_layers, plain.content.shape[:2], ref_size, tilt=t)
+        return dataclasses.replace(plain, weights=plain.weights.replace(style_layers=plain.weights.style_layers
+                                                                        * factors))
+
+    runs = [("ref", ref), ("plain", plain), ("rule", tilted(objective.RESOLUTION_TILT if tilt is None else tilt))]
+    runs += [(f"tilt {t:g}", tilted(t)) for t in more_tilts]
     images, look, native = {}, {}, {}
-    for name, p in (("ref", ref), ("plain", plain), ("rule", rule)):
+    for name, p in runs:
         images[name] = solve_problem(p, iters=iters, progress=progress).image
         shown = images[name] if p is ref else I.resize(images[name], ref.content.shape[:2])
         look[name] = objective.style_distances(ref.params, shown, ref.styles_in[0], ref.cfg)
@@ -383,7 +390,8 @@ def resolution_comparison(content, style, ref_size: int, size: int, *, iters: in
 def resolution_figure(*, size: int = 512, iters: int = 200, weights="auto", progress: bool = True,
                       pair: Tuple[str, str] = ("tetons_snake_river", "starry_night")) -> np.ndarray:
     """:func:`resolution_comparison` of a bundled pair at ``size // 2`` and ``size``, as one row of panels labelled
-    with the mean over the layers of the look distance's ratio to the reference run's."""
+    with the mean over the layers of the look distance's ratio to the reference run's ("rule": ``--style-ref-size
+    size // 2``)."""
     from nst_jax import image as I
 
     c, s = (I.sample_path(n) for n in pair)
@@ -391,6 +399,6 @@ def resolution_figure(*, size: int = 512, iters: int = 200, weights="auto", prog
     look = out["look"]
     ratio = {k: float(np.mean([look[k][n] / look["ref"][n] for n in look["ref"]])) for k in look}
     panels = [I.load_image(s, size=size), out["images"]["ref"], out["images"]["plain"], out["images"]["rule"]]
-    labels = ["style", f"{size // 2} px (reference)", f"{size} px, no rule: W2 x{ratio['plain']:.2f}",
-              f"{size} px, --style-ref-size {size // 2}: W2 x{ratio['rule']:.2f}"]
+    labels = ["style", f"{size // 2} px (reference)", f"{size} px: W2 x{ratio['plain']:.2f}",
+              f"{size} px, rule: W2 x{ratio['rule']:.2f}"]
     return labelled_grid(panels, labels, tile=size)

@@ -144,10 +144,12 @@ def test_resolution_comparison_applies_the_rule_and_measures_at_the_reference_si
 
     monkeypatch.setattr(nst_jax.transfer, "solve_problem", fake)
     c, s = I.sample_path("tetons_snake_river"), I.sample_path("starry_night")
-    out = resolution_comparison(c, s, 32, 64, iters=1, weights=tiny_params, progress=False)
+    out = resolution_comparison(c, s, 32, 64, iters=1, weights=tiny_params, more_tilts=(2.0,), progress=False)
     ruled = nst_jax.prepare(c, s, weights=tiny_params, size=64, style_ref_size=32)
     np.testing.assert_allclose(seen[2], ruled.weights.style_layers, rtol=1e-6)
     np.testing.assert_allclose(seen[2] / seen[1], 2.0 ** (np.arange(5) - 2.0), rtol=1e-6)
+    np.testing.assert_allclose(seen[3] / seen[1], 4.0 ** (np.arange(5) - 2.0), rtol=1e-6)  # tilt 2, one doubling
+    assert list(out["look"]) == ["ref", "plain", "rule", "tilt 2"]
     assert out["images"]["ref"].shape[:2] == (26, 32) and out["images"]["rule"].shape[:2] == (51, 64)
     ref = nst_jax.prepare(c, s, weights=tiny_params, size=32)
     shown = I.resize(out["images"]["plain"], (26, 32))
