@@ -87,9 +87,10 @@ class Weights:
     style_losses: jax.Array
 
 
-#: The default weight of each style loss kind (``style_loss_weights=None``): the factor that makes the kind alone, at
-#: the gatys preset's weights (beta 1e3, layer weights 1/C_l^2), stylise about as strongly as the Gram loss; how it
-#: was measured is in ``benchmarks/RESULTS.md`` ("style losses").
+#: The default weight of each style loss kind (``style_loss_weights=None``): a round factor with which the kind alone,
+#: at the gatys preset's weights (beta 1e3, layer weights 1/C_l^2), stylises visibly (the Gram loss's entries are
+#: squared variances, the others' squared activations); how strongly each then stylises, measured on three pairs, is
+#: in ``benchmarks/RESULTS.md`` ("style losses").
 STYLE_LOSS_WEIGHTS = {"gram": 1.0, "w2": 1e3, "sliced": 1e3, "hist": 1e3}
 
 
@@ -446,8 +447,9 @@ def resolution_factors(layers: Sequence[str], shape_HW, ref_size: int, tilt: flo
     Why: a layer's receptive field is fixed in pixels, so at twice the size every layer sees the structures one
     layer shallower saw before, and the coarsest structures the style had at ``ref`` are seen by no layer. Tilting
     the weights towards the deep layers by a factor ``2^tilt`` per pooling level and per doubling of the size (the
-    geometric mean of the multipliers is 1) keeps the balance between coarse and fine structure of the ``ref``
-    look; the measurement behind the default tilt is in ``benchmarks/RESULTS.md`` ("resolution").
+    geometric mean of the multipliers is 1) moves the balance between coarse and fine structure back towards the
+    ``ref`` look. It cannot restore it: no layer sees the coarsest structures any more (for that, coarse-to-fine,
+    :mod:`nst_jax.pyramid`). How far the rule gets, and at which tilts: ``benchmarks/RESULTS.md`` ("resolution").
 
     Example:
       >>> [round(float(f), 3) for f in resolution_factors(["relu1_1", "relu3_1", "relu5_1"], (300, 512), 256)]
