@@ -19,9 +19,10 @@ The public API, all importable from ``nst_jax``:
 * spatial control: :func:`propagate_guides`, :func:`load_guides`;
 * images: :func:`load_image`, :func:`save_image`, :func:`sample_path`, :func:`atomic_write`;
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
-  ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``, ``weights``, ``lbfgs``,
-  ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``grid``, ``sweeps``, ``pyramid``,
-  ``checkpoint``, ``interrupts``, ``memory``, ``image``, ``files``, ``figures``.
+  ``style_losses``, ``gradnorm``, ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``,
+  ``weights``, ``lbfgs``, ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``grid``,
+  ``sweeps``, ``distributed``, ``pyramid``, ``checkpoint``, ``interrupts``, ``memory``, ``image``, ``files``,
+  ``figures``.
 
 Everything is imported on first use (PEP 562): ``import nst_jax`` costs nothing until a name is used.
 """
@@ -32,9 +33,10 @@ __version__ = "0.1.0"
 
 #: The submodules, imported on first use (PEP 562): ``import nst_jax`` and ``import nst_jax.cli`` stay light, so the
 #: command starts at once and answers Ctrl-C while JAX is still loading.
-_MODULES = ("backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "grid",
-            "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective",
-            "problem", "progress", "pyramid", "runner", "solvers", "sweeps", "transfer", "vgg", "weights")
+_MODULES = ("backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "gradnorm",
+            "grid", "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory",
+            "objective", "problem", "progress", "pyramid", "runner", "solvers", "style_losses", "sweeps", "transfer",
+            "vgg", "weights")
 
 #: Public name -> the module defining it (imported on first use, as the submodules).
 _API = {
@@ -69,9 +71,9 @@ __all__ = [
     "rgb_to_yiq", "yiq_to_rgb", "match_color", "match_luminance", "original_colors",
     "propagate_guides", "load_guides",
     "load_image", "save_image", "sample_path", "atomic_write",
-    "backend", "batching", "checkpoint", "color", "config", "figures", "files", "grid", "guidance", "guided", "image",
-    "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "progress", "pyramid",
-    "runner", "solvers", "sweeps", "transfer", "vgg", "weights",
+    "backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "gradnorm", "grid",
+    "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective",
+    "problem", "progress", "pyramid", "runner", "solvers", "style_losses", "sweeps", "transfer", "vgg", "weights",
 ]
 
 

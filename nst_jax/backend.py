@@ -14,6 +14,12 @@ precision  highest     highest   highest   float32 matmul/convolution precision 
                                            "tensorfloat32" trades accuracy for speed on GPUs that have it)
 =========  ==========  ========  ========  =======================================================================
 
+One setting is not a table entry because it must hold before any LAPACK routine loads: CPU linear algebra inside
+compiled programs (the QR, SVD and ``eigh`` of the Gaussian W2 style loss; XLA calls scipy's OpenBLAS for them) runs
+with one OpenBLAS thread (:data:`BLAS_THREADS_ENV` is set to 1 at import unless the environment already sets it).
+XLA's own thread pool already occupies the cores; a second, spinning pool competing with it made QR decompositions
+two orders of magnitude slower on a shared 2-core machine (``benchmarks/RESULTS.md``, "style losses").
+
 bfloat16 activations are a setting of their own (``LossConfig.compute_dtype``, ``--bf16``), off everywhere by
 default. The CPU column was chosen by measurement on a 2-core CPU (``benchmarks/RESULTS.md``); the accelerator
 columns are the plain forms, unmeasured until an accelerator is lent: ``benchmarks/device_check.py`` measures each
@@ -22,9 +28,14 @@ of them (lean vs lax ops, host vs while loop, vmap vs unroll, TF32 vs highest: s
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Optional
 
-__all__ = ["DEFAULTS", "resolve", "current_backend"]
+__all__ = ["DEFAULTS", "BLAS_THREADS_ENV", "resolve", "current_backend"]
+
+#: The environment variable that sets OpenBLAS's thread count (read once, when the library loads).
+BLAS_THREADS_ENV = "OPENBLAS_NUM_THREADS"
+os.environ.setdefault(BLAS_THREADS_ENV, "1")
 
 DEFAULTS: Dict[str, Dict[str, str]] = {
     "cpu": {"ops": "lean", "loop": "host", "members": "unroll", "precision": "highest"},

@@ -16,6 +16,9 @@ they belong to, which is how :func:`nst_jax.stylize` keeps its flat keyword form
 
 A refused value raises :class:`SettingError`, a ``ValueError`` that names the setting (``iters must be an integer
 >= 0, got -1``); the command line prints the same message with the flag (``--iters``).
+
+The module is longer than the project's ~600-line guide on purpose: it is the one place every setting and its check
+lives, and splitting it would scatter the checks that relate settings to each other.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ __all__ = [
     "INITS",
     "NETWORK_OPS",
     "PRECISIONS",
+    "STYLE_LOSSES",
+    "style_loss_kinds",
     "PRESETS",
     "MIN_SIDE",
     "LossConfig",
@@ -81,6 +86,13 @@ PRECISIONS = ("auto", "highest", "high", "default", "tensorfloat32", "bfloat16")
 LOOPS = ("auto", "while", "host")
 MEMBERS = ("auto", "vmap", "unroll")
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
+#: Style loss kinds (:mod:`nst_jax.style_losses`): Gram matrices, Gaussian 2-Wasserstein, sliced Wasserstein, histogram.
+STYLE_LOSSES = ("gram", "w2", "sliced", "hist")
+#: The style loss kinds each spatial mode combines with (guided per region: "gram" and "w2" in the "gram" mode).
+_SPATIAL_KINDS = {
+    "gram": ("gram", "w2"),
+    "sums": ("gram",), "sums+gram": ("gram",), "stacked": ("gram",),
+}
 
 #: Smallest image side (px), before and after resizing: VGG halves the size 4 times before relu5_1.
 MIN_SIDE = 16
@@ -178,6 +190,21 @@ def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
 
 
+def style_loss_kinds(value) -> Tuple[str, ...]:
+    """Style loss kinds as a tuple: ``"gram,w2"`` or a sequence, each of :data:`STYLE_LOSSES` once.
+
+    Example:
+      >>> style_loss_kinds("w2, sliced"), style_loss_kinds(["gram"])
+      (('w2', 'sliced'), ('gram',))
+    """
+    kinds = tuple(v.strip() for v in value.split(",")) if isinstance(value, str) else tuple(value)
+    bad = [k for k in kinds if k not in STYLE_LOSSES]
+    if not kinds or bad or len(set(kinds)) != len(kinds):
+        raise SettingError("style_loss", f"{{setting}} takes distinct kinds of {', '.join(STYLE_LOSSES)} "
+                                         f"(comma-separated), got {value!r}")
+    return kinds
+
+
 # --------------------------------------------------------------------------------------------------- loss, solver
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +228,12 @@ class LossConfig:
         "reflect-first" / "replicate-first" (the first conv only), see :mod:`nst_jax.vgg`.
       input_scale: the network input is ``scale * BGR - mean``: 255 (Caffe) or 256 (jcjohnson/neural-style).
       tv_form: "sum" or "neural-style" (neural_style.lua's), see :func:`nst_jax.losses.tv_loss`.
+      style_losses: the style loss kinds computed, any of "gram", "w2", "sliced", "hist" (:data:`STYLE_LOSSES`), each
+        weighted by its entry of ``Weights.style_losses`` (traced: mixing weights never recompile).
+      sliced_projections: directions P of the sliced Wasserstein loss (None: C_l per layer, as Heitz et al.'s code).
+      hist_bins: equal-mass bins of the histogram loss's targets (None: every sorted value of the style).
+      normalize_gradients: divide each loss term's gradient with respect to its layer's features by its L1 norm
+        (+ 1e-8) before it is weighted (jcjohnson/neural-style's ``-normalize_gradients``, :mod:`nst_jax.gradnorm`).
     """
 
     content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
@@ -217,6 +250,10 @@ class LossConfig:
     padding: str = "zero"
     input_scale: float = 255.0
     tv_form: str = "sum"
+    style_losses: Tuple[str, ...] = ("gram",)
+    sliced_projections: Optional[int] = None
+    hist_bins: Optional[int] = 256
+    normalize_gradients: bool = False
 
     def __post_init__(self):
         _set(self, "content_layers", _layers("content_layers", self.content_layers, allow_empty=True))
@@ -237,6 +274,22 @@ class LossConfig:
         if not (isinstance(self.remat, bool) or isinstance(self.remat, str)):
             raise SettingError("remat", f"{{setting}} must be True, False or a jax.checkpoint_policies name, "
                                         f"got {self.remat!r}")
+        _set(self, "style_losses", style_loss_kinds(self.style_losses))
+        _int("sliced_projections", self.sliced_projections, 1, optional=True)
+        _int("hist_bins", self.hist_bins, 1, optional=True)
+        if not isinstance(self.normalize_gradients, bool):
+            raise SettingError("normalize_gradients", f"{{setting}} must be True or False, got "
+                                                      f"{self.normalize_gradients!r}")
+        allowed = _SPATIAL_KINDS.get(self.spatial, STYLE_LOSSES)
+        refused = [k for k in self.style_losses if k not in allowed]
+        if refused and self.spatial == "gram":
+            raise SettingError("style_loss", f"{{setting}} {', '.join(refused)} has no guided variant (sorting matches "
+                                             "a whole distribution; soft region guides would need weighted quantiles); "
+                                             "use gram or w2 with spatial control")
+        if refused:
+            raise SettingError("style_loss", f"{{setting}} {', '.join(refused)} does not combine with spatial mode "
+                                             f"{self.spatial!r} (its guided terms are its own); use --spatial gram for "
+                                             "a guided w2, or gram alone")
 
     @property
     def all_layers(self) -> Tuple[str, ...]:
@@ -278,6 +331,8 @@ class SolverConfig:
         unconstrained ``u``, evaluate the loss at ``clip(u, 0, 1)`` and report ``clip(u)``, as PyTorch runs Gatys),
         ``"project"`` (``optax-lbfgs`` only: project after each line search) or ``"auto"`` (clamp). ``jaxopt`` keeps
         true bounds, ``lbfgs`` and ``adam`` project.
+      ema: None, or the decay d in (0, 1) of an exponential moving average of the iterates, returned as the result
+        (:class:`nst_jax.solvers.EMASolver`: crowsonkb/style-transfer-pytorch's bias-corrected average).
     """
 
     name: str = "lbfgs"
@@ -290,6 +345,7 @@ class SolverConfig:
     first_step: Optional[float] = None
     max_linesearch: Optional[int] = None
     bounds: str = "auto"
+    ema: Optional[float] = None
 
     def __post_init__(self):
         if self.name not in SOLVERS:
@@ -308,6 +364,9 @@ class SolverConfig:
             raise SettingError("bounds", f"{{setting}} 'project' is for optax-lbfgs ({self.name} keeps its own box)")
         if self.bounds == "clamp" and self.name not in ("optax-lbfgs", "jaxopt-lbfgs"):
             raise SettingError("bounds", f"{{setting}} 'clamp' is for optax-lbfgs and jaxopt-lbfgs, not {self.name}")
+        if self.ema is not None and not (isinstance(self.ema, numbers.Real) and not isinstance(self.ema, bool)
+                                         and 0.0 < float(self.ema) < 1.0):
+            raise SettingError("ema", f"{{setting}} must be a decay between 0 and 1 (e.g. 0.9), got {self.ema!r}")
 
     @property
     def step(self) -> float:
@@ -510,6 +569,13 @@ class ProblemSpec:
       color: a :class:`ColorConfig` (or its mode as a string).
       spatial: a :class:`SpatialConfig` (or a dict of its fields), or None.
       remat, compute_dtype, ops, precision: as :class:`LossConfig`.
+      style_loss: the style loss kinds, e.g. "gram" (default), "w2", "gram,w2" (see :class:`LossConfig`).
+      style_loss_weights: one weight per kind (None: each kind's default, :data:`nst_jax.objective.STYLE_LOSS_WEIGHTS`,
+        calibrated so that each kind alone at the preset's style weight stylises).
+      sliced_projections, hist_bins, normalize_gradients: as :class:`LossConfig`.
+      sliced_seed: the seed of the sliced Wasserstein loss's projections (drawn once, when the targets are made).
+      style_ref_size: None, or the reference size (px) of the resolution rule: the layer weights are rescaled for
+        the working size so that the result looks as it would at this size (:func:`nst_jax.objective.resolution_factors`).
     """
 
     weights: Any = "auto"
@@ -535,6 +601,13 @@ class ProblemSpec:
     pool_rounding: str = "auto"
     padding: str = "zero"
     freeze_mask: Any = None
+    style_loss: Any = ("gram",)
+    style_loss_weights: Optional[Sequence[float]] = None
+    sliced_projections: Optional[int] = None
+    hist_bins: Optional[int] = 256
+    sliced_seed: int = 0
+    normalize_gradients: bool = False
+    style_ref_size: Optional[int] = None
 
     def __post_init__(self):
         preset(self.preset)
@@ -564,6 +637,11 @@ class ProblemSpec:
                 _set(self, setting, _layers(setting, value, allow_empty=setting == "content_layers"))
         if self.style_blend is not None:
             _set(self, "style_blend", _reals("style_blend", self.style_blend, "style blend weights"))
+        _set(self, "style_loss", style_loss_kinds(self.style_loss))
+        if self.style_loss_weights is not None:
+            _set(self, "style_loss_weights", _reals("style_loss_weights", self.style_loss_weights, "style loss weights"))
+        _int("sliced_seed", self.sliced_seed, 0, MAX_SEED)
+        _int("style_ref_size", self.style_ref_size, MIN_SIDE, optional=True)
         if isinstance(self.layer_weights, str):
             _choice("layer_weights", self.layer_weights, LAYER_WEIGHTINGS)
         elif self.layer_weights is not None:
@@ -581,7 +659,9 @@ class ProblemSpec:
             spatial=None if self.spatial is None else self.spatial.mode, remat=self.remat,
             compute_dtype=self.compute_dtype, ops=self.ops, precision=self.precision,
             pool_rounding=weights_pool_rounding if self.pool_rounding == "auto" else self.pool_rounding,
-            padding=self.padding, input_scale=pre["input_scale"], tv_form=pre["tv_form"])
+            padding=self.padding, input_scale=pre["input_scale"], tv_form=pre["tv_form"],
+            style_losses=self.style_loss, sliced_projections=self.sliced_projections, hist_bins=self.hist_bins,
+            normalize_gradients=self.normalize_gradients)
 
     def weight_settings(self) -> Dict[str, Any]:
         """Content, style, TV and sums weight and the layer weights: the given ones, else the preset's."""
@@ -602,7 +682,8 @@ class ProblemSpec:
         if self.freeze_mask is not None:
             out["freeze_mask"] = os.fspath(self.freeze_mask) if isinstance(self.freeze_mask, (str, os.PathLike)) \
                 else "array"
-        for key in ("style_blend", "content_layers", "style_layers", "layer_weights"):
+        for key in ("style_blend", "content_layers", "style_layers", "layer_weights", "style_loss",
+                    "style_loss_weights"):
             if isinstance(out[key], tuple):
                 out[key] = list(out[key])
         return out
@@ -613,7 +694,7 @@ class ProblemSpec:
 _COLOR_KEYS = {"color": "mode", "match_mode": "match_mode", "lum_match": "lum_match"}
 _SOLVER_KEYS = {"solver": "name", "history": "history", "lr": "lr", "chunk": "chunk", "loop": "loop",
                 "members": "members", "precondition": "precondition", "first_step": "first_step",
-                "max_linesearch": "max_linesearch", "bounds": "bounds"}
+                "max_linesearch": "max_linesearch", "bounds": "bounds", "ema": "ema"}
 
 
 def split_kwargs(spec: Optional[ProblemSpec] = None, options: Optional[SolveOptions] = None,
@@ -623,7 +704,7 @@ def split_kwargs(spec: Optional[ProblemSpec] = None, options: Optional[SolveOpti
     Each keyword is a field of :class:`ProblemSpec`, :class:`SolveOptions`, :class:`ColorConfig` (``color`` for
     its mode, ``match_mode``, ``lum_match``) or :class:`SolverConfig` (``solver`` for its name, ``history``,
     ``lr``, ``chunk``, ``loop``, ``members``, ``precondition``, ``first_step``, ``max_linesearch``,
-    ``bounds``). An unknown keyword raises ``TypeError``.
+    ``bounds``, ``ema``). An unknown keyword raises ``TypeError``.
 
     Example:
       >>> spec, opts = split_kwargs(size=256, color="luminance", iters=10, solver="adam", lr=0.05)

@@ -7,6 +7,7 @@ everywhere (``alpha/beta``, not Greek letters). ``plot_losses`` needs the option
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -15,7 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["labelled_grid", "table_grid", "format_number", "format_ratio", "axis_label", "sweep_pages",
-           "plot_losses", "PAPER_FIGURES", "LAYER_SETS", "LAYER_RATIOS", "paper_figure"]
+           "plot_losses", "PAPER_FIGURES", "LAYER_SETS", "LAYER_RATIOS", "LOSS_PAIRS", "paper_figure",
+           "losses_figure", "resolution_comparison", "resolution_figure"]
 
 
 def format_number(v: float) -> str:
@@ -241,7 +243,14 @@ PAPER_FIGURES = {
     "color": "2017 Fig. 3: content, style, plain transfer, luminance-only, colour-matched style",
     "spatial": "2017 Fig. 2: sky and ground styled by different paintings via guided Gram matrices",
     "scale": "2017 Fig. 5: two styles, their mix across scales, and the content stylised with the mix",
+    "losses": "the style losses side by side (gram, w2, sliced, hist at their default weights) on three pairs",
+    "resolution": "one pair at --size/2 and at --size, the latter without and with the resolution rule "
+                  "(--style-ref-size), with the style distance at the common display size",
 }
+
+#: The bundled (content, style) pairs of the losses figure and benchmark.
+LOSS_PAIRS = (("blue_marble", "great_wave"), ("tetons_snake_river", "starry_night"),
+              ("blue_marble", "wheat_field_with_cypresses"))
 
 #: The 2016 paper's Fig. 3 rows: style matched on relu1_1, then on relu1_1 and relu2_1, ..., up to relu5_1.
 LAYER_SETS = tuple(tuple(f"relu{b}_1" for b in range(1, top + 1)) for top in range(1, 6))
@@ -284,6 +293,10 @@ def paper_figure(name: str, *, size: int = 256, iters: int = 200, weights="auto"
     kw = dict(weights=weights, size=size, iters=iters, progress=progress)
     if name in ("sweep", "layers", "styles"):
         return _sweep_figure(name, kw)
+    if name == "losses":
+        return losses_figure(**kw)
+    if name == "resolution":
+        return resolution_figure(**kw)
     if name == "color":
         content, style = sp("blue_marble"), sp("starry_night")
         panels = [I.load_image(content, size=size), I.load_image(style, size=size)]
@@ -315,3 +328,77 @@ def paper_figure(name: str, *, size: int = 256, iters: int = 200, weights="auto"
               result]
     return labelled_grid(panels, ["coarse-scale style", "fine-scale style", "new style (mix)", "content",
                                   "stylised with the mix"])
+
+
+# ------------------------------------------------------------------------------------------------ beyond the papers
+
+def losses_figure(*, size: int = 256, iters: int = 200, weights="auto", progress: bool = True,
+                  kinds: Sequence[str] = ("gram", "w2", "sliced", "hist")) -> np.ndarray:
+    """Each style loss kind alone, at its default weight and otherwise the gatys preset, on the pairs of
+    :data:`LOSS_PAIRS`: rows are pairs, columns content, style and one result per kind."""
+    from nst_jax import image as I
+    from nst_jax.transfer import stylize
+
+    rows, labels = [], []
+    for content, style in LOSS_PAIRS:
+        c, s = I.sample_path(content), I.sample_path(style)
+        rows.append([I.load_image(c, size=size), I.load_image(s, size=size)] + [
+            stylize(c, s, style_loss=k, size=size, iters=iters, weights=weights, progress=progress).image
+            for k in kinds])
+        labels.append(f"{content} + {style}")
+    return table_grid(rows, labels, ["content", "style"] + [f"--style-loss {k}" for k in kinds],
+                      title=f"{size} px, {iters} iterations, gatys preset, each kind at its default weight")
+
+
+def resolution_comparison(content, style, ref_size: int, size: int, *, iters: int = 200, weights="auto",
+                          tilt: Optional[float] = None, more_tilts: Sequence[float] = (),
+                          progress: bool = True) -> Dict[str, Any]:
+    """The resolution rule's check: one transfer at ``ref_size`` and two at ``size`` (without, and with the rule
+    ``style_ref_size=ref_size``), each result resized to the reference's shape and compared with the style as the
+    reference run sees it (:func:`nst_jax.objective.style_distances`: Gaussian W2 per style layer). ``tilt``: the
+    rule's (default :data:`nst_jax.objective.RESOLUTION_TILT`); ``more_tilts``: further runs at ``size``, named
+    ``"tilt T"`` (how the default was chosen, ``benchmarks/bench_resolution.py``).
+
+    Returns ``{"images": {"ref", "plain", "rule", ...}, "look": {run: {layer: W2 at the reference's display size}},
+    "native": {run: {layer: W2 against the style at the run's own size}}}``. Same look: ``look["rule"]`` closer to
+    ``look["ref"]`` than ``look["plain"]`` is.
+    """
+    from nst_jax import image as I
+    from nst_jax import objective
+    from nst_jax.problem import prepare
+    from nst_jax.transfer import solve_problem
+
+    ref = prepare(content, style, weights=weights, size=ref_size)
+    plain = prepare(content, style, weights=ref.params, size=size)
+
+    def tilted(t):
+        factors = objective.resolution_factors(plain.cfg.style_layers, plain.content.shape[:2], ref_size, tilt=t)
+        return dataclasses.replace(plain, weights=plain.weights.replace(style_layers=plain.weights.style_layers
+                                                                        * factors))
+
+    runs = [("ref", ref), ("plain", plain), ("rule", tilted(objective.RESOLUTION_TILT if tilt is None else tilt))]
+    runs += [(f"tilt {t:g}", tilted(t)) for t in more_tilts]
+    images, look, native = {}, {}, {}
+    for name, p in runs:
+        images[name] = solve_problem(p, iters=iters, progress=progress).image
+        shown = images[name] if p is ref else I.resize(images[name], ref.content.shape[:2])
+        look[name] = objective.style_distances(ref.params, shown, ref.styles_in[0], ref.cfg)
+        native[name] = objective.style_distances(p.params, images[name], p.styles_in[0], p.cfg)
+    return {"images": images, "look": look, "native": native}
+
+
+def resolution_figure(*, size: int = 512, iters: int = 200, weights="auto", progress: bool = True,
+                      pair: Tuple[str, str] = ("tetons_snake_river", "starry_night")) -> np.ndarray:
+    """:func:`resolution_comparison` of a bundled pair at ``size // 2`` and ``size``, as one row of panels labelled
+    with the mean over the layers of the look distance's ratio to the reference run's ("rule": ``--style-ref-size
+    size // 2``)."""
+    from nst_jax import image as I
+
+    c, s = (I.sample_path(n) for n in pair)
+    out = resolution_comparison(c, s, size // 2, size, iters=iters, weights=weights, progress=progress)
+    look = out["look"]
+    ratio = {k: float(np.mean([look[k][n] / look["ref"][n] for n in look["ref"]])) for k in look}
+    panels = [I.load_image(s, size=size), out["images"]["ref"], out["images"]["plain"], out["images"]["rule"]]
+    labels = ["style", f"{size // 2} px (reference)", f"{size} px: W2 x{ratio['plain']:.2f}",
+              f"{size} px, rule: W2 x{ratio['rule']:.2f}"]
+    return labelled_grid(panels, labels, tile=size)

@@ -185,6 +185,8 @@ AXES: Dict[str, Axis] = {a.name: a for a in (
                                               "zero layer weights outside each member's set)", "style_layers"),
     Axis("style_blend", "vector", "weights", "one blend weight per style image", "blend"),
     Axis("region_weights", "vector", "weights", "one weight per region of spatial control", "regions"),
+    Axis("style_loss_weights", "vector", "weights", "one weight per style loss kind (style_loss: gram, w2, sliced, "
+                                                    "hist)", "style_losses"),
     Axis("seed", "seed", "x0", "the seed of the noise initialisation (init='noise')"),
     Axis("style", "image", "targets", "a style image (a list of them: blended)"),
     Axis("content", "image", "targets", "a content photo (resized, and centre-cropped, to the first photo's shape)"),
@@ -209,6 +211,13 @@ STRUCTURAL: Dict[str, str] = {
     "ops": "the network op path is part of the program", "precision": "the matmul precision is part of the program",
     "loop": "the loop mode is part of the runner", "members": "the member evaluation mode is part of the program",
     "chunk": "the chunk length is part of the runner",
+    "style_loss": "the style loss kinds are part of the program (compute several and sweep style-loss-weights)",
+    "sliced_projections": "the number of projections sets the targets' shapes",
+    "hist_bins": "the number of bins sets the targets' shapes",
+    "sliced_seed": "the projections are drawn when the targets are made",
+    "normalize_gradients": "gradient normalisation is part of the program",
+    "style_ref_size": "the resolution rule sets the layer weights (sweep layer-weights)",
+    "ema": "iterate averaging is part of the solver",
 }
 
 

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import guided, losses, masks, vgg
+from nst_jax import style_losses as SL
 from nst_jax.config import PROPAGATIONS, LossConfig, SpatialConfig
 from nst_jax.objective import Targets, compute_targets, network_features
 
@@ -340,13 +341,32 @@ def _style_statistics(params, image_HW3, guides_HWR, threshold, layers, mode, er
     feats = network_features(params, image_HW3, layers, cfg)
     guides, valid_LR = prepare_guides(guides_HWR, params, layers, mode, erode, threshold,
                                       pool_rounding=cfg.pool_rounding)
-    return {
+    out = {
         "grams": {n: guided.guided_gram(feats[n], guides[n], norm) for n in layers},
         "sums": {n: guided.guided_sum(feats[n], guides[n]) for n in layers},
         "plain": {n: losses.gram(feats[n], norm) for n in layers},
         "means": {n: jnp.mean(feats[n], axis=(0, 1)) for n in layers},
         "valid_LR": valid_LR,
     }
+    if "w2" in cfg.style_losses:  # per region: mean and covariance with the guided Gram's weights T~^2
+        stats = lambda f, g: jax.vmap(lambda t: SL.feature_stats(f, jnp.square(t)), in_axes=2)(g)  # noqa: E731
+        out["w2"] = {n: stats(feats[n].astype(jnp.float32), guides[n]) for n in layers}
+        out["w2_plain"] = {n: SL.feature_stats(feats[n].astype(jnp.float32)) for n in layers}
+    return out
+
+
+def _w2_rows(per_style, pairs_sk, name: str, global_channel: bool):
+    """The W2 targets ``(mean [R, C], cov + eps I [R, C, C], sqrt [R, C, C])`` of one layer: region r's statistics
+    from its style's guide channel; the global channel's from the mixture of the styles' whole images."""
+    means = [per_style[s]["w2"][name][0][k] for s, k in pairs_sk]
+    covs = [per_style[s]["w2"][name][1][k] for s, k in pairs_sk]
+    if global_channel:
+        plain = [st["w2_plain"][name] for st in per_style]
+        m, c, _ = SL.w2_blend(jnp.stack([p[0] for p in plain]), jnp.stack([p[1] for p in plain]),
+                              jnp.ones(len(plain), jnp.float32), eps=0.0)
+        means.append(m)
+        covs.append(c)
+    return jax.vmap(SL.w2_target_from_stats)(jnp.stack(means), jnp.stack(covs))
 
 
 def guided_targets(
@@ -385,7 +405,9 @@ def guided_targets(
       ``"grams"``: ``{layer: [R, C, C]}`` guided Gram targets (Sec. 4, guided Gram);
       ``"sums"``: ``{layer: [R, C]}`` guided sum targets;
       ``"global_grams"``: ``{layer: [C, C]}`` mean over the S styles of their plain Grams (the "sums+gram" target);
-      ``"valid_LR"``: [L, R] bool, False where region r of its style is empty at layer l (AND it with the content's).
+      ``"valid_LR"``: [L, R] bool, False where region r of its style is empty at layer l (AND it with the content's);
+      ``"w2"``: with "w2" in ``cfg.style_losses``, ``{layer: (mean [R, C], cov + eps I [R, C, C], sqrt [R, C, C])}``
+      each region's Gaussian fitted with the guided Gram's weights ``T~^2`` (else empty).
     """
     if len(style_images) != len(style_guides):
         raise ValueError(f"{len(style_images)} style images but {len(style_guides)} style guides")
@@ -424,7 +446,8 @@ def guided_targets(
     if global_channel:
         cols.append(jnp.ones((len(layers),), bool))
     valid = jnp.stack(cols, axis=1)
-    return {"grams": grams, "sums": sums, "global_grams": global_grams, "valid_LR": valid}
+    w2 = {n: _w2_rows(per_style, pairs_sk, n, global_channel) for n in layers} if "w2" in per_style[0] else {}
+    return {"grams": grams, "sums": sums, "global_grams": global_grams, "valid_LR": valid, "w2": w2}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -520,7 +543,7 @@ def spatial_targets(params, content_HW3, styles: Sequence, spatial: SpatialConfi
     guided.refuse_vanished_regions(np.asarray(valid), layers, names)
     guided.report_empty_regions(np.asarray(valid), layers, names)
     if spatial.mode == "gram":
-        style = guided.GuidedGramTargets(guides=g_norm, valid=valid, grams=st["grams"])
+        style = guided.GuidedGramTargets(guides=g_norm, valid=valid, grams=st["grams"], w2=st["w2"])
     elif spatial.mode == "sums":
         style = guided.GuidedSumTargets(guides=g_norm, valid=valid, sums=st["sums"])
     else:

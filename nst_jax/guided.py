@@ -8,10 +8,13 @@ invalid; the losses skip it through ``jnp.where`` so neither the value nor the g
 
 * guided Gram matrices ``G^r = (F o T~^r)^T (F o T~^r) / N`` (:func:`guided_gram`, :func:`guided_style_loss`);
 * guided sums ``M^r = (1/N) sum_p T~^r(p) f_p`` (:func:`guided_sum`, :func:`guided_sum_loss`);
-* the stacked Gram of ``[F, s T]`` (:func:`stacked_gram`).
+* the stacked Gram of ``[F, s T]`` (:func:`stacked_gram`);
+* the guided Gaussian W2 loss (:func:`guided_w2_loss`): each region's feature Gaussian fitted with the soft weights
+  ``T~^r(p)^2``, the same weighting as the guided Gram (the "gram" mode with the "w2" style loss kind).
 
-Each spatial mode has a target type (a ``flax.struct`` pytree: traced, vmappable) whose ``style_loss(feats,
-weights, cfg)`` is the term β weighs and ``sums_loss(feats, weights, cfg)`` the term the sums weight
+Each spatial mode has a target type (a ``flax.struct`` pytree: traced, vmappable) whose ``style_terms(feats,
+weights, cfg)`` are its style loss kinds' terms, ``style_loss(feats, weights, cfg)`` their sum weighted by
+``Weights.style_losses`` (the term β weighs) and ``sums_loss(feats, weights, cfg)`` the term the sums weight
 (``Weights.sums``) weighs: :class:`GuidedGramTargets` ("gram"), :class:`GuidedSumTargets` ("sums"),
 :class:`SumsGramTargets` ("sums+gram"), :class:`StackedTargets` ("stacked"). As in the official code, the guided sums
 have their own weight (1e9 against β = 1e3 there, both with the 1/C_l^2 layer weights; the sums also with the region
@@ -20,6 +23,7 @@ weights 1/R), so in "sums+gram" they are not drowned by the Gram term.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -27,7 +31,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nst_jax import losses
+from nst_jax import gradnorm, losses
+from nst_jax import style_losses as SL
 
 __all__ = [
     "normalize_guides",
@@ -37,6 +42,7 @@ __all__ = [
     "guided_style_loss",
     "guided_sum",
     "guided_sum_loss",
+    "guided_w2_loss",
     "stacked_gram",
     "GuidedGramTargets",
     "GuidedSumTargets",
@@ -124,12 +130,39 @@ def _valid_from_guides(guides: Mapping[str, jax.Array], layers: Sequence[str]) -
     return jnp.stack([jnp.any(guides[name] != 0, axis=(0, 1)) for name in layers])
 
 
-def _guided_total(per_layer_R, layer_weights_L, region_weights_R, valid_LR):
+def _region_weights(region_weights_R, r: int):
+    return jnp.full((r,), 1.0 / r, jnp.float32) if region_weights_R is None else region_weights_R
+
+
+def _gram_layer(feats_HWC, target_RxCxC, guides_hwR, valid_R, region_weights_R, norm: str = "hw"):
+    """One layer's ``sum_r w_r mean((G^r(x) - G^r(style_r))^2)`` over its valid regions."""
+    diff = guided_gram(feats_HWC, guides_hwR, norm) - target_RxCxC
+    diff = jnp.where(valid_R[:, None, None], diff, 0.0)  # an empty region's target may even be NaN
+    return jnp.sum(region_weights_R * jnp.where(valid_R, jnp.mean(jnp.square(diff), axis=(1, 2)), 0.0))
+
+
+def _sum_layer(feats_HWC, target_RxC, guides_hwR, valid_R, region_weights_R):
+    """One layer's ``sum_r w_r mean((M^r(x) - M^r(style_r))^2)`` over its valid regions."""
+    diff = jnp.where(valid_R[:, None], guided_sum(feats_HWC, guides_hwR) - target_RxC, 0.0)
+    return jnp.sum(region_weights_R * jnp.where(valid_R, jnp.mean(jnp.square(diff), axis=1), 0.0))
+
+
+def _w2_layer(feats_HWC, mean_RxC, cov_RxCxC, sqrt_RxCxC, guides_hwR, valid_R, region_weights_R):
+    """One layer's ``sum_r w_r W2(F weighted by T~^r(p)^2, style_r's region)`` over its valid regions."""
+    per_region = jax.vmap(lambda m, c, q, g: SL.w2_loss(feats_HWC, m, c, q, weights_HW=jnp.square(g)),
+                          in_axes=(0, 0, 0, 2))(mean_RxC, cov_RxCxC, sqrt_RxCxC, guides_hwR)
+    return jnp.sum(region_weights_R * jnp.where(valid_R, per_region, 0.0))
+
+
+def _layer_sum(layer_fn, feats, per_layer_args, layers, layer_weights_L, region_weights_R, valid_LR,
+               normalize: bool = False) -> jax.Array:
+    """``sum_l w_l layer_fn(F_l, *args_l, valid_l, region weights)`` (each layer's term through
+    :func:`nst_jax.gradnorm.term` when ``normalize``)."""
     total = jnp.zeros((), jnp.float32)
-    for j, loss_R in enumerate(per_layer_R):
-        r = loss_R.shape[0]
-        w_R = jnp.full((r,), 1.0 / r, jnp.float32) if region_weights_R is None else region_weights_R
-        total = total + layer_weights_L[j] * jnp.sum(w_R * jnp.where(valid_LR[j], loss_R, 0.0))
+    for j, n in enumerate(layers):
+        args = per_layer_args(n)
+        w_R = _region_weights(region_weights_R, valid_LR.shape[1])
+        total = total + layer_weights_L[j] * gradnorm.term(normalize, layer_fn, feats[n], *args, valid_LR[j], w_R)
     return total
 
 
@@ -142,6 +175,7 @@ def guided_style_loss(
     region_weights_R: Optional[jax.Array] = None,
     valid_LR: Optional[jax.Array] = None,
     norm: str = "hw",
+    normalize: bool = False,
 ) -> jax.Array:
     """``sum_l w_l sum_r w_r mean((G^r_l(x) - G^r_l(style_r))^2)`` (2017 paper, Sec. 4.1, Eq. 5 per region).
 
@@ -152,15 +186,36 @@ def guided_style_loss(
       layer_weights_L: [L] in ``layers`` order. region_weights_R: [R], default 1/R.
       valid_LR: [L, R] bool; False entries (empty regions) contribute 0 via ``jnp.where``. Default: the non-zero
         channels of ``guides``.
+      normalize: per-layer gradient normalisation (:mod:`nst_jax.gradnorm`).
     """
     if valid_LR is None:
         valid_LR = _valid_from_guides(guides, layers)
-    per_layer = []
-    for j, n in enumerate(layers):
-        diff = guided_gram(feats[n], guides[n], norm) - target_guided_grams[n]
-        diff = jnp.where(valid_LR[j][:, None, None], diff, 0.0)  # an empty region's target may even be NaN
-        per_layer.append(jnp.mean(jnp.square(diff), axis=(1, 2)))
-    return _guided_total(per_layer, layer_weights_L, region_weights_R, valid_LR)
+    return _layer_sum(functools.partial(_gram_layer, norm=norm), feats,
+                      lambda n: (target_guided_grams[n], guides[n]), layers, layer_weights_L, region_weights_R,
+                      valid_LR, normalize)
+
+
+def guided_w2_loss(
+    feats: Mapping[str, jax.Array],
+    target_stats: Mapping[str, Tuple[jax.Array, jax.Array, jax.Array]],
+    guides: Mapping[str, jax.Array],
+    layers: Sequence[str],
+    layer_weights_L: jax.Array,
+    region_weights_R: Optional[jax.Array] = None,
+    valid_LR: Optional[jax.Array] = None,
+    normalize: bool = False,
+) -> jax.Array:
+    """The guided Gaussian W2 loss: ``sum_l w_l sum_r w_r W2_l^r``, region r's Gaussian fitted to the generated
+    image's features with the soft position weights ``T~^r(p)^2`` (those of the guided Gram,
+    :func:`nst_jax.style_losses.feature_stats`) against its style region's (:func:`nst_jax.style_losses.w2_loss`).
+
+    Args as :func:`guided_style_loss`; ``target_stats``: ``{layer: (mean [R, C], cov + eps I [R, C, C],
+    sqrt [R, C, C])}`` (:func:`nst_jax.guidance.guided_targets` with ``"w2"`` in the loss's kinds).
+    """
+    if valid_LR is None:
+        valid_LR = _valid_from_guides(guides, layers)
+    return _layer_sum(_w2_layer, feats, lambda n: (*target_stats[n], guides[n]), layers, layer_weights_L,
+                      region_weights_R, valid_LR, normalize)
 
 
 def guided_sum(feats_HWC: jax.Array, guides_HWR_normalized: jax.Array) -> jax.Array:
@@ -196,16 +251,14 @@ def guided_sum_loss(
     layer_weights_L: jax.Array,
     region_weights_R: Optional[jax.Array] = None,
     valid_LR: Optional[jax.Array] = None,
+    normalize: bool = False,
 ) -> jax.Array:
     """``sum_l w_l sum_r w_r mean((M^r_l(x) - M^r_l(style_r))^2)``; arguments as :func:`guided_style_loss`,
     ``target_sums``: ``{layer: [R, C]}``."""
     if valid_LR is None:
         valid_LR = _valid_from_guides(guides, layers)
-    per_layer = []
-    for j, n in enumerate(layers):
-        diff = jnp.where(valid_LR[j][:, None], guided_sum(feats[n], guides[n]) - target_sums[n], 0.0)
-        per_layer.append(jnp.mean(jnp.square(diff), axis=1))
-    return _guided_total(per_layer, layer_weights_L, region_weights_R, valid_LR)
+    return _layer_sum(_sum_layer, feats, lambda n: (target_sums[n], guides[n]), layers, layer_weights_L,
+                      region_weights_R, valid_LR, normalize)
 
 
 def stacked_gram(
@@ -242,23 +295,39 @@ def _no_sums(self, feats, weights, cfg) -> jax.Array:
     return jnp.zeros((), jnp.float32)
 
 
+def _style_loss(self, feats, weights, cfg) -> jax.Array:
+    """``sum_k w_k style_terms[k]`` with the kind weights ``weights.style_losses``
+    (:func:`nst_jax.style_losses.mix_kinds`)."""
+    return SL.mix_kinds(self.style_terms(feats, weights, cfg), weights.style_losses, cfg.style_losses)
+
+
 @struct.dataclass
 class GuidedGramTargets:
-    """Targets of the "gram" mode: content guides per layer and each region's guided Gram of its style.
+    """Targets of the "gram" mode: content guides per layer and each region's guided statistics of its style.
 
     Attributes: ``guides`` {layer: [h, w, R]} normalised content guides; ``valid`` [L, R] bool (content AND style
-    region non-empty at the layer); ``grams`` {layer: [R, C, C]}.
+    region non-empty at the layer); ``grams`` {layer: [R, C, C]}; with the "w2" kind, ``w2`` {layer: (mean [R, C],
+    cov + eps I [R, C, C], sqrt [R, C, C])} (empty otherwise).
     """
 
     guides: Dict[str, jax.Array]
     valid: jax.Array
     grams: Dict[str, jax.Array]
+    w2: Dict[str, Tuple[jax.Array, jax.Array, jax.Array]] = struct.field(default_factory=dict)
 
-    def style_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
-        """:func:`guided_style_loss` with the layer and region weights of ``weights``."""
-        return guided_style_loss(feats, self.grams, self.guides, cfg.style_layers, weights.style_layers,
-                                 weights.regions, self.valid, cfg.gram_norm)
+    def style_terms(self, feats: Mapping[str, jax.Array], weights, cfg) -> Dict[str, jax.Array]:
+        """``{"gram": guided_style_loss, "w2": guided_w2_loss}`` (the kinds of ``cfg.style_losses``), with the layer
+        and region weights of ``weights``."""
+        out = {}
+        common = (cfg.style_layers, weights.style_layers, weights.regions, self.valid)
+        if "gram" in cfg.style_losses:
+            out["gram"] = guided_style_loss(feats, self.grams, self.guides, *common, norm=cfg.gram_norm,
+                                            normalize=cfg.normalize_gradients)
+        if "w2" in cfg.style_losses:
+            out["w2"] = guided_w2_loss(feats, self.w2, self.guides, *common, normalize=cfg.normalize_gradients)
+        return out
 
+    style_loss = _style_loss
     sums_loss = _no_sums
 
 
@@ -270,12 +339,25 @@ class GuidedSumTargets:
     valid: jax.Array
     sums: Dict[str, jax.Array]
 
-    style_loss = _no_sums  # no Gram term: 0 (the sums are :meth:`sums_loss`)
+    def style_terms(self, feats, weights, cfg) -> Dict[str, jax.Array]:
+        """No Gram term: ``{"gram": 0}`` (the sums are :meth:`sums_loss`)."""
+        return {"gram": jnp.zeros((), jnp.float32)}
+
+    style_loss = _style_loss
 
     def sums_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
         """:func:`guided_sum_loss` with the layer and region weights of ``weights`` (weighted by ``weights.sums``)."""
         return guided_sum_loss(feats, self.sums, self.guides, cfg.style_layers, weights.style_layers,
-                               weights.regions, self.valid)
+                               weights.regions, self.valid, cfg.normalize_gradients)
+
+
+def _plain_gram_loss(feats, targets, weights, cfg) -> jax.Array:
+    """``sum_l w_l mean((G_l(x) - A_l)^2)`` against one Gram per layer (each term normalised if asked)."""
+    total = jnp.zeros((), jnp.float32)
+    for j, n in enumerate(cfg.style_layers):
+        fn = functools.partial(losses.gram_layer_loss, norm=cfg.gram_norm)
+        total = total + weights.style_layers[j] * gradnorm.term(cfg.normalize_gradients, fn, feats[n], targets[n])
+    return total
 
 
 @struct.dataclass
@@ -288,14 +370,20 @@ class SumsGramTargets:
     sums: Dict[str, jax.Array]
     global_grams: Dict[str, jax.Array]
 
-    def style_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
-        """The plain Gram loss against ``global_grams`` with the style layer weights (weighted by β)."""
-        return losses.style_loss(feats, self.global_grams, cfg.style_layers, weights.style_layers, cfg.gram_norm)
+    def style_terms(self, feats: Mapping[str, jax.Array], weights, cfg) -> Dict[str, jax.Array]:
+        """``{"gram": the plain Gram loss against global_grams}`` with the style layer weights (weighted by β)."""
+        return {"gram": _plain_gram_loss(feats, self.global_grams, weights, cfg)}
+
+    style_loss = _style_loss
 
     def sums_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
         """:func:`guided_sum_loss` with the style layer and region weights (weighted by ``weights.sums``)."""
         return guided_sum_loss(feats, self.sums, self.guides, cfg.style_layers, weights.style_layers,
-                               weights.regions, self.valid)
+                               weights.regions, self.valid, cfg.normalize_gradients)
+
+
+def _stacked_layer(feats_HWC, guides_raw, scale, target, norm: str):
+    return losses.gram_loss(stacked_gram(feats_HWC, guides_raw, scale, norm), target)
 
 
 @struct.dataclass
@@ -307,12 +395,14 @@ class StackedTargets:
     stacked: Dict[str, jax.Array]
     guide_scale: Dict[str, jax.Array]
 
-    def style_loss(self, feats: Mapping[str, jax.Array], weights, cfg) -> jax.Array:
-        """``sum_l w_l mean((stacked_gram(F_l, T_l) - A_l)^2)``."""
+    def style_terms(self, feats: Mapping[str, jax.Array], weights, cfg) -> Dict[str, jax.Array]:
+        """``{"gram": sum_l w_l mean((stacked_gram(F_l, T_l) - A_l)^2)}``."""
         total = jnp.zeros((), jnp.float32)
         for j, n in enumerate(cfg.style_layers):
-            g = stacked_gram(feats[n], self.guides_raw[n], self.guide_scale[n], cfg.gram_norm)
-            total = total + weights.style_layers[j] * losses.gram_loss(g, self.stacked[n])
-        return total
+            fn = functools.partial(_stacked_layer, norm=cfg.gram_norm)
+            total = total + weights.style_layers[j] * gradnorm.term(
+                cfg.normalize_gradients, fn, feats[n], self.guides_raw[n], self.guide_scale[n], self.stacked[n])
+        return {"gram": total}
 
+    style_loss = _style_loss
     sums_loss = _no_sums

@@ -27,6 +27,7 @@ __all__ = [
     "gram_divisor",
     "content_loss",
     "gram_loss",
+    "gram_layer_loss",
     "style_loss",
     "tv_loss",
     "blend_grams",
@@ -96,6 +97,11 @@ def gram_loss(gram_CxC: jax.Array, target_CxC: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(gram_CxC - target_CxC))
 
 
+def gram_layer_loss(feats_HWC: jax.Array, target_CxC: jax.Array, norm: str = "hw") -> jax.Array:
+    """One layer's Gram loss, ``mean((G(F) - A)^2)`` with ``G`` = :func:`gram` (``norm`` as there)."""
+    return gram_loss(gram(feats_HWC, norm), target_CxC)
+
+
 def default_layer_weights(channels: Sequence[int], convention: str = "inv_c2") -> jax.Array:
     """Per-layer style weights: ``1 / C_l^2`` ("inv_c2", the 2017 paper's code), all ones ("ones", neural-style) or
     ``1 / L`` for L layers ("equal": a weight split equally, the 2017 code's normalised network and style mixing).
@@ -144,7 +150,7 @@ def style_loss(
     """
     total = jnp.zeros((), jnp.float32)
     for j, name in enumerate(layers):
-        total = total + layer_weights_L[j] * gram_loss(gram(feats[name], norm), target_grams[name])
+        total = total + layer_weights_L[j] * gram_layer_loss(feats[name], target_grams[name], norm)
     return total
 
 

@@ -15,12 +15,16 @@ is a sweep::
     totals = jax.vmap(lambda w: loss_terms(params, image, targets, w, cfg)["total"])(ws)
 
 (:func:`nst_jax.sweep` runs a whole solve that way.) The style term is the style targets' own ``style_loss``:
-:class:`GramTargets` here (the 2016 paper's blended Gram targets), the guided target types of :mod:`nst_jax.guided`
-for spatial control.
+:class:`StyleTargets` here (the blended targets of each style loss kind of ``LossConfig.style_losses``: the 2016
+paper's Gram matrices, and the Gaussian W2, sliced Wasserstein and histogram statistics of
+:mod:`nst_jax.style_losses`, each kind weighted by its entry of ``Weights.style_losses``), the guided target types of
+:mod:`nst_jax.guided` for spatial control. With ``LossConfig.normalize_gradients`` every per-layer term goes through
+:func:`nst_jax.gradnorm.term`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import jax
@@ -28,11 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nst_jax import backend, losses, vgg
+from nst_jax import backend, gradnorm, losses, vgg
+from nst_jax import style_losses as SL
 from nst_jax.config import LossConfig, SettingError
 
 __all__ = [
     "Weights",
+    "STYLE_LOSS_WEIGHTS",
+    "StyleTargets",
     "GramTargets",
     "Targets",
     "network_features",
@@ -45,6 +52,9 @@ __all__ = [
     "weights_summary",
     "feasible_box",
     "free_gradient",
+    "sliced_directions",
+    "style_distances",
+    "resolution_factors",
     "TERMS",
 ]
 
@@ -63,6 +73,7 @@ class Weights:
       regions: [R] per region of spatial control (R = 0 without it).
       sums: the weight of the guided sums of spatial control, [] (its own weight, as in the official code: the sums
         term is ``sums * sum_l w_l sum_r w_r mean(dM^2)`` beside ``beta * style``; unused by the other modes).
+      style_losses: [K] per style loss kind (``LossConfig.style_losses`` order): style = ``sum_k w_k style_k``.
     """
 
     content: jax.Array
@@ -73,22 +84,79 @@ class Weights:
     blend: jax.Array
     regions: jax.Array
     sums: jax.Array
+    style_losses: jax.Array
+
+
+#: The default weight of each style loss kind (``style_loss_weights=None``): a round factor with which the kind alone,
+#: at the gatys preset's weights (beta 1e3, layer weights 1/C_l^2), stylises visibly (the Gram loss's entries are
+#: squared variances, the others' squared activations); how strongly each then stylises, measured on three pairs, is
+#: in ``benchmarks/RESULTS.md`` ("style losses").
+STYLE_LOSS_WEIGHTS = {"gram": 1.0, "w2": 1e3, "sliced": 1e3, "hist": 1e3}
+
+
+def _blend(stack_S, blend_S):
+    return jnp.einsum("s,s...->...", blend_S / jnp.sum(blend_S), stack_S)
 
 
 @struct.dataclass
-class GramTargets:
-    """The 2016 paper's style targets: ``grams`` {layer: [S, C, C]}, one Gram per style image, blended in the loss."""
+class StyleTargets:
+    """The style targets of a transfer without spatial control: each kind's statistics per style image, blended in
+    the loss with the traced ``Weights.blend`` (see :mod:`nst_jax.style_losses` for how each kind blends).
 
-    grams: Dict[str, jax.Array]
+    Attributes (``{layer: array}``; only the kinds of ``LossConfig.style_losses`` are filled, the others empty):
+      grams: [S, C, C] Gram matrices. w2_mean: [S, C], w2_cov: [S, C, C] means and population covariances;
+      w2_sqrt: [1, C, C] the square root of ``cov + eps I`` when S = 1 (else empty: a blend's root is taken in the
+      step). sliced_proj: [C, P] the projections (one set per layer, fixed for the solve); sliced_sorted: [S, K, P]
+      each style's sorted projections, resampled to a common K. hist: [S, K, C] each style's per-channel quantiles.
+    """
+
+    grams: Dict[str, jax.Array] = struct.field(default_factory=dict)
+    w2_mean: Dict[str, jax.Array] = struct.field(default_factory=dict)
+    w2_cov: Dict[str, jax.Array] = struct.field(default_factory=dict)
+    w2_sqrt: Dict[str, jax.Array] = struct.field(default_factory=dict)
+    sliced_proj: Dict[str, jax.Array] = struct.field(default_factory=dict)
+    sliced_sorted: Dict[str, jax.Array] = struct.field(default_factory=dict)
+    hist: Dict[str, jax.Array] = struct.field(default_factory=dict)
+
+    def _w2(self, n: str, blend_S):
+        if n in self.w2_sqrt:
+            c = self.w2_cov[n][0]
+            return self.w2_mean[n][0], c + 1e-4 * jnp.eye(c.shape[0], dtype=c.dtype), self.w2_sqrt[n][0]
+        return SL.w2_blend(self.w2_mean[n], self.w2_cov[n], blend_S)
+
+    def _layer_args(self, kind: str, n: str, blend_S, cfg: LossConfig):
+        """(loss of one layer's features, its target arrays) for one kind."""
+        if kind == "gram":
+            return functools.partial(losses.gram_layer_loss, norm=cfg.gram_norm), (losses.blend_grams(self.grams[n], blend_S),)
+        if kind == "w2":
+            return SL.w2_loss, self._w2(n, blend_S)
+        if kind == "sliced":
+            return SL.sliced_loss, (self.sliced_proj[n], SL.blend_quantiles(self.sliced_sorted[n], blend_S))
+        return SL.hist_loss, (_blend(self.hist[n], blend_S),)
+
+    def style_terms(self, feats: Mapping[str, jax.Array], weights: Weights, cfg: LossConfig) -> Dict[str, jax.Array]:
+        """``{kind: sum_l w_l L_kind(F_l, blended target_l)}`` for each kind of ``cfg.style_losses``."""
+        out = {}
+        for kind in cfg.style_losses:
+            total = jnp.zeros((), jnp.float32)
+            for j, n in enumerate(cfg.style_layers):
+                fn, args = self._layer_args(kind, n, weights.blend, cfg)
+                total = total + weights.style_layers[j] * gradnorm.term(cfg.normalize_gradients, fn, feats[n], *args)
+            out[kind] = total
+        return out
 
     def style_loss(self, feats: Mapping[str, jax.Array], weights: Weights, cfg: LossConfig) -> jax.Array:
-        """``sum_l w_l mean((G_l(x) - A_l)^2)`` with ``A_l`` the blend of the style images' Grams."""
-        grams = {n: losses.blend_grams(self.grams[n], weights.blend) for n in cfg.style_layers}
-        return losses.style_loss(feats, grams, cfg.style_layers, weights.style_layers, cfg.gram_norm)
+        """``sum_k w_k sum_l w_l L_k(F_l)`` (kind weights ``weights.style_losses``); with the Gram kind alone, the
+        2016 paper's ``sum_l w_l mean((G_l(x) - A_l)^2)`` with ``A_l`` the blend of the style images' Grams."""
+        return SL.mix_kinds(self.style_terms(feats, weights, cfg), weights.style_losses, cfg.style_losses)
 
     def sums_loss(self, feats, weights: Weights, cfg: LossConfig) -> jax.Array:
         """No guided sums: 0."""
         return jnp.zeros((), jnp.float32)
+
+
+#: The Gram-only form of :class:`StyleTargets` (``GramTargets(grams=...)``), the name it had before other kinds.
+GramTargets = StyleTargets
 
 
 @struct.dataclass
@@ -137,7 +205,8 @@ def loss_terms(params, image_HWC: jax.Array, targets: Targets, weights: Weights,
     feats = network_features(params, image_HWC, cfg.all_layers, cfg)
     content = jnp.zeros((), jnp.float32)
     for j, name in enumerate(cfg.content_layers):
-        content = content + weights.content_layers[j] * losses.content_loss(feats[name], targets.content[name])
+        content = content + weights.content_layers[j] * gradnorm.term(
+            cfg.normalize_gradients, losses.content_loss, feats[name], targets.content[name])
     zero = jnp.zeros((), jnp.float32)
     style = targets.style.style_loss(feats, weights, cfg) if cfg.style_layers else zero
     sums = targets.style.sums_loss(feats, weights, cfg) if cfg.style_layers else zero
@@ -163,31 +232,73 @@ def _content_features(params, content_HWC, cfg: LossConfig):
     return {name: feats[name] for name in cfg.content_layers}
 
 
-def _style_grams(params, style_HWC, cfg: LossConfig):
+def _style_statistics(params, style_HWC, projections, cfg: LossConfig):
+    """One style image's statistics of every kind of ``cfg.style_losses``, ``{field: {layer: array}}``."""
     feats = network_features(params, style_HWC, cfg.style_layers, cfg)
-    return {name: losses.gram(feats[name], cfg.gram_norm) for name in cfg.style_layers}
+    out = {}
+    for n in cfg.style_layers:
+        f = feats[n].astype(jnp.float32)
+        if "gram" in cfg.style_losses:
+            out.setdefault("grams", {})[n] = losses.gram(f, cfg.gram_norm)
+        if "w2" in cfg.style_losses:
+            out.setdefault("w2_mean", {})[n], out.setdefault("w2_cov", {})[n] = SL.feature_stats(f)
+        if "sliced" in cfg.style_losses:
+            out.setdefault("sliced_sorted", {})[n] = jnp.sort(
+                jnp.matmul(f.reshape(-1, f.shape[-1]), projections[n], precision=jax.lax.Precision.HIGHEST), axis=0)
+        if "hist" in cfg.style_losses:
+            out.setdefault("hist", {})[n] = SL.hist_target(f, cfg.hist_bins)
+    return out
 
 
 _content_features_jit = jax.jit(_content_features, static_argnames=("cfg",))
-_style_grams_jit = jax.jit(_style_grams, static_argnames=("cfg",))
+_style_statistics_jit = jax.jit(_style_statistics, static_argnames=("cfg",))
 
 
-def compute_targets(params, content_HWC, styles: Sequence, cfg: LossConfig) -> Targets:
-    """Content features and stacked Gram targets, computed once (each jitted per image shape).
+def sliced_directions(params, cfg: LossConfig, seed: int = 0) -> Dict[str, jax.Array]:
+    """The sliced Wasserstein loss's projections ``{layer: [C_l, P]}`` (P = ``cfg.sliced_projections`` or C_l):
+    :func:`nst_jax.style_losses.sliced_projections` with ``fold_in(PRNGKey(seed), i)``, i the layer's index in the
+    network, so a layer's directions depend on the seed and the layer only (not on the other layers chosen)."""
+    if "sliced" not in cfg.style_losses:
+        return {}
+    spec = vgg.spec_from_params(params)
+    index, chans = {n: i for i, n in enumerate(vgg.layer_names(spec))}, vgg.layer_channels(spec)
+    key = jax.random.PRNGKey(seed)
+    return {n: SL.sliced_projections(jax.random.fold_in(key, index[n]), chans[n], cfg.sliced_projections or chans[n])
+            for n in cfg.style_layers}
+
+
+def _style_targets(params, styles: Sequence, cfg: LossConfig, seed: int) -> StyleTargets:
+    projections = sliced_directions(params, cfg, seed)
+    per_style = [_style_statistics_jit(params, jnp.asarray(s, jnp.float32), projections, cfg) for s in styles]
+    stacked = {key: {n: jnp.stack([st[key][n] for st in per_style]) for n in cfg.style_layers}
+               for key in ("grams", "w2_mean", "w2_cov") if key in per_style[0]}
+    for key in ("sliced_sorted", "hist"):
+        if key in per_style[0]:
+            stacked[key] = {n: SL.stack_quantiles([st[key][n] for st in per_style]) for n in cfg.style_layers}
+    if "w2_cov" in stacked and len(styles) == 1:
+        stacked["w2_sqrt"] = {n: SL.w2_target_from_stats(m[0], c[0])[2][None]
+                              for (n, m), c in zip(stacked["w2_mean"].items(), stacked["w2_cov"].values())}
+    if projections:
+        stacked["sliced_proj"] = projections
+    return StyleTargets(**stacked)
+
+
+def compute_targets(params, content_HWC, styles: Sequence, cfg: LossConfig, *, sliced_seed: int = 0) -> Targets:
+    """Content features and the stacked style targets of each kind, computed once (each jitted per image shape).
 
     Args:
       content_HWC: the content image [H, W, 3|1] in [0, 1] (None: no content term, e.g. style mixing).
       styles: S style images, each [H_s, W_s, 3|1] (sizes may differ).
+      sliced_seed: the seed of the sliced Wasserstein projections (:func:`sliced_directions`).
 
     Returns:
-      ``Targets(content={layer: [H_l, W_l, C_l]}, style=GramTargets(grams={layer: [S, C_l, C_l]}))``.
+      ``Targets(content={layer: [H_l, W_l, C_l]}, style=StyleTargets(...))``; with the default Gram kind alone,
+      ``StyleTargets(grams={layer: [S, C_l, C_l]})``.
     """
     content = {} if content_HWC is None or not cfg.content_layers else _content_features_jit(
         params, jnp.asarray(content_HWC, jnp.float32), cfg)
-    per_style = [_style_grams_jit(params, jnp.asarray(s, jnp.float32), cfg) for s in styles] if cfg.style_layers \
-        else []
-    grams = {name: jnp.stack([g[name] for g in per_style]) for name in cfg.style_layers} if per_style else {}
-    return Targets(content=dict(content), style=GramTargets(grams=grams))
+    style = _style_targets(params, styles, cfg, sliced_seed) if cfg.style_layers and len(styles) else StyleTargets()
+    return Targets(content=dict(content), style=style)
 
 
 def _channels(network, layers: Sequence[str]) -> list:
@@ -220,6 +331,7 @@ def make_weights(
     region_weights=None,
     n_regions: int = 0,
     sums_weight=1e9,
+    style_loss_weights=None,
 ) -> Weights:
     """The traced :class:`Weights`; traceable (``jax.vmap``/``jit`` over any argument), shapes checked statically.
 
@@ -230,6 +342,7 @@ def make_weights(
         layer.
       blend: one weight per style image (default equal); region_weights: one per region (default 1/R).
       sums_weight: the weight of the guided sums (default 1e9, the official spatial-control notebook's).
+      style_loss_weights: one weight per kind of ``cfg.style_losses`` (default: :data:`STYLE_LOSS_WEIGHTS`).
 
     Values are not checked here (they may be traced); :func:`check_weights` refuses negative or non-finite ones.
 
@@ -258,9 +371,14 @@ def make_weights(
         "style_blend", blend, n_styles, "blend weights", "style images", "style")
     rw = jnp.full((n_regions,), 1.0 / max(n_regions, 1), jnp.float32) if region_weights is None else _vector(
         "region_weights", region_weights, n_regions, "region weights", "regions", "region")
+    kinds = cfg.style_losses
+    kw = jnp.asarray([STYLE_LOSS_WEIGHTS[k] for k in kinds], jnp.float32) if style_loss_weights is None else _vector(
+        "style_loss_weights", style_loss_weights, len(kinds), "style loss weights", f"style losses ({', '.join(kinds)})",
+        "kind")
     scalar = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     return Weights(content=scalar(content_weight), style=scalar(style_weight), tv=scalar(tv_weight),
-                   content_layers=cw, style_layers=lw, blend=bl, regions=rw, sums=scalar(sums_weight))
+                   content_layers=cw, style_layers=lw, blend=bl, regions=rw, sums=scalar(sums_weight),
+                   style_losses=kw)
 
 
 def check_weights(weights: Weights) -> None:
@@ -276,7 +394,8 @@ def check_weights(weights: Weights) -> None:
     vectors = (("layer_weights", weights.style_layers, "layer weights"),
                ("content_layer_weights", weights.content_layers, "content layer weights"),
                ("style_blend", weights.blend, "style blend weights"), ("region_weights", weights.regions,
-                                                                        "region weights"))
+                                                                        "region weights"),
+               ("style_loss_weights", weights.style_losses, "style loss weights"))
     for setting, value, what in vectors:
         v = np.asarray(value, np.float64)
         if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
@@ -293,7 +412,55 @@ def weights_summary(weights: Weights) -> Dict[str, Union[float, list]]:
     regions = {"region_weights": f(weights.regions)} if np.size(weights.regions) else {}
     return {"content_weight": float(weights.content), "style_weight": float(weights.style),
             "tv_weight": float(weights.tv), "sums_weight": float(weights.sums),
-            "layer_weights": f(weights.style_layers), "style_blend": f(weights.blend), **regions}
+            "layer_weights": f(weights.style_layers), "style_blend": f(weights.blend),
+            "style_loss_weights": f(weights.style_losses), **regions}
+
+
+def _distances(params, image_HWC, style_HWC, cfg: LossConfig):
+    fx = network_features(params, image_HWC, cfg.style_layers, cfg)
+    fs = network_features(params, style_HWC, cfg.style_layers, cfg)
+    return {n: SL.w2_loss(fx[n].astype(jnp.float32), *SL.w2_target(fs[n].astype(jnp.float32)))
+            for n in cfg.style_layers}
+
+
+_distances_jit = jax.jit(_distances, static_argnames=("cfg",))
+
+
+def style_distances(params, image_HWC, style_HWC, cfg: LossConfig) -> Dict[str, float]:
+    """How far an image's feature distributions are from a style's: the Gaussian 2-Wasserstein distance
+    (:func:`nst_jax.style_losses.w2_loss`, per channel) between the two images' features at each style layer of
+    ``cfg``, ``{layer: float}``. The images may differ in size; ``cfg``'s network settings apply. A measure, not a
+    loss: the benchmarks and the resolution figure compare results with it whatever loss made them."""
+    d = _distances_jit(params, jnp.asarray(image_HWC, jnp.float32), jnp.asarray(style_HWC, jnp.float32), cfg)
+    return {n: float(v) for n, v in d.items()}
+
+
+#: The default tilt of :func:`resolution_factors` (per pooling level and per doubling of the size, in log2).
+RESOLUTION_TILT = 1.0
+
+
+def resolution_factors(layers: Sequence[str], shape_HW, ref_size: int, tilt: float = RESOLUTION_TILT) -> jax.Array:
+    """Layer-weight multipliers of the resolution rule: ``(s / ref)^(tilt (d_l - mean(d)))`` per style layer, with
+    ``s`` the image's longest side, ``ref`` the size whose look is kept and ``d_l`` the layer's pooling depth (0 for
+    relu1_x, ..., 4 for relu5_x; the mean over the given layers).
+
+    Why: a layer's receptive field is fixed in pixels, so at twice the size every layer sees the structures one
+    layer shallower saw before, and the coarsest structures the style had at ``ref`` are seen by no layer. Tilting
+    the weights towards the deep layers by a factor ``2^tilt`` per pooling level and per doubling of the size (the
+    geometric mean of the multipliers is 1) moves the balance between coarse and fine structure back towards the
+    ``ref`` look. It cannot restore it: no layer sees the coarsest structures any more (for that, coarse-to-fine,
+    :mod:`nst_jax.pyramid`). How far the rule gets, and at which tilts: ``benchmarks/RESULTS.md`` ("resolution").
+
+    Example:
+      >>> [round(float(f), 3) for f in resolution_factors(["relu1_1", "relu3_1", "relu5_1"], (300, 512), 256)]
+      [0.25, 1.0, 4.0]
+      >>> resolution_factors(["relu1_1", "relu5_1"], (256, 200), 256).tolist()   # at the reference size: 1
+      [1.0, 1.0]
+    """
+    depth = np.asarray([int(n[4]) - 1 if n.startswith(("conv", "relu")) else int(n[4]) for n in layers],
+                       np.float64)
+    k = np.log2(max(int(shape_HW[0]), int(shape_HW[1])) / float(ref_size))
+    return jnp.asarray(np.exp2(tilt * k * (depth - depth.mean())), jnp.float32)
 
 
 def feasible_box(x: jax.Array, targets: Targets):

@@ -233,7 +233,7 @@ def prepare(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], sp
             params, content_in, styles_in, spec.spatial, cfg, content_original_HW=original_shape(content),
             style_original_HW=[original_shape(s) for s in styles])
     else:
-        targets = objective.compute_targets(params, content_in, styles_in, cfg)
+        targets = objective.compute_targets(params, content_in, styles_in, cfg, sliced_seed=spec.sliced_seed)
     if spec.freeze_mask is not None:
         from nst_jax import masks
 
@@ -244,7 +244,10 @@ def prepare(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], sp
         cfg, params, content_weight=w["content_weight"], style_weight=w["style_weight"], tv_weight=w["tv_weight"],
         layer_weights=w["layer_weights"], blend=spec.style_blend, n_styles=len(styles_in),
         region_weights=None if spec.spatial is None else spec.spatial.region_weights, n_regions=len(region_names),
-        sums_weight=w["sums_weight"])
+        sums_weight=w["sums_weight"], style_loss_weights=spec.style_loss_weights)
+    if spec.style_ref_size is not None:
+        factors = objective.resolution_factors(cfg.style_layers, content_img.shape[:2], spec.style_ref_size)
+        weights = weights.replace(style_layers=weights.style_layers * factors)
     objective.check_weights(weights)
     spec = dataclasses.replace(spec, weights=named)
     return Problem(params, cfg, targets, weights, content_img, content_in, styles_in, spec,

@@ -18,6 +18,9 @@ move: every solver keeps its iterates in the box) and offers::
 * ``"optax-lbfgs"`` -- ``optax.lbfgs`` (zoom line search), clamped, or projected after each line search.
 * ``"adam"`` -- ``optax.adam`` with projection onto the box (one f+g per iteration).
 
+With ``SolverConfig.ema`` any of them is wrapped in :class:`EMASolver`, whose ``x`` is the exponential moving average
+of the iterates (the result) while the wrapped solver steps on as before.
+
 The three library solvers run on a scaled problem (:func:`scales`: the first step moves no pixel by more than about
 ``first_step``, the loss at unit scale for the line searches' tolerances), their line searches start from step 1
 every iteration (the quasi-Newton step), and ``jaxopt-lbfgs`` / ``optax-lbfgs`` take the default solver's smoothing
@@ -40,8 +43,9 @@ import jax.numpy as jnp
 from nst_jax import lbfgs
 from nst_jax.config import SolverConfig
 
-__all__ = ["make_solver", "settings", "caveat", "scales", "clamped", "clamped_value", "Variables", "unit_box", "DEFAULTS", "CAVEATS",
-           "MEMBER_AXIS", "LBFGSSolver", "JaxoptSolver", "OptaxLBFGS", "OptaxSolver"]
+__all__ = ["make_solver", "settings", "caveat", "scales", "clamped", "clamped_value", "Variables", "unit_box",
+           "DEFAULTS", "CAVEATS", "MEMBER_AXIS", "LBFGSSolver", "JaxoptSolver", "OptaxLBFGS", "OptaxSolver",
+           "EMASolver", "EMAState"]
 
 #: The ``vmap`` axis name of a sweep's members (the runner's).
 MEMBER_AXIS = "members"
@@ -463,6 +467,65 @@ CAVEATS = {
 }
 
 
+class EMAState(NamedTuple):
+    inner: Any  # the wrapped solver's state
+    biased: jax.Array  # sum_k (1 - d) d^(n - k) x_k over the iterates so far (x_0 included)
+    accum: jax.Array  # d^(n + 1): 1 - accum is the sum of the weights in ``biased``
+
+
+class EMASolver:
+    """Iterate averaging: any solver, with ``x(state)`` the bias-corrected exponential moving average of its
+    iterates (crowsonkb/style-transfer-pytorch's ``EMA``): after n steps ``sum_{k=0..n} d^(n-k) x_k / sum_{k=0..n}
+    d^(n-k)``, x_0 the initial image, one term per iteration (an iteration whose step was rejected repeats its
+    iterate). Loss values, terms and f+g counts are the wrapped solver's (of its iterate); the result image, and the
+    final loss terms computed from it, are the average's. The average of points of the box stays in the box."""
+
+    def __init__(self, inner, decay: float):
+        self.inner, self.decay = inner, float(decay)
+
+    def _fold(self, biased, accum, x):
+        return self.decay * biased + (1.0 - self.decay) * x, self.decay * accum
+
+    def init(self, x0, *args):
+        st = self.inner.init(x0, *args)
+        x = self.inner.x(st)
+        return EMAState(st, *self._fold(jnp.zeros_like(x), jnp.ones((), jnp.float32), x))
+
+    def step(self, st: EMAState, *args, active=True):
+        inner = self.inner.step(st.inner, *args, active=active)
+        biased, accum = self._fold(st.biased, st.accum, self.inner.x(inner))
+        keep = ~jnp.asarray(active)  # an inactive member's average stays
+        return EMAState(inner, jnp.where(keep, st.biased, biased), jnp.where(keep, st.accum, accum))
+
+    def x(self, st: EMAState):
+        return (st.biased / (1.0 - st.accum)).astype(st.biased.dtype)
+
+    def value(self, st: EMAState):
+        return self.inner.value(st.inner)
+
+    def nfev(self, st: EMAState):
+        return self.inner.nfev(st.inner)
+
+    def aux(self, st: EMAState):
+        return self.inner.aux(st.inner)
+
+    def nfev_run(self, st: EMAState):
+        return self.inner.nfev_run(st.inner)
+
+    def probe(self, st: EMAState) -> dict:
+        return self.inner.probe(st.inner)
+
+    def failed(self, st: EMAState) -> jax.Array:
+        return self.inner.failed(st.inner) | ~jnp.all(jnp.isfinite(st.biased))
+
+    def revert(self, old: EMAState, new: EMAState, keep_old):
+        return EMAState(self.inner.revert(old.inner, new.inner, keep_old),
+                        *_select(keep_old, (old.biased, old.accum), (new.biased, new.accum)))
+
+    def trial_point(self, st: EMAState, *args):
+        return self.inner.trial_point(st.inner, *args)
+
+
 def caveat(name: str) -> Optional[str]:
     """The warning for a solver that misses the benchmark bar (:data:`CAVEATS`), None for the others."""
     return CAVEATS.get(name)
@@ -483,11 +546,14 @@ def make_solver(cfg: SolverConfig, vg: Callable, f: Optional[Callable] = None, b
     """The solver named by ``cfg`` over ``vg(x, *args) -> (f, g, aux)``; ``f(x, *args) -> (f, aux)``: the same
     without the gradient (the line-search solvers' loss terms at the accepted point, and ``optax-lbfgs``'s projected
     mode's line search); ``box(x, *args) -> (lower, upper)``: where the iterates stay; ``axis_name``:
-    the ``vmap`` axis of a sweep's members (the line-search solvers count the f+g a batched program computes)."""
+    the ``vmap`` axis of a sweep's members (the line-search solvers count the f+g a batched program computes). With
+    ``cfg.ema``, wrapped in :class:`EMASolver`."""
     if cfg.name == "lbfgs":
-        return LBFGSSolver(vg, cfg, box)
-    if cfg.name in ("jaxopt", "jaxopt-lbfgs"):
-        return JaxoptSolver(vg, cfg, f, box, axis_name)
-    if cfg.name == "optax-lbfgs":
-        return OptaxLBFGS(vg, cfg, f, box, axis_name)
-    return OptaxSolver(vg, cfg, box)
+        solver = LBFGSSolver(vg, cfg, box)
+    elif cfg.name in ("jaxopt", "jaxopt-lbfgs"):
+        solver = JaxoptSolver(vg, cfg, f, box, axis_name)
+    elif cfg.name == "optax-lbfgs":
+        solver = OptaxLBFGS(vg, cfg, f, box, axis_name)
+    else:
+        solver = OptaxSolver(vg, cfg, box)
+    return solver if cfg.ema is None else EMASolver(solver, cfg.ema)

@@ -38,6 +38,13 @@ Spatial guidance (guides ``guides_HWR_normalized`` from ``normalize_guides``, in
   the host (``np.nonzero``) and gathered inside the step as ``feats_HWC.reshape(-1, C)[idx][:, None, :]``, a
   [n_r, 1, C] map with a static n_r; the N-resampling then compares regions of different sizes.
 * Histogram: no weighted variant, same reason; use (b).
+
+Several styles (blend weights ``b_s``, normalised to sum 1; traced, so a blend is a sweep axis): the Gram targets
+blend linearly; the W2 targets blend their means and second raw moments (:func:`w2_blend`, which takes the blended
+covariance's square root inside the step); the sliced and histogram targets average their quantile functions
+(:func:`blend_quantiles` after :func:`stack_quantiles`: per 1-D projection or channel this is the quantile function
+of the 2-Wasserstein barycentre of the styles' distributions). :func:`mix_kinds` sums the kinds' terms with their
+weights.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ __all__ = [
     "hist_target",
     "hist_remap",
     "hist_loss",
+    "w2_blend",
+    "stack_quantiles",
+    "blend_quantiles",
+    "mix_kinds",
 ]
 
 _HI = jax.lax.Precision.HIGHEST
@@ -392,3 +403,65 @@ def hist_loss(feats_HWC: jax.Array, quantiles_KxC: jax.Array) -> jax.Array:
       (0.0, 9.166666984558105)
     """
     return jnp.mean(jnp.square(feats_HWC - jax.lax.stop_gradient(hist_remap(feats_HWC, quantiles_KxC))))
+
+
+# --- several styles and several kinds ---
+
+
+def _normalised(blend_S: jax.Array) -> jax.Array:
+    return blend_S / jnp.sum(blend_S)
+
+
+def w2_blend(means_SxC: jax.Array, covs_SxCxC: jax.Array, blend_S: jax.Array, eps: float = 1e-4):
+    """The W2 target ``(mean, cov + eps I, sqrt)`` of S styles blended by ``blend_S``: means and second raw moments
+    ``C_s + m_s m_s^T`` are averaged with the normalised weights and the covariance recovered from them (the moments
+    of the styles' mixture distribution). Takes one :func:`sqrtm_psd` (an ``eigh`` of [C, C]).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> m, c, _ = w2_blend(jnp.array([[0.0], [2.0]]), jnp.zeros((2, 1, 1)), jnp.array([1.0, 1.0]), eps=0.0)
+      >>> float(m[0]), float(c[0, 0])          # half the mass at 0, half at 2: mean 1, variance 1
+      (1.0, 1.0)
+    """
+    p_S = _normalised(blend_S)
+    mean_C = jnp.matmul(p_S, means_SxC, precision=_HI)
+    second = jnp.einsum("s,scd->cd", p_S, covs_SxCxC + means_SxC[:, :, None] * means_SxC[:, None, :],
+                        precision=_HI)
+    return w2_target_from_stats(mean_C, second - jnp.outer(mean_C, mean_C), eps=eps)
+
+
+def stack_quantiles(sorted_list) -> jax.Array:
+    """Sorted values (quantile functions) of S styles, [K_s, P] each, resampled to the largest K and stacked:
+    [S, K, P] (:func:`resample_quantiles`; the identity when all K_s are equal)."""
+    k = max(int(a.shape[0]) for a in sorted_list)
+    return jnp.stack([resample_quantiles(a, k) for a in sorted_list])
+
+
+def blend_quantiles(sorted_SxKxP: jax.Array, blend_S: jax.Array) -> jax.Array:
+    """``sum_s b_s Q_s / sum_s b_s``: the blended quantile functions [K, P] of :func:`stack_quantiles`'s output.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> blend_quantiles(jnp.array([[[0.0], [1.0]], [[2.0], [5.0]]]), jnp.array([3.0, 1.0]))[:, 0].tolist()
+      [0.5, 2.0]
+    """
+    return jnp.einsum("s,skp->kp", _normalised(blend_S), sorted_SxKxP, precision=_HI)
+
+
+def mix_kinds(terms, kind_weights_K: jax.Array, kinds) -> jax.Array:
+    """``sum_k w_k terms[kind_k]``: the style loss of several kinds (``kinds``: their names, in the order of
+    ``kind_weights_K``). A kind without a term is an error naming it (its targets were not computed).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(mix_kinds({"gram": 2.0, "w2": 3.0}, jnp.array([1.0, 0.5]), ("gram", "w2")))
+      3.5
+    """
+    missing = [k for k in kinds if k not in terms]
+    if missing:
+        raise ValueError(f"no targets for the style loss kind(s) {', '.join(missing)}; compute the targets with the "
+                         "same style_losses as the loss (objective.compute_targets)")
+    total = jnp.zeros((), jnp.float32)
+    for j, kind in enumerate(kinds):
+        total = total + kind_weights_K[j] * terms[kind]
+    return total

@@ -139,7 +139,7 @@ def _refuse_conflicts(g: G.Grid, spec: ProblemSpec, options: SolveOptions, conte
     """Axes that clash with a fixed setting or with each other (one line each, with the fix)."""
     names = set(g.names)
     for name in names & {"content_weight", "style_weight", "tv_weight", "layer_weights", "style_layers",
-                         "style_blend"}:
+                         "style_blend", "style_loss_weights"}:
         if getattr(spec, name) is not None:
             raise G.GridError(name, f"{{axis}} is also given as the setting {name} = {getattr(spec, name)!r}; drop "
                                     "one of them")
@@ -234,6 +234,8 @@ def _member_weights(p: Problem, values: Mapping[str, Any], convention: str) -> o
             _check_length(name, v, len(p.styles_in), "style images")
         elif name == "region_weights":
             _check_length(name, v, len(p.region_names), f"regions ({', '.join(p.region_names)})")
+        elif name == "style_loss_weights":
+            _check_length(name, v, len(cfg.style_losses), f"style loss kinds ({', '.join(cfg.style_losses)})")
         elif name == "style_layers":
             own = objective.make_weights(dataclasses.replace(cfg, style_layers=v), p.params, layer_weights=convention)
             per = dict(zip(v, np.asarray(own.style_layers).tolist()))

@@ -92,7 +92,7 @@ def run_settings(problem: Problem, options: SolveOptions) -> Dict[str, Any]:
     sc = options.solver
     return dict(problem.settings, iters=options.iters, init=options.init if isinstance(options.init, str)
                 else "array", seed=options.seed, solver=sc.name, history=sc.history, lr=sc.step,
-                precondition=sc.precondition)
+                precondition=sc.precondition, ema=sc.ema)
 
 
 def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], spec: Optional[ProblemSpec] = None,

@@ -27,7 +27,7 @@ MIN_EXAMPLES = {"nst_jax.transfer": 12, "nst_jax.losses": 12, "nst_jax.guided": 
                 "nst_jax.cli.outputs": 2, "nst_jax.style_losses": 45, "nst_jax.weights": 2,
                 "nst_jax.weights.sources": 13, "nst_jax.weights.cache": 22, "nst_jax.weights.keras_h5": 5,
                 "nst_jax.weights.download": 2, "nst_jax.weights.normalize": 9,
-                "nst_jax.pyramid": 6, "nst_jax.memory": 6, "nst_jax.checkpoint": 9}
+                "nst_jax.pyramid": 6, "nst_jax.memory": 6, "nst_jax.checkpoint": 9, "nst_jax.gradnorm": 3}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

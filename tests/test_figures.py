@@ -41,7 +41,7 @@ def test_plot_losses_draws_every_term(tmp_path, monkeypatch):
 
 
 def test_paper_figure_names():
-    assert set(PAPER_FIGURES) == {"sweep", "layers", "styles", "color", "spatial", "scale"}
+    assert set(PAPER_FIGURES) == {"sweep", "layers", "styles", "color", "spatial", "scale", "losses", "resolution"}
     try:
         paper_figure("nope")
     except ValueError as e:
@@ -120,3 +120,55 @@ def test_sweep_pages_one_page_per_further_axis_value():
     assert [p for p, _ in pages] == [{"seed": 0}, {"seed": 1}]
     assert len(sweep_pages(fake("c", "s", {"ratio": [1e-3, 1e-2], "tv_weight": [0.0, 1.0]}, zip=True))) == 1
     assert G.make_grid({"seed": [0, 1]}).shape == (2,)
+
+
+def test_losses_figure_runs_each_kind_on_each_pair(monkeypatch):
+    """``nst-jax figure losses``: one transfer per (pair, kind), that kind alone, the size and iterations passed on."""
+    import nst_jax.transfer
+    from nst_jax.figures import LOSS_PAIRS
+    from nst_jax.transfer import Result
+
+    calls = []
+
+    def fake(content, style, **kw):
+        calls.append((content.stem, style.stem, kw["style_loss"], kw["size"], kw["iters"]))
+        return Result(np.full((8, 8, 3), 0.5, np.float32), [], 1, 0.0, 0.0, {}, {})
+
+    monkeypatch.setattr(nst_jax.transfer, "stylize", fake)
+    fig = paper_figure("losses", size=16, iters=2, weights="tiny19", progress=False)
+    kinds = ("gram", "w2", "sliced", "hist")
+    assert calls == [(c, s, k, 16, 2) for c, s in LOSS_PAIRS for k in kinds]
+    assert len(LOSS_PAIRS) >= 3 and fig.shape[0] > 3 * 16 and fig.shape[1] > 6 * 16
+
+
+def test_resolution_comparison_applies_the_rule_and_measures_at_the_reference_size(monkeypatch, tiny_params):
+    """The rule run's layer weights are those of ``style_ref_size``; every result is measured at the reference's
+    shape (look) and at its own (native). Solves replaced by the content image (the measuring is what is tested)."""
+    import nst_jax
+    import nst_jax.transfer
+    from nst_jax import image as I
+    from nst_jax import objective
+    from nst_jax.figures import resolution_comparison
+    from nst_jax.transfer import Result
+
+    seen = []
+
+    def fake(p, **kw):
+        seen.append(np.asarray(p.weights.style_layers))
+        return Result(np.asarray(p.content_in), [], 1, 0.0, 0.0, {}, {})
+
+    monkeypatch.setattr(nst_jax.transfer, "solve_problem", fake)
+    c, s = I.sample_path("tetons_snake_river"), I.sample_path("starry_night")
+    out = resolution_comparison(c, s, 32, 64, iters=1, weights=tiny_params, more_tilts=(2.0,), progress=False)
+    ruled = nst_jax.prepare(c, s, weights=tiny_params, size=64, style_ref_size=32)
+    np.testing.assert_allclose(seen[2], ruled.weights.style_layers, rtol=1e-6)
+    np.testing.assert_allclose(seen[2] / seen[1], 2.0 ** (np.arange(5) - 2.0), rtol=1e-6)
+    np.testing.assert_allclose(seen[3] / seen[1], 4.0 ** (np.arange(5) - 2.0), rtol=1e-6)  # tilt 2, one doubling
+    assert list(out["look"]) == ["ref", "plain", "rule", "tilt 2"]
+    assert out["images"]["ref"].shape[:2] == (26, 32) and out["images"]["rule"].shape[:2] == (51, 64)
+    ref = nst_jax.prepare(c, s, weights=tiny_params, size=32)
+    shown = I.resize(out["images"]["plain"], (26, 32))
+    assert out["look"]["plain"] == pytest.approx(objective.style_distances(tiny_params, shown, ref.styles_in[0],
+                                                                           ref.cfg))
+    assert out["look"]["plain"] == out["look"]["rule"]  # the same image (the content) measured the same way
+    assert out["native"]["ref"] == out["look"]["ref"] and set(out["native"]["plain"]) == set(ref.cfg.style_layers)

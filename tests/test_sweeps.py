@@ -52,6 +52,8 @@ CASES = {
     "style_blend": ([[1.0, 0.0], [0.3, 0.7]], {"style_weight": 10.0}, lambda v: {"style_blend": v}, C, TWO),
     "region_weights": ([[1.0, 0.0], [0.2, 0.8]], {"style_weight": 10.0},
                        lambda v: {"spatial": _spatial(region_weights=v)}, TETONS, TWO),
+    "style_loss_weights": ([[1.0, 0.0], [0.0, 1e3]], {"style_loss": "gram,w2", "style_weight": 10.0},
+                           lambda v: {"style_loss_weights": v}, C, ST),
     "seed": ([1, 2], {"init": "noise", "style_weight": 10.0}, lambda v: {"seed": v}, C, ST),
     "style": ([S("great_wave"), S("starry_night")], {"style_weight": 10.0}, lambda v: {}, C, None),
     "content": ([S("blue_marble"), S("tetons_snake_river")], {"style_weight": 10.0}, lambda v: {}, None, ST),
@@ -80,7 +82,7 @@ def test_member_equals_the_single_run(tiny_params, axis):
         assert member.n_fg == single.n_fg == RUN["iters"] + 1
         # the member's settings reproduce the single run
         for key in ("content_weight", "style_weight", "tv_weight", "layer_weights", "style_layers", "style_blend",
-                    "region_weights", "seed", "init"):
+                    "region_weights", "style_loss_weights", "seed", "init"):
             if key in single.settings:
                 assert member.settings[key] == pytest.approx(single.settings[key]), key
         assert member.settings["grid"] == {axis: sw.members[k][axis]}

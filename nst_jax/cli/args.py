@@ -99,6 +99,23 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--padding", choices=PADDINGS, default="zero",
                    help="the convs' padding: zero (default), reflect (the official 2017 code's -reflectance, before "
                         "every conv), replicate, or reflect-first / replicate-first (the first conv only)")
+    g.add_argument("--style-loss", default="gram",
+                   help="style loss kinds, comma-separated: gram (default; Gram matrices), w2 (Gaussian 2-Wasserstein: "
+                        "means and covariances), sliced (sliced Wasserstein), hist (per-channel histograms)")
+    g.add_argument("--style-loss-weights", default=None,
+                   help="comma-separated, one weight per --style-loss kind (default: each kind's calibrated weight, "
+                        "gram 1, w2/sliced/hist 1e3)")
+    g.add_argument("--sliced-projections", type=int, default=None,
+                   help="random directions of the sliced loss per layer (default: the layer's channel count)")
+    g.add_argument("--sliced-seed", type=int, default=0, help="seed of the sliced loss's directions (default 0)")
+    g.add_argument("--hist-bins", type=_bins, default=256,
+                   help="equal-mass bins of the histogram loss's targets (default 256; 'none': every style value)")
+    g.add_argument("--normalize-gradients", action="store_true",
+                   help="divide each loss term's gradient at its layer by its L1 norm (neural-style's "
+                        "-normalize_gradients)")
+    g.add_argument("--style-ref-size", type=int, default=None, metavar="PX",
+                   help="keep the look of this size: layer weights tilted towards the deep layers by the working "
+                        "size (e.g. 256; see README, resolution-consistent style)")
     g.add_argument("--freeze-mask", default=None, metavar="FILE",
                    help="mask whose non-zero pixels keep their initial value (the official code's -mask_file)")
     g.add_argument("--weights", default="auto", help="weight source or file (default auto; see 'nst-jax weights list')")
@@ -146,6 +163,8 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="plain L-BFGS: start the lbfgs solver's recursion from gamma*I instead of the smoothing "
                         "preconditioner (see nst_jax.lbfgs)")
     s.add_argument("--lr", type=float, default=None, help="step size (lbfgs 1.0, adam 0.02)")
+    s.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="return the exponential moving average of the iterates with this decay (e.g. 0.9)")
     s.add_argument("--seed", type=int, default=0, help="PRNG seed for --init noise (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--print-every", type=int, default=None, metavar="N",
@@ -258,8 +277,17 @@ def problem_spec(args, spatial: Optional[SpatialConfig]) -> ProblemSpec:
         match_mode=args.match_mode, lum_match=args.lum_match, remat=args.remat,
         compute_dtype="bfloat16" if args.bf16 else None, sums_weight=args.sums_weight,
         pool_rounding=args.pool_rounding, padding=args.padding, freeze_mask=args.freeze_mask, ops=args.ops,
-        precision=args.precision)
+        precision=args.precision, style_loss=args.style_loss,
+        style_loss_weights=None if args.style_loss_weights is None else floats(args.style_loss_weights,
+                                                                               "style-loss-weights"),
+        sliced_projections=args.sliced_projections, sliced_seed=args.sliced_seed, hist_bins=args.hist_bins,
+        normalize_gradients=args.normalize_gradients, style_ref_size=args.style_ref_size)
     return spec
+
+
+def _bins(text: str):
+    """``--hist-bins``: an integer or 'none'."""
+    return None if text.strip().lower() == "none" else int(text)
 
 
 def _layer_weights(text: Optional[str]):
@@ -278,6 +306,6 @@ def solve_options(args, **extra) -> SolveOptions:
         print(f"nst-jax: warning: {note}", file=sys.stderr)
         warnings.filterwarnings("ignore", message=re.escape(note))
     solver = SolverConfig(name=args.solver, history=args.history, lr=args.lr, precondition=args.precondition,
-                          loop=args.loop, members=args.members)
+                          loop=args.loop, members=args.members, ema=args.ema)
     return SolveOptions(iters=args.iters, init=args.init, seed=args.seed, solver=solver,
                         progress=not args.no_progress, print_every=args.print_every, verbose=args.verbose, **extra)

@@ -146,8 +146,8 @@ def _figure(args) -> int:
 def add_figure_parser(subparsers, add_command) -> None:
     from nst_jax.figures import PAPER_FIGURES
 
-    p = add_command(subparsers, "figure", help="reproduce a figure of the papers on the bundled samples",
-                    description="Reproduce a paper figure on the bundled samples: " +
+    p = add_command(subparsers, "figure", help="reproduce a figure of the papers (or compare the style losses) on the bundled samples",
+                    description="Make a figure on the bundled samples: " +
                                 "; ".join(f"{k}: {v}" for k, v in PAPER_FIGURES.items()))
     p.add_argument("name", choices=sorted(PAPER_FIGURES), help="which figure")
     p.add_argument("-o", "--output", required=True, help="output image (.png)")
