@@ -321,6 +321,22 @@ def test_ema_result_through_the_runner_averages_the_iterates(tiny_params):
         SolverConfig(ema=1.0)
 
 
+@pytest.mark.parametrize("name", ["jaxopt-lbfgs", "optax-lbfgs"])
+def test_ema_wraps_the_line_search_solvers(tiny_params, name):
+    """The line-search solvers (their own f+g counts and probes) run under the average as they run alone: the same
+    loss trace and f+g counts; the result is the average of their iterates, inside the box."""
+    p = nst_jax.prepare(S("blue_marble"), S("great_wave"), weights=tiny_params, size=32)
+    x0 = nst_jax.problem.initial_image(p, "content")
+    plain = nst_jax.Solve(p.cfg, SolverConfig(name=name, history=4, chunk=1))(p.params, p.targets, p.weights, x0, 3)
+    averaged = nst_jax.Solve(p.cfg, SolverConfig(name=name, history=4, chunk=1, ema=0.5))(
+        p.params, p.targets, p.weights, x0, 3)
+    np.testing.assert_allclose(averaged.values, plain.values, rtol=1e-5)
+    np.testing.assert_array_equal(averaged.nfevs, plain.nfevs)
+    assert averaged.nfev_run == plain.nfev_run
+    assert 0.0 <= float(np.min(averaged.image)) and float(np.max(averaged.image)) <= 1.0
+    assert float(np.max(np.abs(np.asarray(averaged.image) - np.asarray(plain.image)))) > 1e-4
+
+
 # --- resolution rule and padding ---
 
 def test_resolution_rule_tilts_the_layer_weights_by_the_working_size(tiny_params):
