@@ -15,6 +15,10 @@ A checkpoint ``OUT.ckpt.npz`` (next to the output ``OUT.png``, see :func:`checkp
     trace_seconds   float64 [T]    solve seconds (compile excluded) at each iteration
     state_names     str [N]        ``jax.tree_util.keystr`` path of each solver-state leaf, in ``tree_leaves`` order
     state/00000 ..  [...]          the N leaves of the solver state pytree (L-BFGS history, Adam moments, ...)
+    level           int64          a run of several levels (warm start, coarse-to-fine): the level being solved
+                                   (0-based; ``image``, ``iteration``, the trace and the state are that level's)
+    levels          str            JSON list, one record per finished level (its trace, f+g, terms, timings)
+    levels/001/raw  [...]          the finished levels' arrays (``levels/{level:03d}/{name}``: e.g. its raw result)
 
 The write is atomic (hidden temp file in the same folder, fsync, ``os.replace``), so a crash while saving leaves the
 previous checkpoint intact. :func:`compare_settings` refuses to resume under different settings, naming the first
@@ -70,6 +74,8 @@ class Checkpoint:
     state_leaves: List[np.ndarray]
     trace_terms: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # {term: [T]}
     trace_seconds: Optional[np.ndarray] = None  # [T]
+    level: int = 0  # the level being solved in a run of several levels
+    finished: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # one record per finished level
 
     def resume_args(self) -> Dict[str, Any]:
         """The ``resume`` argument of :meth:`nst_jax.runner.Solve.__call__`."""
@@ -109,9 +115,12 @@ def flatten_state(state) -> Tuple[List[str], List[np.ndarray]]:
 
 
 def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nfevs, settings: Mapping[str, Any],
-                    seed: int, terms: Optional[Mapping[str, Any]] = None, seconds=None) -> pathlib.Path:
+                    seed: int, terms: Optional[Mapping[str, Any]] = None, seconds=None, level: int = 0,
+                    finished: Sequence[Mapping[str, Any]] = ()) -> pathlib.Path:
     """Write one checkpoint atomically (layout in the module docstring). ``state``: the solver-state pytree;
     ``terms`` ({content, style, tv: [T]}) and ``seconds`` ([T]) complete the trace (NaN / 0 when not given).
+    ``level`` and ``finished``: a run of several levels, the level being solved and one record per finished level
+    (JSON-able values, and NumPy arrays stored beside them), given back as :attr:`Checkpoint.finished`.
 
     Example (a round trip through :func:`load_checkpoint`):
       >>> import tempfile
@@ -147,6 +156,12 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
     }
     for j, leaf in enumerate(leaves):
         arrays[f"state/{j:05d}"] = leaf
+    if level or finished:
+        arrays["level"] = np.array(int(level), np.int64)
+        arrays["levels"] = np.array(json.dumps([{k: v for k, v in rec.items() if not isinstance(v, np.ndarray)}
+                                                for rec in finished]))
+        for j, rec in enumerate(finished):
+            arrays.update({f"levels/{j:03d}/{k}": v for k, v in rec.items() if isinstance(v, np.ndarray)})
     atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
@@ -196,8 +211,23 @@ def load_checkpoint(path) -> Checkpoint:
         if "trace_terms" in data and data["trace_terms"].shape == (len(TERMS), it + 1) else {}
     seconds = np.asarray(data["trace_seconds"], np.float64) if "trace_seconds" in data and \
         data["trace_seconds"].shape == (it + 1,) else None
+    level, finished = _levels(data, path)
     return Checkpoint(path, settings, np.asarray(data["image"], np.float32), it, int(data["n_fg"]),
-                      int(data["seed"]), values, nfevs, names, leaves, terms, seconds)
+                      int(data["seed"]), values, nfevs, names, leaves, terms, seconds, level, finished)
+
+
+def _levels(data: Mapping[str, np.ndarray], path) -> Tuple[int, List[Dict[str, Any]]]:
+    """(level, finished-level records with their arrays) of a loaded checkpoint; (0, []) for a single-level one."""
+    if "level" not in data:
+        return 0, []
+    try:
+        records = json.loads(str(data["levels"]))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); delete it and start again") from None
+    for j, rec in enumerate(records):
+        prefix = f"levels/{j:03d}/"
+        rec.update({k[len(prefix):]: data[k] for k in data if k.startswith(prefix)})
+    return int(data["level"]), records
 
 
 def _show(v) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "NETWORK_OPS",
     "PRECISIONS",
     "PRESETS",
+    "WARM_STARTS",
     "MIN_SIDE",
     "LossConfig",
     "SolverConfig",
@@ -79,6 +80,7 @@ PRECISIONS = ("auto", "highest", "high", "default", "tensorfloat32", "bfloat16")
 LOOPS = ("auto", "while", "host")
 MEMBERS = ("auto", "vmap", "unroll")
 COMPUTE_DTYPES = (None, "float32", "bfloat16")
+WARM_STARTS = ("auto", "off")  # multi-resolution warm start of a single-size run (nst_jax.warmstart)
 
 #: Smallest image side (px), before and after resizing: VGG halves the size 4 times before relu5_1.
 MIN_SIDE = 16
@@ -294,6 +296,9 @@ class SolveOptions:
       checkpoint_every: write a checkpoint every N iterations (with a checkpoint path, see ``solve_problem``).
       report_seconds: report progress (and poll for interruption) about this often; chunks of iterations are sized
         to it, at most ``solver.chunk`` iterations each (chunking never changes the result).
+      warm_start: ``"auto"`` (solve first at 1/4 and 1/2 of the size when the size and ``iters`` allow, then
+        ``iters`` iterations at full size, :mod:`nst_jax.warmstart`) or ``"off"``; single-image runs
+        (``nst_jax.stylize``) only.
       callback: ``callback(iteration, image_HW3)`` for intermediate saves.
     """
 
@@ -305,10 +310,12 @@ class SolveOptions:
     save_every: Optional[int] = None
     checkpoint_every: Optional[int] = None
     report_seconds: float = 1.0
+    warm_start: str = "off"
     callback: Optional[Callable] = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         _int("iters", self.iters, 0)
+        _choice("warm_start", self.warm_start, WARM_STARTS)
         _int("seed", self.seed, 0, MAX_SEED)
         _int("save_every", self.save_every, 1, optional=True)
         _int("checkpoint_every", self.checkpoint_every, 1, optional=True)

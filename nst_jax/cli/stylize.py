@@ -14,7 +14,7 @@ from nst_jax import image as I
 from nst_jax.cli import args as A
 from nst_jax.cli.checks import check_inputs
 from nst_jax.cli.outputs import check_output, say_random, write_json
-from nst_jax.config import INITS
+from nst_jax.config import INITS, WARM_STARTS, SolveOptions
 
 __all__ = ["add_stylize_parser", "add_resume_parser", "run_settings"]
 
@@ -67,12 +67,9 @@ def _check_paths(args, out: pathlib.Path, inputs, ckpt: pathlib.Path, resuming: 
 def _solve(args, spec, options, styles, spatial, settings, saved, ckpt):
     """The solve itself: coarse-to-fine, or one level with checkpoints and Ctrl-C handling."""
     from nst_jax import pyramid
-    from nst_jax.problem import prepare
-    from nst_jax.transfer import solve_problem
+    from nst_jax.transfer import stylize
 
     scales = None if args.scales is None else [int(v) for v in A.floats(args.scales, "scales")]
-    if (scales or args.auto_scales) and (args.checkpoint_every or saved is not None):
-        raise ValueError("--checkpoint-every/--resume work with single-scale runs; drop --scales/--auto-scales")
     mix_iters = None if args.mix_iters is None else [int(v) for v in A.floats(args.mix_iters, "mix-iters")]
     if args.mix_with:
         if len(styles) != 1 or spatial:
@@ -80,17 +77,17 @@ def _solve(args, spec, options, styles, spatial, settings, saved, ckpt):
         if not (scales or args.auto_scales):  # one level: mix once (a coarse-to-fine run re-mixes at every level)
             styles = [pyramid.mixed_style(args.content, styles[0], args.mix_with, spec, options, iters=(
                 mix_iters or [500])[0], match_mode=args.match_mode).image]
-    if scales or args.auto_scales:
-        ips = None if args.iters_per_scale is None else [int(v) for v in A.floats(args.iters_per_scale,
-                                                                                  "iters-per-scale")]
-        return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
-                                       auto_scales=args.auto_scales, mix_with=args.mix_with or None,
-                                       mix_iters=mix_iters, match_mode=args.match_mode, spec=spec, options=options)
-    problem = prepare(args.content, styles, spec)
     with CK.InterruptFlag("nst-jax: interrupted; saving a checkpoint after the current chunk "
                           "(press Ctrl-C again to quit without saving)") as flag:
-        return solve_problem(problem, options, checkpoint=ckpt, checkpoint_settings=settings, resume=saved,
-                             stop=flag)
+        solve = dict(checkpoint=ckpt, checkpoint_settings=settings, resume=saved, stop=flag)
+        if scales or args.auto_scales:
+            ips = None if args.iters_per_scale is None else [int(v) for v in A.floats(args.iters_per_scale,
+                                                                                      "iters-per-scale")]
+            return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
+                                           auto_scales=args.auto_scales, mix_with=args.mix_with or None,
+                                           mix_iters=mix_iters, match_mode=args.match_mode, spec=spec,
+                                           options=options, **solve)
+        return stylize(args.content, styles, spec, options, **solve)
 
 
 def _stylize(args) -> int:
@@ -110,7 +107,7 @@ def _stylize(args) -> int:
             I.save_image(out.with_name(f"{out.stem}_{it:05d}{out.suffix}"), img, inputs=inputs)
     spec = A.problem_spec(args, spatial)
     options = A.solve_options(args, callback=callback, save_every=args.save_every,
-                              checkpoint_every=args.checkpoint_every)
+                              checkpoint_every=args.checkpoint_every, warm_start=args.warm_start)
     _check_paths(args, out, inputs, ckpt, resuming)
     masks = [("content mask", n, p) for n, p in c_masks] + [("style mask", n, p) for n, p in s_masks]
     check_inputs(args, spec, options, styles, masks, init_file)
@@ -182,6 +179,9 @@ def add_stylize_parser(subparsers, add_command) -> None:
                          "so the result keeps the content's palette; re-mixed at every level of --scales)")
     sc.add_argument("--mix-iters", default=None,
                     help="iterations of the mix, one per level (default 500, then 200, 80, ... per level)")
+    sc.add_argument("--warm-start", default=SolveOptions().warm_start, choices=WARM_STARTS,
+                    help="auto: solve first at 1/4 and 1/2 of --size (when the size and --iters allow), then --iters "
+                         f"iterations at --size; off: at --size only (default {SolveOptions().warm_start})")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="save OUT.ckpt.npz (image, solver state, loss trace, settings) every N iterations; Ctrl-C "
                         "always saves one")
