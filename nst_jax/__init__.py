@@ -4,6 +4,7 @@ The public API, all importable from ``nst_jax``:
 
 * running a transfer: :func:`stylize`, :func:`sweep` (any grid of settings as one compiled program, see
   :mod:`nst_jax.grid`), :func:`stylize_batch`, :class:`Result`, :class:`SweepResult`, and the parts they compose: :func:`prepare` -> :class:`Problem` -> :func:`solve_problem`;
+  runs of several sizes (multi-resolution warm start, coarse-to-fine): :func:`solve_levels` -> :class:`LevelsResult`;
 * settings (frozen, validated once): :class:`ProblemSpec`, :class:`SolveOptions`, :class:`SolverConfig`,
   :class:`LossConfig`, :class:`ColorConfig`, :class:`SpatialConfig`, :class:`SettingError`;
 * the objective (pure, traced): :class:`Weights`, :class:`Targets`, :func:`make_weights`, :func:`compute_targets`,
@@ -19,13 +20,14 @@ The public API, all importable from ``nst_jax``:
 * images: :func:`load_image`, :func:`save_image`, :func:`sample_path`, :func:`atomic_write`;
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
   ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``, ``weights``, ``lbfgs``,
-  ``solvers``, ``batching``, ``runner``, ``problem``, ``transfer``, ``grid``, ``sweeps``, ``pyramid``, ``checkpoint``,
+  ``solvers``, ``batching``, ``runner``, ``problem``, ``transfer``, ``warmstart``, ``grid``, ``sweeps``, ``pyramid``,
+  ``checkpoint``,
   ``memory``, ``image``, ``files``, ``figures``.
 """
 
 from nst_jax import (backend, batching, checkpoint, color, config, figures, files, grid, guidance, guided, image,
                      lbfgs, lean_ops, losses, masks, memory, objective, problem, pyramid, runner, solvers, sweeps,
-                     transfer, vgg, weights)
+                     transfer, vgg, warmstart, weights)
 
 from nst_jax.color import match_color, match_luminance, original_colors, rgb_to_yiq, yiq_to_rgb
 from nst_jax.config import (ColorConfig, LossConfig, ProblemSpec, SettingError, SolveOptions, SolverConfig,
@@ -41,7 +43,7 @@ from nst_jax.objective import Targets, Weights, compute_targets, loss_terms, mak
 from nst_jax.problem import Problem, prepare
 from nst_jax.runner import Solve
 from nst_jax.sweeps import SweepResult, stylize_batch, sweep
-from nst_jax.transfer import Result, solve_problem, stylize
+from nst_jax.transfer import LevelsResult, Result, solve_levels, solve_problem, stylize
 from nst_jax.vgg import deprocess, features, init_params, layer_names, preprocess
 from nst_jax.weights import WeightsInfo, load_weights
 
@@ -49,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "stylize", "sweep", "stylize_batch", "Result", "SweepResult", "prepare", "Problem", "solve_problem",
+    "solve_levels", "LevelsResult",
     "ProblemSpec", "SolveOptions", "SolverConfig", "LossConfig", "ColorConfig", "SpatialConfig", "SettingError",
     "Weights", "Targets", "make_weights", "compute_targets", "loss_terms", "total_loss",
     "guarded_lbfgs", "Solve",
@@ -60,5 +63,5 @@ __all__ = [
     "load_image", "save_image", "sample_path", "atomic_write",
     "backend", "batching", "checkpoint", "color", "config", "figures", "files", "grid", "guidance", "guided", "image",
     "lbfgs", "lean_ops", "losses", "masks", "memory", "objective", "problem", "pyramid", "runner", "solvers",
-    "sweeps", "transfer", "vgg", "weights",
+    "sweeps", "transfer", "vgg", "warmstart", "weights",
 ]
