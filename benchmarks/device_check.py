@@ -236,10 +236,11 @@ def torch_speed(params, sizes, reps: int) -> List[Row]:
     return rows
 
 
-def time_to_quality(hed: Optional[str], size: int) -> List[Row]:
-    """f+g and seconds for nst-jax's default solver to reach PyTorch's 100-f+g L-BFGS loss (benchmark pair)."""
+def time_to_quality(hed: Optional[str], size: int, fg: int = 100, tiny: bool = False) -> List[Row]:
+    """f+g and seconds for nst-jax's default solver to reach PyTorch's ``fg``-f+g L-BFGS loss (benchmark pair;
+    ``tiny``: the tiny random network, the code path only)."""
     try:
-        params, info = nst_jax.load_weights(hed or "vgg16-hed", verbose=False)
+        params, info = nst_jax.load_weights("tiny19" if tiny else (hed or "vgg16-hed"), verbose=False)
     except Exception as e:  # noqa: BLE001 - the real weights are optional
         return [("time to quality", "vgg16-hed", "skipped", "", f"no vgg16-hed weights ({type(e).__name__}); pass "
                                                                     "--hed FILE")]
@@ -251,15 +252,15 @@ def time_to_quality(hed: Optional[str], size: int) -> List[Row]:
         return [("time to quality", f"{size} px", "not run", "", f"no PyTorch peer: {why}")]
     import torch_peer as TP
 
-    tr = TP.run_lbfgs(TP.TorchGatysLoss(TP.TorchVGG(params, device=device), c, s), c, 100)
+    tr = TP.run_lbfgs(TP.TorchGatysLoss(TP.TorchVGG(params, device=device), c, s), c, fg)
     target = float(np.min(tr.losses))
     r = nst_jax.stylize(c, s, weights=params, size=None, iters=2, progress=False)  # compile
-    r = nst_jax.stylize(c, s, weights=params, size=None, iters=300, progress=False)
+    r = nst_jax.stylize(c, s, weights=params, size=None, iters=3 * fg, progress=False)
     hit = [e for e in r.loss_trace if e["loss"] <= target]
     jax_fg = hit[0]["fg"] if hit else float("nan")
     jax_s = hit[0]["seconds"] if hit else float("nan")
-    rows.append(("time to quality", f"{size} px, vgg16-hed", f"{jax_s / tr.wall[-1]:.3f}", "nst-jax/PyTorch time",
-                 f"target {target:.4g} (PyTorch's best in 100 f+g, {tr.wall[-1]:.2f} s); nst-jax {jax_fg} f+g, "
+    rows.append(("time to quality", f"{size} px, {info.name}", f"{jax_s / tr.wall[-1]:.3f}", "nst-jax/PyTorch time",
+                 f"target {target:.4g} (PyTorch's best in {fg} f+g, {tr.wall[-1]:.2f} s); nst-jax {jax_fg} f+g, "
                  f"{jax_s:.2f} s (best {min(e['loss'] for e in r.loss_trace):.4g})"))
     return rows
 
@@ -333,7 +334,8 @@ def main(argv=None) -> int:
     chk.section("f+g speed", lambda: fg_speed(params, sizes, reps))
     chk.section("PyTorch f+g", lambda: torch_speed(params, sizes, reps))
     chk.section("per-backend defaults", lambda: backend_defaults(params, sizes[0], iters, min(k, 4)))
-    chk.section("time to quality", lambda: time_to_quality(args.hed, 64 if args.tiny else 256))
+    chk.section("time to quality", lambda: time_to_quality(args.hed, 32 if args.tiny else 256, 10 if args.tiny else 100,
+                                                           args.tiny))
     chk.section("sweep", lambda: sweep_vs_sequential(params, sweep_size, k, iters))
     chk.section("memory", lambda: memory(params, mem_size, tries))
     width = max(len(r[0]) + len(r[1]) for r in chk.rows) + 3

@@ -26,7 +26,8 @@ import numpy as np
 
 from nst_jax.config import SettingError
 
-__all__ = ["ClusterConfig", "select_devices", "initialize", "fetch", "owned_members", "barrier", "is_coordinator"]
+__all__ = ["ClusterConfig", "select_devices", "initialize", "place", "fetch", "owned_members", "agree", "barrier",
+           "is_coordinator"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +159,21 @@ def is_coordinator() -> bool:
     return jax.process_index() == 0
 
 
+def place(tree, sharded: bool = True):
+    """Host arrays as global arrays over the mesh of every device: the leading (member) axis split across the
+    devices (``sharded``) or replicated. Every process passes the same full values (each keeps its own part)."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("k",)), P("k") if sharded else P())
+
+    def one(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree_util.tree_map(one, tree)
+
+
 def fetch(x) -> np.ndarray:
     """A jax array on the host: as it is when this process holds all of it, else gathered from every process (a
     collective: every process must call it at the same point)."""
@@ -178,6 +194,18 @@ def owned_members(x) -> Iterator[Tuple[int, np.ndarray]]:
             if k not in seen:
                 seen.add(k)
                 yield k, member
+
+
+def agree(value: int) -> int:
+    """Process 0's ``value`` in every process (a collective; alone: ``value``): decisions that change how many
+    collectives follow (chunk lengths, stopping) must be the same everywhere."""
+    import jax
+
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def barrier(name: str) -> None:

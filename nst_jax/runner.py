@@ -27,17 +27,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import backend, batching, objective, solvers
+from nst_jax import backend, batching, distributed, objective, solvers
 from nst_jax.config import LossConfig, SolverConfig
 
 __all__ = ["Members", "SolveOutput", "Solve", "init_state", "step", "run_chunk", "final_terms", "CompileClock"]
 
 
 class Members(NamedTuple):
-    """Which arguments carry the leading K axis of a sweep (0) and which are shared (None); ``x0`` always does."""
+    """Which arguments carry the leading K axis of a sweep (0) and which are shared (None); ``x0`` always does.
+
+    ``sharded``: the K axis lies across every device JAX sees (a mesh over ``jax.devices()``, all processes' in a
+    multi-process run; K a multiple of the device count) and each device runs its members in a ``jax.shard_map``:
+    the per-member computations, FFTs included, stay on their device (a plain ``jit`` over sharded inputs would
+    gather every member's FFT onto every device; XLA:CPU refuses some of those gathers' layouts)."""
 
     targets: Optional[int] = None
     weights: Optional[int] = 0
+    sharded: bool = False
 
 
 class ChunkOut(NamedTuple):
@@ -120,11 +126,21 @@ def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig):
 
 
 def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tuple = ()):
-    """``fn(member_args..., params, targets, weights, *extra)`` vmapped over the member axes (identity if None)."""
+    """``fn(member_args..., params, targets, weights, *extra)`` vmapped over the member axes (identity if None);
+    with ``members.sharded``, each device's members in a ``shard_map`` over the mesh of all devices."""
     if members is None:
         return fn
     axes = (0,) * shared_before + (None, members.targets, members.weights) + (None,) * len(extra)
-    return jax.vmap(fn, in_axes=axes)
+    batched = jax.vmap(fn, in_axes=axes)
+    if not members.sharded:
+        return batched
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("k",))
+    specs = tuple(P() if a is None else P("k") for a in axes)
+    # members are independent (no collectives): no replication checks, which loop carries started from constants
+    # would fail
+    return jax.shard_map(batched, mesh=mesh, in_specs=specs, out_specs=P("k"), check_vma=False)
 
 
 def _guarded(solver, st, params, targets, weights, active=True):
@@ -208,10 +224,10 @@ class _Trace:
 
     def add(self, out: ChunkOut, k: int, t0: float, t1: float) -> None:
         """The first ``k`` iterations of a chunk that ran from solve second ``t0`` to ``t1``."""
-        self.values.append(np.asarray(out.values)[..., :k])
-        self.nfevs.append(np.asarray(out.nfevs)[..., :k])
+        self.values.append(distributed.fetch(out.values)[..., :k])
+        self.nfevs.append(distributed.fetch(out.nfevs)[..., :k])
         for name in self.terms:
-            self.terms[name].append(np.asarray(out.terms[name])[..., :k])
+            self.terms[name].append(distributed.fetch(out.terms[name])[..., :k])
         self.seconds.append(t0 + (t1 - t0) * np.arange(1, k + 1) / max(k, 1))
 
     def arrays(self):
@@ -241,7 +257,7 @@ class Solve:
     def _read(self, fn_name: str, state):
         fn = getattr(self._get, fn_name)
         out = jax.vmap(fn)(state) if self.members is not None else fn(state)
-        return jax.tree_util.tree_map(np.asarray, out)
+        return jax.tree_util.tree_map(distributed.fetch, out)
 
     def _resumed_state(self, resume, x0, params, targets, weights, iters):
         """The saved state, checked against the one this solve would build (count, shapes, dtypes), and the trace."""
@@ -267,25 +283,32 @@ class Solve:
         seconds = np.asarray(resume.get("seconds", np.zeros(values.shape[-1])), np.float64)
         return state, done, _Trace(values, np.asarray(resume["nfevs"], np.int32), terms, seconds)
 
+    def _place(self, members_array):
+        """A host array of one value per member, placed as the compiled programs take it."""
+        if self.members is not None and self.members.sharded:
+            return distributed.place(members_array)
+        return jnp.asarray(members_array)
+
     def _chunk_fn(self, member_shape, stop) -> Callable:
         """``chunk(state, bad, params, targets, weights, n) -> (ChunkOut, iterations run)``."""
         lc, sc, mb = self.loss_cfg, self.solver_cfg, self.members
         if self.loop == "while":
-            return lambda state, bad, p, t, w, n: (run_chunk(state, jnp.asarray(bad), p, t, w,
+            return lambda state, bad, p, t, w, n: (run_chunk(state, self._place(bad), p, t, w,
                                                              jnp.asarray(n, jnp.int32), lc, sc, mb), n)
         sc_step = dataclasses.replace(sc, chunk=1)  # the step does not depend on the chunk length
 
         def host_chunk(state, bad, p, t, w, n):
-            was_bad, bad = bad, jnp.asarray(bad)
+            was_bad, bad = bad, self._place(bad)
             outs = []
             for _ in range(n):
                 state, bad, *rest = step(state, bad, p, t, w, lc, sc_step, mb)
                 outs.append(rest)
-                if stop is not None and stop():  # answer an interruption at the next iteration
+                if stop is not None and jax.process_count() == 1 and stop():  # answer at the next iteration
                     break
             n = len(outs)  # >= 1: a chunk has at least one iteration
-            values, nfevs, terms = jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(v) for v in a], -1), *outs)
-            bad = np.asarray(bad)
+            values, nfevs, terms = jax.tree_util.tree_map(lambda *a: np.stack([distributed.fetch(v) for v in a], -1),
+                                                          *outs)
+            bad = distributed.fetch(bad)
             # iterations run before the first non-finite value, per member (as the while loop reports them)
             done = np.where(bad, np.argmax(~np.isfinite(values), -1), n)
             return ChunkOut(state, values, nfevs, terms, np.where(was_bad, 0, done), bad), n
@@ -344,18 +367,20 @@ class Solve:
             chunk = self._chunk_fn(member_shape, stop)
             bad, interrupted, per_iter = np.zeros(member_shape, bool), False, None
             while dispatched < iters and not np.all(bad) and not interrupted:
-                n = self._chunk_length(dispatched, iters, every, per_iter, report_seconds)
+                n = distributed.agree(self._chunk_length(dispatched, iters, every, per_iter, report_seconds))
                 t0 = solve_seconds()
                 out, n = chunk(state, bad, params, targets, weights, n)  # the host loop may stop early
-                state, done = out.state, np.asarray(out.done)
+                state, done = out.state, distributed.fetch(out.done)
                 t1 = solve_seconds()
                 trace.add(out, int(np.max(done)), offset + t0, offset + t1)
                 per_iter = (t1 - t0) / max(n, 1)
-                bad, ran, dispatched = bad | np.asarray(out.bad), ran + done, dispatched + n
+                bad, ran, dispatched = bad | distributed.fetch(out.bad), ran + done, dispatched + n
                 self._report(dispatched, state, trace, progress, callback, on_chunk)
-                interrupted = bool(stop is not None and stop() and dispatched < iters and not np.all(bad))
+                interrupted = bool(distributed.agree(stop is not None and stop() and dispatched < iters
+                                                     and not np.all(bad)))
             x = self._read("x", state)
-            terms = {k: np.asarray(v) for k, v in final_terms(x, params, targets, weights, lc, mb).items()}
+            x_dev = jax.vmap(self._get.x)(state) if mb is not None else self._get.x(state)
+            terms = {k: distributed.fetch(v) for k, v in final_terms(x_dev, params, targets, weights, lc, mb).items()}
             nonfinite = self._nonfinite_terms(params, targets, weights, state, bad) if np.any(bad) else None
         run_seconds = time.perf_counter() - t_start - clock.seconds
         values, nfevs, terms_trace, seconds = trace.arrays()
@@ -378,13 +403,13 @@ class Solve:
         ("gradient" when all terms are finite), per member for a sweep (None for members that did not stop)."""
         lc, solver = self.loss_cfg, self._get
 
-        def one(st, targets, weights):
+        def one(st, params, targets, weights):
             x = solver.trial_point(st, params, targets, weights)
             return objective.loss_terms(params, x, targets, weights, lc)
 
         mb = self.members
-        fn = jax.jit(one if mb is None else jax.vmap(one, in_axes=(0, mb.targets, mb.weights)))
-        terms = {k: np.asarray(v) for k, v in fn(state, targets, weights).items()}
+        fn = jax.jit(_batched(one, mb, 1))
+        terms = {k: distributed.fetch(v) for k, v in fn(state, params, targets, weights).items()}
 
         def name(k=None):
             for term in ("content", "style", "tv", "total"):

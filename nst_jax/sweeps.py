@@ -9,7 +9,8 @@ When the K members do not fit in memory at once (:func:`nst_jax.memory.estimate_
 memory or ``memory_limit``), or are more than one program should hold (:func:`nst_jax.batching.members_per_program`:
 with the CPU default ``members="unroll"`` at most 8 per device, beyond which members would be evaluated batched,
 the slower way on XLA:CPU), they run in the fewest equal waves that fit (:func:`plan_waves`), each the same compiled
-program; with several devices every wave's K axis is sharded across them (:func:`shard_members`), padded to a
+program; with several devices (all processes' in a multi-process run, :mod:`nst_jax.distributed`) every wave's K
+axis is split across them and each device runs its members in a ``shard_map`` (:class:`nst_jax.runner.Members`), padded to a
 multiple of the device count. Members are independent, so grouping never changes a result.
 """
 
@@ -25,12 +26,12 @@ import numpy as np
 
 from nst_jax import grid as G
 from nst_jax import image as I
-from nst_jax import backend, batching, memory, objective, runner, vgg
+from nst_jax import backend, batching, distributed, memory, objective, runner, vgg
 from nst_jax.config import ProblemSpec, SettingError, SolveOptions, split_kwargs
 from nst_jax.problem import ImageLike, Problem, initial_image, load_input, original_shape, prepare
 from nst_jax.transfer import Result, progress_bar, result_of, run_settings
 
-__all__ = ["DEFAULT_RATIOS", "SweepResult", "sweep", "stylize_batch", "plan_waves", "shard_members",
+__all__ = ["DEFAULT_RATIOS", "SweepResult", "sweep", "stylize_batch", "plan_waves",
            "fit_to_shape"]
 
 DEFAULT_RATIOS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -77,18 +78,6 @@ class SweepResult:
         """Each member's α/β (a ``ratio`` axis's values per member; the effective ratio otherwise)."""
         return [m["ratio"] if "ratio" in m else r.settings["content_weight"] / r.settings["style_weight"]
                 for m, r in zip(self.members, self.results)]
-
-
-def shard_members(tree):
-    """Place the leading K axis of every leaf across all devices (a no-op on one device); K must be a multiple of
-    the device count."""
-    devices = jax.devices()
-    if len(devices) == 1:
-        return tree
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-    mesh = Mesh(np.array(devices), ("k",))
-    return jax.device_put(tree, NamedSharding(mesh, P("k")))
 
 
 def plan_waves(k: int, n_devices: int, fits: Callable[[int], bool]) -> Tuple[int, int]:
@@ -295,13 +284,23 @@ def _plan(g: G.Grid, content, style, spec: ProblemSpec, options: SolveOptions) -
     return _Plan(problems, stacked, np.stack(x0), targets, settings, g.batched_targets)
 
 
+def _subset(plan: _Plan, idx: Sequence[int]) -> _Plan:
+    """The plan of the members ``idx`` only (a resumed sweep runs the members not yet written)."""
+    take = lambda a: np.asarray(a)[np.asarray(idx)]  # noqa: E731
+    return _Plan([plan.problems[i] for i in idx], jax.tree_util.tree_map(take, plan.weights), take(plan.x0),
+                 jax.tree_util.tree_map(take, plan.targets) if plan.batched else plan.targets,
+                 [plan.settings[i] for i in idx], plan.batched)
+
+
 # --------------------------------------------------------------------------------------------------- running
 
-def _fits(plan: _Plan, options: SolveOptions, memory_limit) -> Callable[[int], bool]:
-    """``fits(m)``: m members on one device are within :func:`nst_jax.batching.members_per_program` and their
-    estimated peak is within ``memory_limit`` (None: the free memory; ``math.inf``: no limit). Batched targets add
-    (m - 1) copies of one member's targets."""
-    cap = batching.members_per_program(backend.resolve("members", options.solver.members)) or math.inf
+def _fits(plan: _Plan, options: SolveOptions, memory_limit, per_device: Optional[int] = None
+          ) -> Callable[[int], bool]:
+    """``fits(m)``: m members on one device are within :func:`nst_jax.batching.members_per_program` (and
+    ``per_device``) and their estimated peak is within ``memory_limit`` (None: the free memory; ``math.inf``: no
+    limit). Batched targets add (m - 1) copies of one member's targets."""
+    cap = min(batching.members_per_program(backend.resolve("members", options.solver.members)) or math.inf,
+              per_device or math.inf)
     limit = memory.available_bytes() if memory_limit is None else memory_limit
     if limit is None or limit == math.inf:
         return lambda m: m <= cap
@@ -318,11 +317,20 @@ def _fits(plan: _Plan, options: SolveOptions, memory_limit) -> Callable[[int], b
     return fits
 
 
-def _run_waves(plan: _Plan, options: SolveOptions, waves: int, per: int) -> Tuple[List[Result], float, float]:
-    """Run the members wave by wave with one compiled program; returns (results, compile s, run s)."""
+def _run_waves(plan: _Plan, options: SolveOptions, waves: int, per: int,
+               on_wave: Optional[Callable[[List[int], List[Result], int], None]] = None
+               ) -> Tuple[List[Result], float, float]:
+    """Run the members wave by wave with one compiled program; returns (results, compile s, run s). With several
+    devices each wave's members lie across them (``Members.sharded``); ``on_wave(member indices, results, per)``
+    after each wave (every process sees every member's result; member ``j`` of a wave of ``per`` lies on device
+    ``j // (per / device count)``)."""
     k, batched = len(plan.problems), plan.batched
     p0 = plan.problems[0]
-    run = runner.Solve(p0.cfg, options.solver, members=runner.Members(targets=0 if batched else None, weights=0))
+    sharded = len(jax.devices()) > 1
+    members = runner.Members(targets=0 if batched else None, weights=0, sharded=sharded)
+    run = runner.Solve(p0.cfg, options.solver, members=members)
+    params = distributed.place(p0.params, sharded=False) if sharded else p0.params
+    shared_targets = plan.targets if batched or not sharded else distributed.place(plan.targets, sharded=False)
     bar, update = progress_bar(waves * options.iters, f"sweep K={k}", options.progress)
     results, compile_s, run_s = [], 0.0, 0.0
     try:
@@ -331,16 +339,20 @@ def _run_waves(plan: _Plan, options: SolveOptions, waves: int, per: int) -> Tupl
             idx = real + [real[-1]] * (per - len(real))  # padding members repeat the last one; dropped below
             if bar is not None:
                 bar.set_description(f"sweep K={k}: wave {w + 1}/{waves}, members {real[0] + 1}-{real[-1] + 1}")
-            take = lambda a: a[np.asarray(idx)]  # noqa: E731
+            take = lambda a: np.asarray(a)[np.asarray(idx)]  # noqa: E731
             weights, x0 = jax.tree_util.tree_map(take, plan.weights), take(plan.x0)
-            targets = jax.tree_util.tree_map(take, plan.targets) if batched else plan.targets
-            weights, x0, targets = shard_members((weights, jnp.asarray(x0), targets)) if batched else (
-                *shard_members((weights, jnp.asarray(x0))), targets)
+            targets = jax.tree_util.tree_map(take, plan.targets) if batched else shared_targets
+            if sharded:
+                weights, x0 = distributed.place((weights, x0))
+                targets = distributed.place(targets) if batched else targets
             offset = w * options.iters
-            out = run(p0.params, targets, weights, x0, options.iters,
+            out = run(params, targets, weights, x0, options.iters,
                       progress=lambda done, loss, nfev: update(offset + done, loss, nfev),
                       report_seconds=options.report_seconds)
-            results += [result_of(plan.problems[i], out, plan.settings[i], member=j) for j, i in enumerate(real)]
+            wave = [result_of(plan.problems[i], out, plan.settings[i], member=j) for j, i in enumerate(real)]
+            if on_wave is not None:
+                on_wave(real, wave, per)
+            results += wave
             compile_s, run_s = compile_s + out.compile_seconds, run_s + out.run_seconds
     finally:
         if bar is not None:
@@ -352,7 +364,8 @@ def sweep(content: Optional[ImageLike], style: Union[None, ImageLike, Sequence[I
           grid: Union[None, Mapping[str, Sequence[Any]], Sequence[float]] = None, zip: bool = False,
           spec: Optional[ProblemSpec] = None, options: Optional[SolveOptions] = None, *,
           ratios: Optional[Sequence[float]] = None, memory_limit: Optional[float] = None,
-          max_members: int = G.MAX_MEMBERS, **kwargs) -> SweepResult:
+          max_members: int = G.MAX_MEMBERS, on_wave: Optional[Callable[[List[int], List[Result], int], None]] = None,
+          only: Optional[Sequence[int]] = None, members_per_device: Optional[int] = None, **kwargs) -> SweepResult:
     """Run every member of a grid of settings as ONE compiled, vmapped solve (2016 paper, Figs. 2-4, and beyond).
 
     Args:
@@ -369,6 +382,11 @@ def sweep(content: Optional[ImageLike], style: Union[None, ImageLike, Sequence[I
         limit); members that do not fit at once (or are more than one program holds with ``members="unroll"``, see
         the module docstring) run in the fewest equal waves that do, with the same program.
       max_members: refuse larger grids (a guard against typos; default :data:`nst_jax.grid.MAX_MEMBERS`).
+      on_wave: ``on_wave(member indices, results, members per wave)`` after each wave (e.g. to write members as
+        they finish).
+      only: run just these members (grid order; e.g. those a stopped run did not write); the result holds them.
+      members_per_device: at most this many members per device in one wave (smaller waves: finished members are
+        handed to ``on_wave`` sooner).
       spec, options, **kwargs: as :func:`nst_jax.stylize`.
 
     Member k equals the single ``stylize`` run with its settings (``results[k].settings``). Bad grids are refused
@@ -385,20 +403,30 @@ def sweep(content: Optional[ImageLike], style: Union[None, ImageLike, Sequence[I
     g = G.make_grid(_grid_of(grid, ratios), zip=zip, max_members=max_members)
     spec, options = split_kwargs(spec, options, **kwargs)
     _refuse_conflicts(g, spec, options, content, style)
+    if members_per_device is not None and not (isinstance(members_per_device, int) and members_per_device >= 1):
+        raise SettingError("members_per_device", f"{{setting}} must be an integer >= 1, got {members_per_device!r}")
     if memory_limit is not None and not (isinstance(memory_limit, (int, float)) and memory_limit > 0):
         raise SettingError("memory_limit", f"{{setting}} must be a number of bytes > 0 (or None), got "
                                            f"{memory_limit!r}")
     plan = _plan(g, content, style, spec, options)
+    members = [{n: G.display_value(v) for n, v in m.items()} for m in g.members()]
+    if only is not None:
+        only = sorted(set(int(i) for i in only))
+        if not only or not all(0 <= i < len(plan.problems) for i in only):
+            raise SettingError("only", f"{{setting}} must name members 0..{len(plan.problems) - 1}, got {only}")
+        plan, members = _subset(plan, only), [members[i] for i in only]
+        if on_wave is not None:
+            user = on_wave
+            on_wave = lambda idx, res, per: user([only[i] for i in idx], res, per)  # noqa: E731
     n_dev = len(jax.devices())
     try:
-        waves, per = plan_waves(len(plan.problems), n_dev, _fits(plan, options, memory_limit))
+        waves, per = plan_waves(len(plan.problems), n_dev, _fits(plan, options, memory_limit, members_per_device))
     except ValueError:
         h, w = plan.problems[0].content_in.shape[:2]
         raise ValueError(f"{w}x{h} px: one member per device does not fit in the memory allowed; try a smaller size, "
                          "history=20 (--history 20), or raise memory_limit (--memory-limit)") from None
-    results, compile_s, run_s = _run_waves(plan, options, waves, per)
+    results, compile_s, run_s = _run_waves(plan, options, waves, per, on_wave)
     axes = {a.name: [G.display_value(v) for v in vals] for a, vals in g.axes}
-    members = [{n: G.display_value(v) for n, v in m.items()} for m in g.members()]
     return SweepResult(axes, members, results, compile_s, run_s, g.shape, g.zip, waves)
 
 

@@ -86,8 +86,9 @@ def test_sweep_writes_images_grid_and_report(tmp_path, capsys):
     rc = main(["sweep", str(S("blue_marble")), str(S("great_wave")), "--ratios", "1e-3,1e-1", "-o", str(d),
                "--size", "32", "--iters", "3", *TINY])
     assert rc == 0
-    assert sorted(p.name for p in d.iterdir()) == ["0000_ratio-0.001.png", "0001_ratio-0.1.png", "grid.png",
-                                                   "sweep.json"]
+    assert sorted(p.name for p in d.iterdir()) == ["0000_ratio-0.001.json", "0000_ratio-0.001.png",
+                                                   "0001_ratio-0.1.json", "0001_ratio-0.1.png", "grid.png",
+                                                   "sweep.json"]  # each member: its image and its record
     rep = json.loads((d / "sweep.json").read_text())
     assert [m["n_fg"] for m in rep["members"]] == [4, 4]
     grid = Image.open(d / "grid.png")

@@ -187,9 +187,10 @@ def test_cli_sweep_writes_members_grid_pages_and_report(tmp_path, capsys):
     rc = main(["sweep", str(C), str(ST), "--grid", "ratio=1e-3,0.1", "--grid", "style-layers=relu1_1|relu1_1,relu2_1",
                "--grid", "tv-weight=0,1e-3", "-o", str(d), *TINY])
     assert rc == 0, capsys.readouterr().err
-    names = sorted(p.name for p in d.iterdir())
+    names = sorted(p.name for p in d.iterdir() if p.suffix == ".png" or p.name == "sweep.json")
     assert names[:2] == ["0000_ratio-0.001_style-layers-relu1_1_tv-weight-0.0.png",
                          "0001_ratio-0.001_style-layers-relu1_1_tv-weight-0.001.png"]
+    assert sorted(p.name for p in d.glob("0*.json")) == [n[:-4] + ".json" for n in names[:8]]  # member records
     assert len(names) == 8 + 2 + 1 and {"grid_tv-weight-0.0.png", "grid_tv-weight-0.001.png", "sweep.json"} <= set(
         names)
     rep = json.loads((d / "sweep.json").read_text())

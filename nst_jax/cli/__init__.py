@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _start_devices(args) -> None:
+    """``--devices`` and the multi-process runtime, before anything touches a device."""
+    from nst_jax import distributed
+    from nst_jax.cli.args import cluster_config
+
+    distributed.select_devices(getattr(args, "devices", None))
+    if hasattr(args, "coordinator"):
+        distributed.initialize(cluster_config(args))
+
+
 def _backend() -> str:
     import jax
 
@@ -66,11 +76,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
-    if getattr(args, "remat", False) and _backend() == "cpu":
-        print("nst-jax: note: --remat ignored on CPU (XLA:CPU drops the barriers it needs and then keeps more memory, "
-              "see benchmarks/RESULTS.md)", file=sys.stderr)
-        args.remat = False
     try:
+        _start_devices(args)
+        if getattr(args, "remat", False) and _backend() == "cpu":
+            print("nst-jax: note: --remat ignored on CPU (XLA:CPU drops the barriers it needs and then keeps more "
+                  "memory, see benchmarks/RESULTS.md)", file=sys.stderr)
+            args.remat = False
         return int(args.func(args) or 0)
     except (ValueError, OSError) as e:
         if debug:

@@ -8,7 +8,8 @@ from typing import List, Optional, Sequence, Tuple
 from nst_jax.config import (LAYER_WEIGHTINGS, PADDINGS, POOL_ROUNDINGS, ProblemSpec, SolveOptions, SolverConfig,
                             SpatialConfig, split_kwargs)
 
-__all__ = ["floats", "names", "pairs", "add_problem_args", "styles_and_spatial", "problem_spec", "solve_options"]
+__all__ = ["floats", "names", "pairs", "add_problem_args", "add_cluster_args", "cluster_config", "styles_and_spatial",
+           "problem_spec", "solve_options"]
 
 
 def floats(text: str, flag: str) -> List[float]:
@@ -127,6 +128,34 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="a sweep's members as one batched network pass, or single-image passes side by side")
     e.add_argument("--precision", default="auto",
                    help="float32 matmul/conv precision: auto, highest, high, default, tensorfloat32, bfloat16")
+
+
+def add_cluster_args(p: argparse.ArgumentParser, processes: bool) -> None:
+    """``--devices`` (and with ``processes``, the multi-process flags of :class:`nst_jax.distributed.ClusterConfig`)."""
+    c = p.add_argument_group("devices and processes (README: Many devices, many hosts)")
+    c.add_argument("--devices", default=None, metavar="SPEC",
+                   help="the devices to run on: cpu, cpu:N (N CPU devices), gpu, gpu:0,1 (those GPUs only); default: "
+                        "what JAX finds")
+    if not processes:
+        return
+    c.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="join a multi-process run: process 0 listens at HOST:PORT, the others connect (default: "
+                        "JAX_COORDINATOR_ADDRESS with NST_JAX_NUM_PROCESSES / NST_JAX_PROCESS_ID, or a SLURM / "
+                        "Open MPI launch)")
+    c.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the run")
+    c.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0..N-1")
+    c.add_argument("--init-timeout", type=int, default=60, metavar="S",
+                   help="seconds to wait for the coordinator and the other processes (default 60)")
+
+
+def cluster_config(args):
+    """The :class:`nst_jax.distributed.ClusterConfig` of the command's flags (else of the environment)."""
+    from nst_jax.distributed import ClusterConfig
+
+    if any(getattr(args, k, None) is not None for k in ("coordinator", "num_processes", "process_id")):
+        return ClusterConfig(args.coordinator, args.num_processes, args.process_id, init_timeout_s=args.init_timeout,
+                             heartbeat_timeout_s=max(args.init_timeout, 10))
+    return ClusterConfig.from_env()
 
 
 def _labelled_spatial(args) -> Tuple[List[str], dict]:

@@ -191,6 +191,7 @@ def add_stylize_parser(subparsers, add_command) -> None:
                    help="refuse runs whose estimated peak memory exceeds SIZE, e.g. 8GB (default: the free memory; "
                         "'none': no check)")
     A.add_problem_args(p)
+    A.add_cluster_args(p, processes=False)
     p.set_defaults(func=_stylize)
 
 

@@ -1,8 +1,10 @@
 """``nst-jax sweep`` (any grid of settings as one compiled program) and ``nst-jax batch`` (many photos, one style).
 
 Everything is checked before anything is written: the grid (axes, values, lengths, the member guard), the input
-files, the output names (unique per member, never from rounded numbers) and existing outputs; the folder is created
-only once the solve has finished.
+files, the output names (unique per member, never from rounded numbers) and existing outputs. A sweep writes each
+member (its PNG and a JSON of its settings and trace) as soon as its wave is done, by the process whose devices hold
+it (several processes: :mod:`nst_jax.distributed`); after every process is done, process 0 writes ``sweep.json`` and
+the grid image(s). ``--resume`` runs only the members a stopped sweep did not write.
 """
 
 from __future__ import annotations
@@ -129,9 +131,73 @@ def _images_of(args, grid: Dict[str, list], styles: List[str]) -> Tuple[object, 
     return args.content, styles, [args.content], list(styles)
 
 
-def _sweep(args) -> int:
-    from nst_jax.figures import sweep_pages
+def _member_record(k: int, name: str, values: dict, r) -> dict:
+    return {"index": k, "file": name, "values": values, "n_fg": r.n_fg, "terms": r.terms, "settings": r.settings,
+            "trace": r.loss_trace}
+
+
+def _written(outdir: pathlib.Path, names: Sequence[str]) -> Dict[int, dict]:
+    """The members a stopped sweep wrote completely (PNG and JSON), by index, with their records."""
+    import json
+
+    done = {}
+    for k, name in enumerate(names):
+        png, js = outdir / name, (outdir / name).with_suffix(".json")
+        if png.is_file() and js.is_file():
+            try:
+                done[k] = json.loads(js.read_text())
+            except ValueError:  # an interrupted write: run the member again
+                continue
+    return done
+
+
+def _writer(outdir: pathlib.Path, names: Sequence[str], members: Sequence[dict], inputs: Sequence[str]):
+    """``on_wave`` of the sweep: each member's PNG and JSON, written by the process whose devices hold it."""
+    import jax
+
     from nst_jax import image as I
+
+    def on_wave(indices, results, per):
+        outdir.mkdir(exist_ok=True)  # only once members exist: a refused sweep leaves nothing behind
+        per_device = max(per // len(jax.devices()), 1)
+        for j, (k, r) in enumerate(zip(indices, results)):
+            if jax.devices()[j // per_device].process_index != jax.process_index():
+                continue
+            I.save_image(outdir / names[k], r.image, metadata=dict(r.settings, software="nst-jax sweep"),
+                         inputs=inputs)
+            write_json((outdir / names[k]).with_suffix(".json"), _member_record(k, names[k], members[k], r))
+            on_wave.written += 1
+
+    on_wave.written = 0
+    return on_wave
+
+
+def _full_result(sw, g: G.Grid, names, done: Dict[int, dict], outdir: pathlib.Path):
+    """The whole grid's SweepResult: this run's members and those a stopped run had written (read back)."""
+    import dataclasses
+
+    from nst_jax import image as I
+    from nst_jax.transfer import Result
+
+    if not done:
+        return sw
+    fresh = dict(zip(sorted(set(range(g.size)) - set(done)), sw.results))
+    results = []
+    for k in range(g.size):
+        if k in fresh:
+            results.append(fresh[k])
+            continue
+        rec = done[k]
+        results.append(Result(image=I.load_image(outdir / names[k]), loss_trace=rec["trace"], n_fg=rec["n_fg"],
+                              compile_seconds=0.0, run_seconds=0.0, terms=rec["terms"], settings=rec["settings"]))
+    members = [{n: G.display_value(v) for n, v in m.items()} for m in g.members()]
+    return dataclasses.replace(sw, members=members, results=results)
+
+
+def _sweep(args) -> int:
+    from nst_jax import distributed
+    from nst_jax import image as I
+    from nst_jax.figures import sweep_pages
     from nst_jax.sweeps import sweep
 
     grid = parse_grid(args.grid, args.ratios)
@@ -143,22 +209,40 @@ def _sweep(args) -> int:
     outdir = pathlib.Path(args.output)
     names, pages = member_names(g), _page_names(g)
     inputs = [*contents, *style_files]
-    _check_folder(outdir, names + pages + ["sweep.json"], inputs, args.overwrite)
+    done = _written(outdir, names) if args.resume and outdir.is_dir() else {}
+    todo = [k for k in range(g.size) if k not in done]
+    derived = pages + ["sweep.json"]
+    # resuming replaces what is left of unfinished members and the derived files
+    _check_folder(outdir, [names[k] for k in todo] + [n[:-4] + ".json" for n in (names[k] for k in todo)]
+                  + derived, inputs, args.overwrite or args.resume)
     _check_files(args, spec, options, contents, style_files)
+    members = [{n: G.display_value(v) for n, v in m.items()} for m in g.members()]
+    writer = _writer(outdir, names, members, inputs)
     sw = sweep(content, style, grid, zip=args.zip, spec=spec, options=options, memory_limit=limit,
-               max_members=args.max_members)
-    outdir.mkdir(exist_ok=True)
-    for name, r in zip(names, sw.results):
-        I.save_image(outdir / name, r.image, metadata=dict(r.settings, software="nst-jax sweep"), inputs=inputs)
-    for name, (_, img) in zip(pages, sweep_pages(sw)):
-        I.save_image(outdir / name, img, inputs=inputs)
-    write_json(outdir / "sweep.json", _report(sw, names))
-    say_random(sw.results[0].settings)
+               max_members=args.max_members, on_wave=writer, only=todo if done else None,
+               members_per_device=args.members_per_device) if todo else None
+    distributed.barrier("nst-jax sweep: members written")
+    if sw is None:
+        print(f"all {g.size} members of {outdir} were already written; nothing to run")
+        return 0
+    full = _full_result(sw, g, names, done, outdir)
+    if distributed.is_coordinator():
+        outdir.mkdir(exist_ok=True)
+        for name, (_, img) in zip(pages, sweep_pages(full)):
+            I.save_image(outdir / name, img, inputs=inputs)
+        write_json(outdir / "sweep.json", _report(full, names))
+    say_random(full.results[0].settings)
     waves = "one wave" if sw.waves == 1 else f"{sw.waves} waves"
-    fg = sorted({r.n_fg for r in sw.results})
+    fg = sorted({r.n_fg for r in full.results})
     fg = f"{fg[0]} f+g each" if len(fg) == 1 else f"{fg[0]}-{fg[-1]} f+g per member"
-    print(f"wrote {len(names)} images, {', '.join(pages)} and sweep.json to {outdir} (K={len(names)}, one compiled "
-          f"solve in {waves}; compile {sw.compile_seconds:.1f}s, run {sw.run_seconds:.1f}s; {fg})")
+    resumed = f"; {len(done)} members from the stopped run" if done else ""
+    import jax
+
+    mine = f"{writer.written} of {len(todo)} images (process {jax.process_index()} of {jax.process_count()})" \
+        if jax.process_count() > 1 else f"{writer.written} images"
+    summary = f", {', '.join(pages)} and sweep.json" if distributed.is_coordinator() else ""
+    print(f"wrote {mine}{summary} to {outdir} (K={len(names)}, one compiled solve in {waves}; compile "
+          f"{sw.compile_seconds:.1f}s, run {sw.run_seconds:.1f}s; {fg}{resumed})")
     return 0
 
 
@@ -167,12 +251,14 @@ def _report(sw, names: Sequence[str]) -> dict:
     differ, terms, f+g and trace."""
     settings = [r.settings for r in sw.results]
     common = {k: v for k, v in settings[0].items() if k != "grid" and all(s.get(k) == v for s in settings)}
+    members = []
+    for k, (n, m, r) in enumerate(zip(names, sw.members, sw.results)):
+        rec = _member_record(k, n, m, r)
+        rec["settings"] = {key: v for key, v in r.settings.items() if key not in common}
+        members.append(rec)
     return {"axes": sw.axes, "zip": sw.zip, "shape": list(sw.shape), "waves": sw.waves,
             "compile_seconds": sw.compile_seconds, "run_seconds": sw.run_seconds, "settings": common,
-            "members": [{"index": k, "file": n, "values": m, "n_fg": r.n_fg, "terms": r.terms,
-                         "settings": {key: v for key, v in r.settings.items() if key not in common},
-                         "trace": r.loss_trace}
-                        for k, (n, m, r) in enumerate(zip(names, sw.members, sw.results))]}
+            "members": members}
 
 
 def add_sweep_parser(subparsers, add_command) -> None:
@@ -197,7 +283,12 @@ def add_sweep_parser(subparsers, add_command) -> None:
                    help="memory one wave may use, e.g. 8GB (default: the free memory; 'none': one wave); members "
                         "that do not fit at once run in equal waves of the same compiled program")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="run only the members a stopped sweep did not write (their PNG and JSON in the folder)")
+    p.add_argument("--members-per-device", type=int, default=None, metavar="M",
+                   help="at most M members per device in one wave (smaller waves write finished members sooner)")
     A.add_problem_args(p)
+    A.add_cluster_args(p, processes=True)
     p.set_defaults(func=_sweep)
 
 
@@ -249,4 +340,5 @@ def add_batch_parser(subparsers, add_command) -> None:
     p.add_argument("--memory-limit", default=None, metavar="SIZE",
                    help="memory one wave may use, e.g. 8GB (default: the free memory; 'none': one wave)")
     A.add_problem_args(p)
+    A.add_cluster_args(p, processes=False)
     p.set_defaults(func=_batch)
