@@ -15,6 +15,7 @@ from nst_jax import cli, objective, pyramid, warmstart
 from nst_jax import image as I
 from nst_jax.config import SettingError, SolveOptions
 from nst_jax.problem import initial_image, prepare
+from nst_jax.image import sample_path as S
 from nst_jax.transfer import LevelsResult, Result, solve_problem, stylize
 
 SOLVE = dict(history=5, chunk=4, progress=False)
@@ -221,3 +222,26 @@ def test_warm_start_keeps_colour_freeze_and_spatial_control(tiny_params, images,
         assert p.region_names == ("top", "bottom")
         direct = float(objective.total_loss(jnp.asarray(r.inits[k]), p.params, p.targets, p.weights, p.cfg))
         assert r.levels[k].loss_trace[0]["loss"] == pytest.approx(direct, rel=1e-5)
+
+
+def test_cli_warm_start_writes_the_levels_trace(tmp_path, capsys, small_levels):
+    """``--warm-start auto``: the JSON trace holds every level's entries (level marks, cumulative f+g and seconds)
+    and the schedule; ``off`` (the default) one level; a bad value is a one-line usage error."""
+    base = ["stylize", str(S("blue_marble")), str(S("great_wave")), "--size", "128", "--iters", "6", "--history", "5",
+            "--weights", "tiny19", "--no-progress"]
+    out = tmp_path / "warm.png"
+    assert cli.main(base + ["-o", str(out), "--warm-start", "auto"]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["settings"]["warm_start"] == {"mode": "auto", "levels": [[32, 3], [64, 2]]}
+    assert sorted({e["level"] for e in data["trace"]}) == [0, 1, 2] and data["n_fg"] == len(data["trace"])
+    assert [e["fg"] for e in data["trace"]] == list(range(1, data["n_fg"] + 1))
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(data["trace"], data["trace"][1:]))
+    assert I.load_image(out).shape[:2] == (128, 128)
+    plain = tmp_path / "plain.png"
+    assert cli.main(base + ["-o", str(plain)]) == 0
+    data = json.loads(plain.with_suffix(".json").read_text())
+    assert "level" not in data["trace"][0] and data["n_fg"] == 7
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(base + ["-o", str(tmp_path / "bad.png"), "--warm-start", "on"])
+    assert exc.value.code == 2 and "--warm-start" in capsys.readouterr().err
