@@ -21,8 +21,7 @@ The public API, all importable from ``nst_jax``:
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
   ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``, ``weights``, ``lbfgs``,
   ``solvers``, ``batching``, ``runner``, ``problem``, ``transfer``, ``warmstart``, ``grid``, ``sweeps``, ``pyramid``,
-  ``checkpoint``,
-  ``memory``, ``image``, ``files``, ``figures``.
+  ``checkpoint``, ``memory``, ``image``, ``files``, ``figures``.
 """
 
 from nst_jax import (backend, batching, checkpoint, color, config, figures, files, grid, guidance, guided, image,
