@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import level_costs as LC  # noqa: E402
+
 import nst_jax.image as I  # noqa: E402
 from nst_jax import objective, runner  # noqa: E402
 from nst_jax.config import SOLVERS, LossConfig, SolverConfig  # noqa: E402
@@ -293,11 +295,14 @@ def pair_list(spec: str, size: int) -> List[tuple]:
 
 
 def time_to_target_from_trace(trace: List[dict], target: float) -> tuple:
-    """(f+g, solve seconds) of the first trace entry at or below ``target`` (NaN, NaN when never reached)."""
-    for e in trace:
-        if e["loss"] <= target:
-            return e["fg"], e["seconds"]
-    return float("nan"), float("nan")
+    """(f+g, solve seconds, index) of the first trace entry at or below ``target`` (NaN, NaN, None when never
+    reached). A run of several levels (warm start) is read at its last level only: a coarse level's loss is of
+    another problem."""
+    last = max((e.get("level", 0) for e in trace), default=0)
+    for j, e in enumerate(trace):
+        if e.get("level", 0) == last and e["loss"] <= target:
+            return e["fg"], e["seconds"], j
+    return float("nan"), float("nan"), None
 
 
 def variant_settings(variant: str) -> Dict[str, object]:
@@ -320,10 +325,22 @@ def variant_settings(variant: str) -> Dict[str, object]:
     return kw
 
 
+# nst_jax.stylize keywords of the variants that run through it (the warm-start variant beside the default); any
+# other variant is a solver (variant_settings) run through runner.Solve
+STYLIZE_VARIANTS = {"default": {"warm_start": "off"}, "warm": {"warm_start": "auto"}}
+
+
 def run_variant(p: Problem, variant: str, max_fg: int, target: float = -np.inf) -> Dict[str, object]:
-    """One nst-jax run of a named variant (:func:`variant_settings`; history 100, as ``nst_jax.stylize``) on a pair's
-    problem, stopped at the first chunk end at or below ``target`` or past ``max_fg`` f+g: its trace (``fg``,
-    ``loss``, cumulative solve ``seconds``), f+g and compile time."""
+    """One nst-jax run of a named variant on a pair's problem, stopped at the first chunk end (of its last level) at
+    or below ``target`` or past about ``max_fg`` f+g: its trace (``fg``, ``loss``, cumulative solve ``seconds``, each
+    entry's ``level``), f+g, compile time and level shapes.
+
+    ``default``: ``nst_jax.stylize`` as a user runs it (the default solver, no warm start); ``warm``: the same with
+    ``warm_start="auto"`` (``max_fg`` iterations at full size after the coarse levels its schedule adds); otherwise a
+    solver with its settings (:func:`variant_settings`; history 100, as ``nst_jax.stylize``) through
+    ``runner.Solve``."""
+    if variant in STYLIZE_VARIANTS:
+        return _run_stylize(p, STYLIZE_VARIANTS[variant], max_fg, target)
     run = runner.Solve(p.cfg, SolverConfig(**dict({"chunk": 5}, **variant_settings(variant))))
     compile_s = run(p.params, p.targets, p.weights, p.x0, 1).compile_seconds
     seen: Dict[str, object] = {}
@@ -337,40 +354,113 @@ def run_variant(p: Problem, variant: str, max_fg: int, target: float = -np.inf) 
         run(p.params, p.targets, p.weights, p.x0, 100 * max_fg, on_chunk=on_chunk)
     except _Stop:
         pass
-    trace = [{"fg": int(n), "loss": float(v), "seconds": float(t)}
+    trace = [{"fg": int(n), "loss": float(v), "seconds": float(t), "level": 0}
              for n, v, t in zip(seen["nfevs"], seen["values"], seen["seconds"])]
-    return {"trace": trace, "compile_s": compile_s, "n_fg": trace[-1]["fg"]}
+    return {"trace": trace, "compile_s": compile_s, "n_fg": trace[-1]["fg"], "shapes": [tuple(p.content.shape[:2])],
+            "final_loss": trace[-1]["loss"]}
+
+
+def _run_stylize(p: Problem, extra: Dict[str, object], max_iters: int, target: float) -> Dict[str, object]:
+    """:func:`run_variant` through ``nst_jax.stylize`` (one f+g per iteration: ``max_iters`` caps the f+g)."""
+    import nst_jax
+
+    kw = dict(weights=p.params, size=None, progress=False, **extra)
+    shape = tuple(p.content.shape[:2])
+    hit: Dict[str, bool] = {}
+
+    def on_chunk(done, x, state, trace):
+        if tuple(np.shape(x)[:2]) == shape and np.nanmin(trace["values"]) <= target:
+            hit["yes"] = True
+
+    warm = nst_jax.stylize(p.content, p.style, iters=2, **kw)  # compiles (a second compile costs nothing)
+    r = nst_jax.stylize(p.content, p.style, iters=max_iters, on_chunk=on_chunk, stop=lambda: bool(hit), **kw)
+    shapes = [tuple(lv["shape"]) for lv in r.settings["levels"]] if "levels" in r.settings else [shape]
+    return {"trace": r.loss_trace, "compile_s": warm.compile_seconds + r.compile_seconds, "n_fg": r.n_fg,
+            "shapes": shapes, "final_loss": r.loss_trace[-1]["loss"]}
+
+
+def _pair_row(args, p: Problem, variants: List[str]) -> Dict[str, object]:
+    """One pair: PyTorch's run and target, each variant's run (after ``default``, capped at ``--max-fg-ratio`` times
+    its f+g to the target), the interleaved per-level costs."""
+    net = TP.TorchVGG({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in p.params.items()})
+    loss = TP.TorchGatysLoss(net, p.content, p.style, alpha=1.0, beta=1e3)
+    tr = TP.run_lbfgs(loss, p.x0, args.fg)
+    best = int(np.argmin(tr.losses))
+    row = {"target": float(tr.losses[best]), "torch_fg": best + 1, "torch_s": float(tr.wall[best]), "runs": {}}
+    print(f"  target (PyTorch's best loss) {row['target']:.6g}", flush=True)
+    cap = args.max_fg or 3 * args.fg
+    for v in variants:
+        r = run_variant(p, v, cap, row["target"])
+        r["fg"], r["s"], j = time_to_target_from_trace(r["trace"], row["target"])
+        r["fgs"] = LC.fg_per_level(r["trace"], j) if j is not None else None
+        last = r["trace"][-1].get("level", 0)
+        r["best_loss"] = min(e["loss"] for e in r["trace"] if e.get("level", 0) == last)
+        if v == "default" and args.max_fg_ratio and np.isfinite(r["fg"]):
+            cap = min(cap, int(np.ceil(args.max_fg_ratio * r["fg"])))
+        row["runs"][v] = r
+    if args.rounds > 0:
+        from nst_jax.problem import prepare
+
+        shapes = {s for v, r in row["runs"].items() if v in STYLIZE_VARIANTS for s in r["shapes"]}
+        problems = {s: prepare(p.content, p.style, weights=p.params, size=max(s)) for s in sorted(shapes)}
+        x = TP.to_nchw(p.x0).requires_grad_(True)
+
+        def torch_fg():
+            x.grad = None
+            loss(torch.clamp(x, 0.0, 1.0)).backward()
+
+        if problems:
+            row["costs"] = LC.level_costs(problems, torch_fg, rounds=args.rounds, block=3)
+    return row
 
 
 def many_pairs(args, say) -> List[tuple]:
-    """Per pair: PyTorch's 100-f+g loss (clipped image) as the target; f+g and seconds each side needs to reach it."""
-    rows, ratios, fgs = [], {}, {}
+    """Per pair: PyTorch's 100-f+g loss (clipped image) as the target; f+g and seconds each side needs to reach it,
+    the same race priced at per-f+g costs timed in turns in one process (:mod:`level_costs`; the default solver's
+    variants only), and each variant's f+g to the target over the default's (load-independent)."""
+    rows, ratios, costs, fgs = [], {}, [], {}
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    say("| pair | px | PyTorch f+g / s to its best | " + " | ".join(f"{v}: f+g / s / ratio" for v in variants)
-        + " | compile (s) |")
-    say("|---|---|---|" + "---|" * len(variants) + "---|")
+    say("| pair | px | load | PyTorch f+g / s to its best | "
+        + " | ".join(f"{v}: f+g per level / s / ratio / priced ratio" for v in variants) + " | compile (s) |")
+    say("|---|---|---|---|" + "---|" * len(variants) + "---|")
     for content, style, size in pair_list(args.pairs, args.size):
         p = Problem(size, args.weights, content, style)
-        net = TP.TorchVGG({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in p.params.items()})
-        tr = TP.run_lbfgs(TP.TorchGatysLoss(net, p.content, p.style, alpha=1.0, beta=1e3), p.x0, args.fg)
-        best = int(np.argmin(tr.losses))
-        target, t_torch = float(tr.losses[best]), float(tr.wall[best])
-        print(f"  {content} + {style}: target (PyTorch's best loss) {target:.6g}", flush=True)
-        cells, compiles, cap = [], [], args.max_fg or 3 * args.fg
+        load0 = os.getloadavg()[0]
+        row = _pair_row(args, p, variants)
+        cells = []
         for v in variants:
-            r = run_variant(p, v, cap, target)
-            fg, sec = time_to_target_from_trace(r["trace"], target)
-            if v == "default" and args.max_fg_ratio and np.isfinite(fg):
-                cap = min(cap, int(np.ceil(args.max_fg_ratio * fg)))
-            fgs.setdefault(v, []).append(fg)
-            ratio = sec / t_torch
-            ratios.setdefault((v, size), []).append(ratio)
-            best_loss = min(e["loss"] for e in r["trace"])
-            cells.append(f"{fg} / {sec:.1f} / **{ratio:.2f}x**" if np.isfinite(sec) else
-                         f"not reached in {r['n_fg']} f+g (best {best_loss / target:.2f}x the target)")
-            compiles.append(f"{r['compile_s']:.1f}")
-        say(f"| {content} + {style} | {size} | {best + 1} / {t_torch:.1f} | " + " | ".join(cells) + " | "
-            + ", ".join(compiles) + " |")
+            r = row["runs"][v]
+            fgs.setdefault(v, []).append(r["fg"])
+            if not np.isfinite(r["s"]):
+                cells.append(f"not reached in {r['n_fg']} f+g (best {r['best_loss'] / row['target']:.2f}x the "
+                             "target)")
+                for kind in ("wall", "priced") if v in STYLIZE_VARIANTS else ("wall",):
+                    ratios.setdefault((v, size, kind), []).append(np.inf)
+                continue
+            ratio = r["s"] / row["torch_s"]
+            ratios.setdefault((v, size, "wall"), []).append(ratio)
+            cell = f"{'+'.join(str(n) for n in r['fgs'])} / {r['s']:.1f} / **{ratio:.2f}x**"
+            if "costs" in row and v in STYLIZE_VARIANTS:
+                pr = LC.priced(r["fgs"], r["shapes"], row["costs"]) / row["torch_fg"]
+                ratios.setdefault((v, size, "priced"), []).append(pr)
+                cell += f" / **{pr:.2f}x**"
+            cells.append(cell)
+        load = f"{load0:.1f}-{os.getloadavg()[0]:.1f}"
+        say(f"| {content} + {style} | {size} | {load} | {row['torch_fg']} / {row['torch_s']:.1f} | "
+            + " | ".join(cells) + " | " + ", ".join(f"{row['runs'][v]['compile_s']:.1f}" for v in variants) + " |")
+        if "costs" in row:
+            costs.append(f"| {content} + {style} | {size} | " + "; ".join(
+                f"{w}x{h}: {1e3 * c['solve_s']:.0f} / {1e3 * c['torch_s']:.0f} ms = {c['cost']:.3f}"
+                for (h, w), c in row["costs"].items()) + " |")
+    say()
+    say("(f+g per level: coarse levels first, '+'-joined; ratio: wall time over PyTorch's; priced ratio: the f+g "
+        "priced at the interleaved per-f+g costs below, in PyTorch f+g, over PyTorch's f+g count)")
+    if costs:
+        say()
+        say("| pair | px | per level size: nst-jax Solve / PyTorch ms per f+g (timed in turns) = cost |")
+        say("|---|---|---|")
+        for line in costs:
+            say(line)
     say()
     if "default" in fgs:  # f+g to the target against the default solver's (load-independent)
         base = np.asarray(fgs["default"], float)
@@ -380,11 +470,11 @@ def many_pairs(args, say) -> List[tuple]:
                 say(f"- {v}: f+g to the target / the default's: median {np.nanmedian(r):.2f}x, worst "
                     f"{np.max(np.where(np.isfinite(r), r, np.inf)):.2f}x over {len(r)} pairs "
                     f"(goal <= 1.5x: {verdict(bool(np.all(r <= 1.5)))})")
-    for (v, size), rs in sorted(ratios.items()):
+    for (v, size, kind), rs in sorted(ratios.items()):
         rs = np.asarray(rs)
-        say(f"- {v}, {size} px: median {np.nanmedian(rs):.2f}x, worst {np.nanmax(rs):.2f}x PyTorch's time "
+        say(f"- {v}, {size} px, {kind}: median {np.nanmedian(rs):.2f}x, worst {np.nanmax(rs):.2f}x PyTorch's time "
             f"({len(rs)} pairs; goal median <= 0.5x, worst <= 0.7x)")
-        rows.append((f"time to PyTorch's loss, {v}, {size} px, {len(rs)} pairs", "1.00x",
+        rows.append((f"time to PyTorch's loss, {v}, {size} px, {kind}, {len(rs)} pairs", "1.00x",
                      f"median {np.nanmedian(rs):.2f}x", f"worst {np.nanmax(rs):.2f}x", "<= 0.5x / 0.7x",
                      verdict(np.nanmedian(rs) <= 0.5 and np.nanmax(rs) <= 0.7)))
     return rows
@@ -427,8 +517,9 @@ def main(argv=None) -> int:
                     help="in --pairs, stop the variants after 'default' at this multiple of the default's f+g to the "
                          "target on that pair (e.g. 1.6 settles the 1.5x bar in the least time)")
     ap.add_argument("--variants", default="default",
-                    help="nst-jax variants raced in --pairs, comma-separated: 'default' or a solver name with "
-                         "optional SolverConfig fields, e.g. 'jaxopt-lbfgs:first_step=0.05:max_linesearch=10'")
+                    help="nst-jax variants raced in --pairs, comma-separated: 'default', 'warm' (warm_start='auto') "
+                         "or a solver name with optional SolverConfig fields, e.g. "
+                         "'jaxopt-lbfgs:first_step=0.05:max_linesearch=10'")
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.weights, args.fg, args.sweep_iters, args.rounds = 64, "tiny19", 10, 5, 3

@@ -5,6 +5,7 @@ The public API, all importable from ``nst_jax``:
 * running a transfer: :func:`stylize`, :func:`sweep` (any grid of settings as one compiled program, see
   :mod:`nst_jax.grid`), :func:`stylize_batch`, :class:`Result`, :class:`SweepResult`, and the parts they compose:
   :func:`prepare` -> :class:`Problem` -> :func:`solve_problem`;
+  runs of several sizes (multi-resolution warm start, coarse-to-fine): :func:`solve_levels` -> :class:`LevelsResult`;
 * settings (frozen, validated once): :class:`ProblemSpec`, :class:`SolveOptions`, :class:`SolverConfig`,
   :class:`LossConfig`, :class:`ColorConfig`, :class:`SpatialConfig`, :class:`SettingError`;
 * the objective (pure, traced): :class:`Weights`, :class:`Targets`, :func:`make_weights`, :func:`compute_targets`,
@@ -21,7 +22,7 @@ The public API, all importable from ``nst_jax``:
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
   ``style_losses``, ``gradnorm``, ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``,
   ``weights``, ``lbfgs``, ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``grid``,
-  ``sweeps``, ``distributed``, ``pyramid``, ``checkpoint``, ``interrupts``, ``memory``, ``image``, ``files``,
+  ``sweeps``, ``warmstart``, ``distributed``, ``pyramid``, ``checkpoint``, ``interrupts``, ``memory``, ``image``, ``files``,
   ``figures``.
 
 Everything is imported on first use (PEP 562): ``import nst_jax`` costs nothing until a name is used.
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 _MODULES = ("backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "gradnorm",
             "grid", "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory",
             "objective", "problem", "progress", "pyramid", "runner", "solvers", "style_losses", "sweeps", "transfer",
-            "vgg", "weights")
+            "vgg", "warmstart", "weights")
 
 #: Public name -> the module defining it (imported on first use, as the submodules).
 _API = {
@@ -54,7 +55,7 @@ _API = {
     "nst_jax.problem": ("Problem", "prepare"),
     "nst_jax.runner": ("Solve",),
     "nst_jax.sweeps": ("SweepResult", "stylize_batch", "sweep"),
-    "nst_jax.transfer": ("Result", "solve_problem", "stylize"),
+    "nst_jax.transfer": ("LevelsResult", "Result", "solve_levels", "solve_problem", "stylize"),
     "nst_jax.vgg": ("deprocess", "features", "init_params", "layer_names", "preprocess"),
     "nst_jax.weights": ("WeightsInfo", "load_weights"),
 }
@@ -62,6 +63,7 @@ _WHERE = {name: module for module, names in _API.items() for name in names}
 
 __all__ = [
     "stylize", "sweep", "stylize_batch", "Result", "SweepResult", "prepare", "Problem", "solve_problem",
+    "solve_levels", "LevelsResult",
     "ProblemSpec", "SolveOptions", "SolverConfig", "LossConfig", "ColorConfig", "SpatialConfig", "SettingError",
     "Weights", "Targets", "make_weights", "compute_targets", "loss_terms", "total_loss",
     "guarded_lbfgs", "Solve",
@@ -73,7 +75,8 @@ __all__ = [
     "load_image", "save_image", "sample_path", "atomic_write",
     "backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "gradnorm", "grid",
     "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective",
-    "problem", "progress", "pyramid", "runner", "solvers", "style_losses", "sweeps", "transfer", "vgg", "weights",
+    "problem", "progress", "pyramid", "runner", "solvers", "style_losses", "sweeps", "transfer", "vgg", "warmstart",
+    "weights",
 ]
 
 

@@ -22,6 +22,10 @@ A checkpoint ``OUT.ckpt.npz`` (next to the output ``OUT.png``, see :func:`checkp
 Compacting leaves by their all-zero slots is exact and needs no knowledge of the solver: an L-BFGS history with
 ``count`` of ``m`` pairs in use is stored at ``count / m`` of its size (its size then is ``2 m H W C`` float32, so
 ``--history`` is what bounds a long run's checkpoint; :func:`nst_jax.memory.checkpoint_bytes` estimates it).
+    level           int64          a run of several levels (warm start, coarse-to-fine): the level being solved
+                                   (0-based; ``image``, ``iteration``, the trace and the state are that level's)
+    levels          str            JSON list, one record per finished level (its trace, f+g, terms, timings)
+    levels/001/raw  [...]          the finished levels' arrays (``levels/{level:03d}/{name}``: e.g. its raw result)
 
 The write is atomic (hidden temp file in the same folder, fsync, ``os.replace``), so a crash while saving leaves the
 previous checkpoint intact. :func:`compare_settings` refuses to resume under different settings, naming the first
@@ -77,6 +81,8 @@ class Checkpoint:
     state_leaves: List[np.ndarray]
     trace_terms: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # {term: [T]}
     trace_seconds: Optional[np.ndarray] = None  # [T]
+    level: int = 0  # the level being solved in a run of several levels
+    finished: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # one record per finished level
 
     def resume_args(self) -> Dict[str, Any]:
         """The ``resume`` argument of :meth:`nst_jax.runner.Solve.__call__`."""
@@ -116,9 +122,12 @@ def flatten_state(state) -> Tuple[List[str], List[np.ndarray]]:
 
 
 def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nfevs, settings: Mapping[str, Any],
-                    seed: int, terms: Optional[Mapping[str, Any]] = None, seconds=None) -> pathlib.Path:
+                    seed: int, terms: Optional[Mapping[str, Any]] = None, seconds=None, level: int = 0,
+                    finished: Sequence[Mapping[str, Any]] = ()) -> pathlib.Path:
     """Write one checkpoint atomically (layout in the module docstring). ``state``: the solver-state pytree;
     ``terms`` ({content, style, tv: [T]}) and ``seconds`` ([T]) complete the trace (NaN / 0 when not given).
+    ``level`` and ``finished``: a run of several levels, the level being solved and one record per finished level
+    (JSON-able values, and NumPy arrays stored beside them), given back as :attr:`Checkpoint.finished`.
 
     Example (a round trip through :func:`load_checkpoint`):
       >>> import tempfile
@@ -154,6 +163,12 @@ def save_checkpoint(path, *, image, state, iteration: int, n_fg: int, values, nf
     }
     for j, leaf in enumerate(leaves):
         arrays.update(_compacted(j, leaf))
+    if level or finished:
+        arrays["level"] = np.array(int(level), np.int64)
+        arrays["levels"] = np.array(json.dumps([{k: v for k, v in rec.items() if not isinstance(v, np.ndarray)}
+                                                for rec in finished]))
+        for j, rec in enumerate(finished):
+            arrays.update({f"levels/{j:03d}/{k}": v for k, v in rec.items() if isinstance(v, np.ndarray)})
     atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
@@ -259,7 +274,25 @@ def _checked(path: pathlib.Path, data: Mapping[str, np.ndarray]) -> Checkpoint:
         if "trace_terms" in data and data["trace_terms"].shape == (len(TERMS), it + 1) else {}
     seconds = np.asarray(data["trace_seconds"], np.float64) if "trace_seconds" in data and \
         data["trace_seconds"].shape == (it + 1,) else None
-    return Checkpoint(path, settings, image, it, n_fg, seed, values, nfevs, names, leaves, terms, seconds)
+    level, finished = _levels(data, path)
+    return Checkpoint(path, settings, image, it, n_fg, seed, values, nfevs, names, leaves, terms, seconds, level,
+                      finished)
+
+
+def _levels(data: Mapping[str, np.ndarray], path) -> Tuple[int, List[Dict[str, Any]]]:
+    """(level, finished-level records with their arrays) of a loaded checkpoint; (0, []) for a single-level one.
+    Raises ``ValueError`` (made one line by :func:`load_checkpoint`) for records that are not a JSON list of
+    objects, or a level below the number of finished ones."""
+    if "level" not in data:
+        return 0, []
+    level = _scalar_int(data, "level")
+    records = json.loads(str(data["levels"]))
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records) or level < len(records):
+        raise ValueError(f"levels must be a JSON list of one object per finished level (at most level {level})")
+    for j, rec in enumerate(records):
+        prefix = f"levels/{j:03d}/"
+        rec.update({k[len(prefix):]: _numeric(data[k], k) for k in data if k.startswith(prefix)})
+    return level, records
 
 
 def _show(v) -> str:

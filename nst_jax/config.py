@@ -53,6 +53,7 @@ __all__ = [
     "STYLE_LOSSES",
     "style_loss_kinds",
     "PRESETS",
+    "WARM_STARTS",
     "MIN_SIDE",
     "LossConfig",
     "SolverConfig",
@@ -93,6 +94,7 @@ _SPATIAL_KINDS = {
     "gram": ("gram", "w2"),
     "sums": ("gram",), "sums+gram": ("gram",), "stacked": ("gram",),
 }
+WARM_STARTS = ("auto", "off")  # multi-resolution warm start of a single-size run (nst_jax.warmstart)
 
 #: Smallest image side (px), before and after resizing: VGG halves the size 4 times before relu5_1.
 MIN_SIDE = 16
@@ -390,6 +392,9 @@ class SolveOptions:
       checkpoint_every: write a checkpoint every N iterations (with a checkpoint path, see ``solve_problem``).
       report_seconds: report progress (and poll for interruption) about this often; chunks of iterations are sized
         to it, at most ``solver.chunk`` iterations each (chunking never changes the result).
+      warm_start: ``"auto"`` (solve first at 1/4 and 1/2 of the size when the size and ``iters`` allow, then
+        ``iters`` iterations at full size, :mod:`nst_jax.warmstart`) or ``"off"``; single-image runs
+        (``nst_jax.stylize``) only.
       callback: ``callback(iteration, image_HW3)`` for intermediate saves.
       print_every: print one line with the loss and its content, style and TV terms every N iterations (stdout).
       verbose: with ``print_every``, the term of every layer too.
@@ -403,6 +408,7 @@ class SolveOptions:
     save_every: Optional[int] = None
     checkpoint_every: Optional[int] = None
     report_seconds: float = 1.0
+    warm_start: str = "off"
     callback: Optional[Callable] = dataclasses.field(default=None, compare=False)
     print_every: Optional[int] = None
     verbose: bool = False
@@ -412,6 +418,7 @@ class SolveOptions:
         _int("print_every", self.print_every, 1, optional=True)
         if not isinstance(self.verbose, bool):
             raise SettingError("verbose", f"{{setting}} must be True or False, got {self.verbose!r}")
+        _choice("warm_start", self.warm_start, WARM_STARTS)
         _int("seed", self.seed, 0, MAX_SEED)
         _int("save_every", self.save_every, 1, optional=True)
         _int("checkpoint_every", self.checkpoint_every, 1, optional=True)

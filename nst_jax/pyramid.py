@@ -37,8 +37,8 @@ from nst_jax import image as I
 from nst_jax import vgg
 from nst_jax.config import DEFAULT_STYLE_LAYERS, ProblemSpec, SolveOptions, split_kwargs
 from nst_jax.objective import GramTargets
-from nst_jax.problem import Problem, fit_area, initial_image, load_input, prepare, spec_with_params, weights_settings
-from nst_jax.transfer import Result, result_of, run_settings, solve_output, solve_problem
+from nst_jax.problem import Problem, fit_area, load_input, prepare, spec_with_params, weights_settings
+from nst_jax.transfer import LevelsResult, Result, solve_levels, solve_problem
 
 __all__ = [
     "PAPER_AREAS",
@@ -64,18 +64,9 @@ _FINE_LAYERS_LARGE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 _FINE_AREA_SPLIT = 512 * 1024
 
 
-@dataclasses.dataclass
-class PyramidResult(Result):
-    """The last level's image with the whole run's trace; ``levels`` holds each level's own :class:`Result`.
-
-    ``loss_trace`` concatenates the levels (``iter`` and ``fg`` cumulative, plus ``level``, 0-based); loss values of
-    different levels are not comparable (the targets change with the size). ``n_fg``, ``compile_seconds`` and
-    ``run_seconds`` are totals; ``terms`` are the last level's. ``inits`` are the [H, W, C] images each level
-    started from (the solver's variable: one channel for ``color="luminance"``).
-    """
-
-    levels: List[Result] = dataclasses.field(default_factory=list)
-    inits: List[np.ndarray] = dataclasses.field(default_factory=list)
+#: The result of a coarse-to-fine run (:class:`nst_jax.transfer.LevelsResult`: the last level's image, the whole
+#: run's trace with cumulative ``iter``, ``fg`` and ``seconds`` and each entry's ``level``, ``levels`` and ``inits``).
+PyramidResult = LevelsResult
 
 
 # --------------------------------------------------------------------------------------------------- schedule
@@ -180,16 +171,6 @@ def default_iters(n_levels: int) -> List[int]:
 
 # --------------------------------------------------------------------------------------------------- pyramid
 
-def _solve_level(problem: Problem, options: SolveOptions, offset: int, desc: str) -> Tuple[Result, np.ndarray]:
-    """One level: (its Result with the finished image, the raw optimised [H, W, C] variable for the next level);
-    intermediate saves are numbered across levels (``offset``)."""
-    if options.callback is not None:
-        user = options.callback
-        options = dataclasses.replace(options, callback=lambda it, img: user(offset + it, img))
-    out = solve_output(problem, options, desc=desc)
-    return result_of(problem, out, run_settings(problem, options)), np.asarray(out.image, np.float32)
-
-
 def _level_iters(iters_per_scale, n: int, shapes) -> List[int]:
     if iters_per_scale is None:
         iters = default_iters(n)
@@ -202,33 +183,6 @@ def _level_iters(iters_per_scale, n: int, shapes) -> List[int]:
     if any(i < 0 for i in iters):
         raise ValueError(f"iterations per scale must be >= 0, got {iters}")
     return iters
-
-
-def _combined(levels: List[Result], inits, shapes, iters, init) -> PyramidResult:
-    trace, it0, fg0 = [], 0, 0
-    for k, r in enumerate(levels):
-        for e in r.loss_trace:
-            trace.append(dict(e, iter=it0 + e["iter"], fg=fg0 + e["fg"], level=k))
-        it0 += r.loss_trace[-1]["iter"] + 1
-        fg0 += r.n_fg
-    last = levels[-1]
-    settings = dict(last.settings, iters=sum(iters), init=init if isinstance(init, str) else "array",
-                    scales=[max(s) for s in shapes], iters_per_scale=iters)
-    settings["levels"] = [
-        {"level": k + 1, "shape": [int(h), int(w)], "iters": iters[k], "n_fg": r.n_fg,
-         "loss_start": r.loss_trace[0]["loss"], "loss_end": r.loss_trace[-1]["loss"],
-         "compile_seconds": r.compile_seconds, "run_seconds": r.run_seconds}
-        for k, ((h, w), r) in enumerate(zip(shapes, levels))
-    ]
-    for key in ("level", "levels_total", "shape"):
-        settings.pop(key, None)
-    return PyramidResult(
-        image=last.image, loss_trace=trace, n_fg=sum(r.n_fg for r in levels),
-        compile_seconds=sum(r.compile_seconds for r in levels), run_seconds=sum(r.run_seconds for r in levels),
-        terms=dict(last.terms), settings=settings,
-        stopped_nonfinite=any(r.stopped_nonfinite for r in levels),
-        nonfinite_term=next((r.nonfinite_term for r in levels if r.nonfinite_term), None),
-        iters_done=sum(r.iters_done for r in levels), levels=levels, inits=inits)
 
 
 def stylize_pyramid(
@@ -245,6 +199,11 @@ def stylize_pyramid(
     match_mode: str = "pca",
     spec: Optional[ProblemSpec] = None,
     options: Optional[SolveOptions] = None,
+    checkpoint=None,
+    checkpoint_settings: Optional[Dict[str, Any]] = None,
+    resume=None,
+    stop=None,
+    on_chunk=None,
     **kwargs,
 ) -> PyramidResult:
     """Coarse-to-fine style transfer (2017 paper, Section 6).
@@ -261,6 +220,8 @@ def stylize_pyramid(
       spec / options / **kwargs: as :func:`nst_jax.stylize`, applied at every level (``options.iters`` is not used;
         ``options.init`` starts the first level; later levels start from the previous level's optimised image
         resized (Lanczos) to their size; ``options.callback`` counts iterations across levels).
+      checkpoint, checkpoint_settings, resume, stop, on_chunk: checkpoints across levels and resuming from them
+        (and interrupting, watching), as :func:`nst_jax.transfer.solve_levels`.
 
     Returns:
       :class:`PyramidResult` (the last level's image; ``levels``: per-level results; ``settings["levels"]``: a JSON
@@ -281,10 +242,9 @@ def stylize_pyramid(
     mix_iters = _level_iters(mix_iters, len(shapes), shapes) if mix_with is not None else []
     name = spec.weights if isinstance(spec.weights, str) else None
     spec, _, info = spec_with_params(spec)
-    levels: List[Result] = []
-    inits: List[np.ndarray] = []
-    raw, offset, mixes = None, 0, []
-    for k, (h, w) in enumerate(shapes):
+    mixes: List[dict] = []
+
+    def problem_at(k: int) -> Problem:
         level_spec = dataclasses.replace(spec, size=sides[k], size_rule=rule)
         level_styles = style_imgs if len(style_imgs) > 1 else style_imgs[0]
         if mix_with is not None:
@@ -294,18 +254,14 @@ def stylize_pyramid(
             level_styles = mixed.image
         problem = prepare(content_img, level_styles, level_spec)
         problem.settings.update(weights_settings(info, name))  # the file's path and sha256 too
-        if problem.content_in.shape[:2] != (h, w):  # prepare and scale_schedule disagree: a bug, say so
-            raise RuntimeError(f"level {k + 1} prepared at {problem.content_in.shape[:2]}, scheduled at {(h, w)}")
-        x0 = initial_image(problem, options.init, options.seed) if raw is None else \
-            I.resize(raw, (h, w))[..., :problem.cfg.channels]
-        inits.append(np.asarray(x0, np.float32))
-        level_opts = dataclasses.replace(options, iters=iters[k], init=inits[-1])
-        r, raw = _solve_level(problem, level_opts, offset, f"level {k + 1}/{len(shapes)} {w}x{h}")
-        r.settings.update(level=k + 1, levels_total=len(shapes), shape=[h, w], init=(
-            options.init if isinstance(options.init, str) else "array") if k == 0 else "previous level")
-        levels.append(r)
-        offset += iters[k]
-    out = _combined(levels, inits, shapes, iters, options.init)
+        if problem.content_in.shape[:2] != shapes[k]:  # prepare and scale_schedule disagree: a bug, say so
+            raise RuntimeError(f"level {k + 1} prepared at {problem.content_in.shape[:2]}, scheduled at {shapes[k]}")
+        return problem
+
+    out = solve_levels(problem_at, iters, options, checkpoint=checkpoint, checkpoint_settings=checkpoint_settings,
+                       resume=resume, stop=stop, on_chunk=on_chunk)
+    out.settings.update(iters=sum(iters), init=options.init if isinstance(options.init, str) else "array",
+                        scales=[max(sh) for sh in shapes], iters_per_scale=iters)
     if mixes:
         out.settings["mix_with"] = mixes
     return out

@@ -3,20 +3,28 @@
 Both return a :class:`Result` carrying the image, the loss trace (every term), the f+g count and compile/run
 seconds. Everything numeric that varies between calls (images of the same size, α, β, layer and blend weights) is
 a traced argument of one compiled program, so a second call of the same shapes compiles nothing.
+
+:func:`solve_levels` solves a chain of problems at growing sizes, each level starting from the previous level's
+result (a :class:`LevelsResult`, with checkpoints and resume across levels): the machinery of the multi-resolution
+warm start of :func:`stylize` (``SolveOptions.warm_start``, :mod:`nst_jax.warmstart`) and of coarse-to-fine runs
+(:func:`nst_jax.pyramid.stylize_pyramid`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from nst_jax import progress, runner
+from nst_jax import image as I
+from nst_jax import progress, runner, warmstart
 from nst_jax.config import ProblemSpec, SolveOptions, split_kwargs
 from nst_jax.problem import ImageLike, Problem, finish, initial_image, prepare
 
-__all__ = ["Result", "stylize", "solve_problem", "solve_output", "result_of", "run_settings", "progress_bar"]
+__all__ = ["Result", "LevelsResult", "stylize", "solve_problem", "solve_output", "solve_levels", "result_of",
+           "run_settings", "progress_bar"]
 
 
 @dataclasses.dataclass
@@ -62,6 +70,24 @@ class Result:
     n_fg_computed: Optional[int] = None
 
 
+@dataclasses.dataclass
+class LevelsResult(Result):
+    """A run of several levels (warm start, coarse-to-fine): the last level's image with the whole run's trace.
+
+    ``loss_trace`` concatenates the levels, each entry marked with its ``level`` (0-based): ``iter`` and ``fg``
+    cumulative, ``seconds`` cumulative (each level's solve seconds after the previous levels' and after preparing
+    it, compile excluded). Loss values of different levels are not comparable (the
+    targets change with the size). ``n_fg``, ``compile_seconds`` and ``run_seconds`` are totals (``run_seconds``
+    includes preparing the later levels); ``terms`` are the last level's; ``iters_done`` counts every level's.
+    ``levels`` holds each level's own :class:`Result` (its trace per level, from 0 s); ``inits`` the [H, W, C]
+    images each level started from (the solver's variable: one channel for ``color="luminance"``);
+    ``settings["levels"]`` a JSON summary per level.
+    """
+
+    levels: List[Result] = dataclasses.field(default_factory=list)
+    inits: List[np.ndarray] = dataclasses.field(default_factory=list)
+
+
 def progress_bar(total: int, desc: str, enabled: bool):
     """``(bar, update)``: :func:`nst_jax.progress.progress_bar` (kept here for the sweep)."""
     return progress.progress_bar(total, desc, enabled)
@@ -96,13 +122,22 @@ def run_settings(problem: Problem, options: SolveOptions) -> Dict[str, Any]:
 
 
 def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], spec: Optional[ProblemSpec] = None,
-            options: Optional[SolveOptions] = None, **kwargs) -> Result:
-    """Stylise ``content`` with ``style`` (Gatys et al. 2016, and the 2017 controls) in one compiled solve.
+            options: Optional[SolveOptions] = None, *, checkpoint=None,
+            checkpoint_settings: Optional[Mapping[str, Any]] = None, resume=None,
+            stop: Optional[Callable[[], bool]] = None, on_chunk: Optional[Callable] = None, **kwargs) -> Result:
+    """Stylise ``content`` with ``style`` (Gatys et al. 2016, and the 2017 controls).
+
+    With ``options.warm_start`` "auto" (:func:`nst_jax.warmstart.schedule`) the image is first solved at coarser
+    sizes, each level starting from the previous one's result; the last level is this size with ``options.iters``
+    iterations, and the result is a :class:`LevelsResult`. Otherwise (``"off"``, or no coarse level fits) it is one
+    compiled solve of :func:`prepare`'s problem.
 
     Args:
       content, style: paths or [H, W, 3] arrays in [0, 1]; ``style`` may be a list (blended Gram targets).
       spec: a :class:`nst_jax.config.ProblemSpec` (weights, size, loss weights, layers, controls).
-      options: a :class:`nst_jax.config.SolveOptions` (iterations, init, seed, solver, progress, saves).
+      options: a :class:`nst_jax.config.SolveOptions` (iterations, init, seed, solver, warm start, progress, saves).
+      checkpoint, checkpoint_settings, resume, stop, on_chunk: as :func:`solve_problem`, across the levels of a
+        warm start.
       **kwargs: any field of those (``size=256, iters=150, style_weight=1e4, solver="adam", color="luminance"``),
         applied on top of ``spec`` and ``options`` (see :func:`nst_jax.config.split_kwargs`).
 
@@ -114,11 +149,30 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], sp
       ((32, 32, 3), 6)
     """
     spec, options = split_kwargs(spec, options, **kwargs)
-    return solve_problem(prepare(content, style, spec), options)
+    final = prepare(content, style, spec)
+    plan = warmstart.schedule(final.content_in.shape[:2], options.iters, options.warm_start)
+    saved = getattr(resume, "settings", {}).get("warm_levels") if resume is not None else None
+    if saved is not None:  # the coarse levels the checkpointed run was started with
+        plan = [warmstart.Level(side, iters) for side, iters in saved] + [plan[-1]]
+    solve = dict(checkpoint=checkpoint, resume=resume, stop=stop, on_chunk=on_chunk)
+    if len(plan) == 1:
+        return solve_problem(final, options, checkpoint_settings=checkpoint_settings, **solve)
+
+    def problem_at(k: int) -> Problem:
+        if k == len(plan) - 1:
+            return final
+        return prepare(content, style, dataclasses.replace(spec, size=plan[k].side, size_rule="longest"))
+
+    levels = [[lv.side, lv.iters] for lv in plan[:-1]]
+    r = solve_levels(problem_at, [lv.iters for lv in plan], options, handoff=warmstart.handoff(options),
+                     saves="last", checkpoint_settings=dict(checkpoint_settings or {}, warm_levels=levels), **solve)
+    r.settings.update(iters=options.iters, warm_start={"mode": options.warm_start, "levels": levels})
+    return r
 
 
-def _checkpoint_hook(problem: Problem, options: SolveOptions, path, settings, resume, stop):
-    """``on_chunk`` that writes a checkpoint when a multiple of ``checkpoint_every`` was crossed, or on ``stop``."""
+def _checkpoint_hook(problem: Problem, options: SolveOptions, path, settings, resume, stop, levels=(0, ())):
+    """``on_chunk`` that writes a checkpoint when a multiple of ``checkpoint_every`` was crossed, or on ``stop``
+    (``levels``: the level being solved and the finished levels' records, in a run of several levels)."""
     from nst_jax import checkpoint as CK
 
     every = options.checkpoint_every
@@ -131,14 +185,15 @@ def _checkpoint_hook(problem: Problem, options: SolveOptions, path, settings, re
             CK.save_checkpoint(path, image=np.asarray(x), state=state, iteration=done,
                                n_fg=int(np.asarray(trace["nfevs"])[-1]), values=trace["values"],
                                nfevs=trace["nfevs"], terms=trace["terms"], seconds=trace["seconds"],
-                               settings=dict(settings or {}), seed=options.seed)
+                               settings=dict(settings or {}), seed=options.seed, level=levels[0],
+                               finished=levels[1])
 
     return on_chunk
 
 
 def solve_problem(problem: Problem, options: Optional[SolveOptions] = None, *, desc: str = "stylize",
                   checkpoint=None, checkpoint_settings: Optional[Mapping[str, Any]] = None, resume=None,
-                  stop: Optional[Callable[[], bool]] = None, **kwargs) -> Result:
+                  stop: Optional[Callable[[], bool]] = None, on_chunk: Optional[Callable] = None, **kwargs) -> Result:
     """Run the compiled solve on a prepared :class:`~nst_jax.problem.Problem`.
 
     Args:
@@ -148,6 +203,8 @@ def solve_problem(problem: Problem, options: Optional[SolveOptions] = None, *, d
       resume: a :class:`nst_jax.checkpoint.Checkpoint` to continue (the caller checks its settings match); the
         finished run equals an uninterrupted one.
       stop: polled after each chunk; True ends the run early (``Result.interrupted``).
+      on_chunk: after each chunk, ``on_chunk(done, x, state, trace)`` (see :class:`nst_jax.runner.Solve`; e.g. to
+        watch the loss and end the run through ``stop``).
 
     Example:
       >>> from nst_jax.image import sample_path
@@ -159,15 +216,17 @@ def solve_problem(problem: Problem, options: Optional[SolveOptions] = None, *, d
     """
     _, options = split_kwargs(None, options, **kwargs)
     out = solve_output(problem, options, desc=desc, checkpoint=checkpoint, checkpoint_settings=checkpoint_settings,
-                       resume=resume, stop=stop)
+                       resume=resume, stop=stop, on_chunk=on_chunk)
     return result_of(problem, out, run_settings(problem, options))
 
 
 def solve_output(problem: Problem, options: SolveOptions, *, desc: str = "stylize", checkpoint=None,
                  checkpoint_settings: Optional[Mapping[str, Any]] = None, resume=None,
-                 stop: Optional[Callable[[], bool]] = None) -> runner.SolveOutput:
+                 stop: Optional[Callable[[], bool]] = None, levels=(0, ()),
+                 on_chunk: Optional[Callable] = None) -> runner.SolveOutput:
     """:func:`solve_problem` before the result is assembled: the runner's output, whose ``image`` is the raw
-    optimised variable ([H, W, C], colour finishing not applied; what a coarse-to-fine level hands on)."""
+    optimised variable ([H, W, C], colour finishing not applied; what a coarse-to-fine level hands on).
+    ``levels``: (the level being solved, the finished levels' records) written into checkpoints."""
     if options.checkpoint_every is not None and checkpoint is None:
         raise ValueError("checkpoint_every needs a checkpoint path to write to")
     if not all(bool(np.all(np.isfinite(np.asarray(t)))) for t in _leaves(problem.targets)):
@@ -190,16 +249,18 @@ def solve_output(problem: Problem, options: SolveOptions, *, desc: str = "styliz
                 options.callback(it, finish(problem, np.asarray(x)))
 
     save = None if checkpoint is None else _checkpoint_hook(problem, options, checkpoint, checkpoint_settings,
-                                                            resume, stop)
+                                                            resume, stop, levels)
 
-    def on_chunk(done, x, state, trace):
+    def hooks(done, x, state, trace):
         bar.on_chunk(done, x, state, trace)
+        if on_chunk is not None:  # the caller's hook first: a stop() it triggers is saved at the same chunk end
+            on_chunk(done, x, state, trace)
         if save is not None:
             save(done, x, state, trace)
 
     try:
         return run(problem.params, problem.targets, problem.weights, x0, options.iters, callback=cb,
-                   progress=bar.update, resume=None if resume is None else resume.resume_args(), on_chunk=on_chunk,
+                   progress=bar.update, resume=None if resume is None else resume.resume_args(), on_chunk=hooks,
                    stop=stop, every=options.chunk_ends, report_seconds=options.report_seconds)
     finally:
         bar.close()
@@ -224,6 +285,130 @@ def _progress(problem: Problem, options: SolveOptions, desc: str, x0, start: int
             return progress.layer_terms(problem.params, x, problem.targets, problem.weights, problem.cfg)
     return progress.Progress(options.iters, desc, options.progress, print_every=options.print_every, layers=layers,
                              memory=memory, start=start)
+
+
+def resize_result(problem: Problem, raw_HWC: np.ndarray, previous: Optional[Problem] = None) -> np.ndarray:
+    """The default hand-off between levels: the previous level's raw result resized (Lanczos) to ``problem``'s size,
+    with ``problem``'s channels (one for luminance transfer)."""
+    return I.resize(raw_HWC, problem.content_in.shape[:2])[..., :problem.cfg.channels]
+
+
+def _record(r: Result, raw: np.ndarray, init: np.ndarray, prep_seconds: float) -> Dict[str, Any]:
+    """A finished level as a checkpoint record (JSON-able values and arrays)."""
+    return {"trace": r.loss_trace, "n_fg": r.n_fg, "n_fg_computed": r.n_fg_computed,
+            "compile_seconds": r.compile_seconds,
+            "run_seconds": r.run_seconds, "terms": r.terms, "settings": r.settings, "iters_done": r.iters_done,
+            "prep_seconds": prep_seconds, "image": np.asarray(r.image), "raw": np.asarray(raw),
+            "init": np.asarray(init)}
+
+
+def _restored(rec: Mapping[str, Any]) -> Result:
+    return Result(image=np.asarray(rec["image"], np.float32), loss_trace=list(rec["trace"]), n_fg=int(rec["n_fg"]),
+                  compile_seconds=float(rec["compile_seconds"]), run_seconds=float(rec["run_seconds"]),
+                  terms=dict(rec["terms"]), settings=dict(rec["settings"]), iters_done=int(rec["iters_done"]),
+                  n_fg_computed=None if rec.get("n_fg_computed") is None else int(rec["n_fg_computed"]))
+
+
+def solve_levels(problem_at: Callable[[int], Problem], iters: Sequence[int], options: SolveOptions, *,
+                 handoff: Callable[[Problem, np.ndarray, Problem], np.ndarray] = resize_result, saves: str = "all",
+                 desc: str = "level", checkpoint=None, checkpoint_settings: Optional[Mapping[str, Any]] = None,
+                 resume=None, stop: Optional[Callable[[], bool]] = None,
+                 on_chunk: Optional[Callable] = None) -> LevelsResult:
+    """Solve the levels ``k = 0 .. len(iters) - 1`` in turn, each starting where the previous one ended.
+
+    Args:
+      problem_at: ``k -> Problem``, level k's prepared problem (called once per level, just before it is solved).
+      iters: iterations per level.
+      options: the solve options of every level (``iters`` replaced per level; ``init`` starts level 0).
+      handoff: ``(problem_k, raw_{k-1}, problem_{k-1}) -> x0_k``, level k's initial [H, W, C] variable from the
+        previous level's raw result (default :func:`resize_result`).
+      saves: ``options.callback`` at every level, numbered across levels (``"all"``), or at the last level only,
+        numbered by its own iterations (``"last"``: a warm start's saves are those of the single-size run).
+      checkpoint, checkpoint_settings, stop, on_chunk: as :func:`solve_problem` (``on_chunk`` sees each level's
+        own trace); a checkpoint holds the level being solved and
+        the finished levels' results, and ``resume`` (its :class:`~nst_jax.checkpoint.Checkpoint`) continues from
+        there: the finished run equals an uninterrupted one.
+
+    A level stopped by a non-finite loss or by ``stop()`` ends the run there.
+    """
+    n = len(iters)
+    start = 0 if resume is None else int(getattr(resume, "level", 0))
+    records = [] if resume is None else list(getattr(resume, "finished", []))[:start]
+    if len(records) != start:
+        raise ValueError(f"the checkpoint is at level {start + 1} but holds {len(records)} finished levels; it is "
+                         "damaged: delete it and start again")
+    if start >= n:
+        raise ValueError(f"the checkpoint is at level {start + 1} of a run of {n} levels; resume with the same "
+                         "settings")
+    done = [_restored(rec) for rec in records]
+    inits = [np.asarray(rec["init"], np.float32) for rec in records]
+    preps = [float(rec["prep_seconds"]) for rec in records]
+    raw, prev, offset = (np.asarray(records[-1]["raw"], np.float32) if records else None), None, 0
+    for k in range(start, n):
+        with runner.CompileClock() as clock:
+            t = time.perf_counter()
+            problem = problem_at(k)
+            if k == 0:
+                x0 = initial_image(problem, options.init, options.seed)
+            else:
+                x0 = np.asarray(handoff(problem, raw, prev if prev is not None else problem_at(k - 1)), np.float32)
+            prep = time.perf_counter() - t - clock.seconds
+        preps.append(prep)
+        inits.append(x0)
+        level_opts = dataclasses.replace(options, iters=int(iters[k]), init=x0,
+                                         callback=_level_callback(options.callback, saves, k, n, sum(iters[:k])))
+        h, w = x0.shape[:2]
+        out = solve_output(problem, level_opts, desc=f"{desc} {k + 1}/{n} {w}x{h}", checkpoint=checkpoint,
+                           checkpoint_settings=checkpoint_settings, resume=resume if k == start else None,
+                           stop=stop, levels=(k, records), on_chunk=on_chunk)
+        r = result_of(problem, out, run_settings(problem, level_opts))
+        r.settings.update(level=k + 1, levels_total=n, shape=[int(h), int(w)],
+                          init=(options.init if isinstance(options.init, str) else "array") if k == 0 else
+                          "previous level")
+        done.append(r)
+        raw, prev = np.asarray(out.image, np.float32), problem
+        records = records + [_record(r, raw, x0, preps[-1])]
+        if r.interrupted or r.stopped_nonfinite:
+            break
+    return _combined(done, inits, preps, [int(i) for i in iters])
+
+
+def _level_callback(callback, saves: str, k: int, n: int, offset: int):
+    """``options.callback`` as level k of n sees it (see :func:`solve_levels`' ``saves``)."""
+    if callback is None:
+        return None
+    if saves == "last":
+        return callback if k == n - 1 else None
+    return lambda it, img: callback(offset + it, img)
+
+
+def _combined(levels: List[Result], inits, preps, iters) -> LevelsResult:
+    """The :class:`LevelsResult` of the levels solved: cumulative trace, totals, the last level's image."""
+    trace, it0, fg0, t0 = [], 0, 0, 0.0
+    for k, r in enumerate(levels):
+        t0 += preps[k]
+        for e in r.loss_trace:
+            trace.append(dict(e, iter=it0 + e["iter"], fg=fg0 + e["fg"], seconds=round(t0 + e["seconds"], 4),
+                              level=k))
+        it0 += r.loss_trace[-1]["iter"] + 1
+        fg0 += r.n_fg
+        t0 += r.run_seconds
+    last = levels[-1]
+    settings = dict(last.settings)
+    settings["levels"] = [
+        {"level": k + 1, "shape": list(r.settings["shape"]), "iters": iters[k], "n_fg": r.n_fg,
+         "loss_start": r.loss_trace[0]["loss"], "loss_end": r.loss_trace[-1]["loss"],
+         "compile_seconds": r.compile_seconds, "run_seconds": r.run_seconds, "prepare_seconds": round(preps[k], 4)}
+        for k, r in enumerate(levels)]
+    for key in ("level", "levels_total", "shape"):
+        settings.pop(key, None)
+    return LevelsResult(
+        image=last.image, loss_trace=trace, n_fg=sum(r.n_fg for r in levels),
+        n_fg_computed=sum(r.n_fg if r.n_fg_computed is None else r.n_fg_computed for r in levels),
+        compile_seconds=sum(r.compile_seconds for r in levels), run_seconds=t0, terms=dict(last.terms),
+        settings=settings, stopped_nonfinite=any(r.stopped_nonfinite for r in levels),
+        nonfinite_term=next((r.nonfinite_term for r in levels if r.nonfinite_term), None),
+        interrupted=last.interrupted, iters_done=sum(r.iters_done for r in levels), levels=levels, inits=inits)
 
 
 def _leaves(tree):

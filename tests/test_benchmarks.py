@@ -180,3 +180,30 @@ def test_device_check_tiny_runs_every_section(tmp_path):
     defaults = [row for row in data["rows"] if row[0].startswith("default:")]
     assert len(defaults) == 4 and all(float(row[2]) > 0 for row in defaults)
     assert all("rel. diff 0.00e+00" in row[4] for row in defaults if "precision" not in row[0])  # CPU: same numbers
+
+
+def test_many_pair_list_and_time_to_target_read_from_the_last_level():
+    """``bench_torch --pairs``: 'all' is every photo x painting at --size plus two pairs at 512 px; the time to the
+    target is read from the first trace entry at or below it *in the last level* (a coarse level's loss is of a
+    smaller problem and may be lower), with the f+g each level spent up to there."""
+    import bench_torch as B
+    import level_costs as LC
+
+    pairs = B.pair_list("all", 256)
+    at256 = [p for p in pairs if p[2] == 256]
+    assert len(at256) >= 6 and len(set(at256)) == len(at256)
+    assert [p for p in pairs if p[2] == 512] == [(c, s, 512) for c, s in B.PAIRS_512] and len(B.PAIRS_512) == 2
+    assert B.pair_list("blue_marble+great_wave, a+b", 128) == [("blue_marble", "great_wave", 128), ("a", "b", 128)]
+
+    trace = [dict(fg=1, seconds=0.1, loss=50.0, level=0), dict(fg=6, seconds=0.3, loss=5.0, level=0),
+             dict(fg=7, seconds=0.5, loss=90.0, level=1), dict(fg=12, seconds=1.5, loss=20.0, level=1),
+             dict(fg=17, seconds=2.5, loss=9.0, level=1)]
+    assert B.time_to_target_from_trace(trace, 10.0) == (17, 2.5, 4)  # not the coarse level's 5.0 at fg 6
+    assert B.time_to_target_from_trace(trace, 20.0) == (12, 1.5, 3)
+    fg, s, j = B.time_to_target_from_trace(trace, 1.0)
+    assert j is None and fg != fg and s != s  # NaN: never reached
+    assert LC.fg_per_level(trace, 3) == [6, 6] and LC.fg_per_level(trace[:2], 1) == [6]
+    flat = [dict(fg=1, seconds=0.1, loss=3.0), dict(fg=9, seconds=0.9, loss=1.0)]
+    assert B.time_to_target_from_trace(flat, 2.0) == (9, 0.9, 1) and LC.fg_per_level(flat, 1) == [9]
+    costs = {(16, 16): {"cost": 0.1}, (32, 32): {"cost": 0.8}}
+    assert LC.priced([6, 11], [(16, 16), (32, 32)], costs) == pytest.approx(6 * 0.1 + 11 * 0.8)

@@ -170,8 +170,12 @@ def test_stylize_coarse_to_fine_and_mix_with(tmp_path):
     out2 = tmp_path / "mixw.png"
     assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(out2), "--mix-with",
                  str(S("starry_night")), "--size", "32", "--iters", "2", *TINY]) == 0
-    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(tmp_path / "x.png"),
-                 "--scales", "32,48", "--checkpoint-every", "2", *TINY]) == 2
+    # checkpoints work across the levels of --scales (solve_levels); a finished run removes its checkpoint
+    x = tmp_path / "x.png"
+    assert main(["stylize", str(S("blue_marble")), str(S("great_wave")), "-o", str(x), "--scales", "32,48",
+                 "--iters-per-scale", "3,2", "--checkpoint-every", "2", *TINY]) == 0
+    assert json.loads(x.with_suffix(".json").read_text())["n_fg"] == 4 + 3
+    assert not x.with_suffix(".ckpt.npz").exists() and not list(tmp_path.glob("*.ckpt.npz"))
 
 
 def test_spatial_cli_label_image(tmp_path, capsys):

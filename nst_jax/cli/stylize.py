@@ -28,7 +28,7 @@ from nst_jax.cli import args as A
 from nst_jax.cli.checks import check_inputs
 from nst_jax.cli.outputs import (OUTPUT_ARGS, check_outputs, file_of, input_files, json_writer, say_random,
                                  weights_files)
-from nst_jax.config import INITS
+from nst_jax.config import INITS, WARM_STARTS, SolveOptions
 from nst_jax.files import OutputLock, OutputSet, check_folder_writable, same_file, temp_files
 from nst_jax.interrupts import InterruptFlag, exit_status
 
@@ -180,12 +180,9 @@ def level_iters(iters: int, n_levels: int) -> list:
 def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, flag: InterruptFlag, levels):
     """The solve itself: coarse-to-fine, or one level with checkpoints; ``flag`` answers Ctrl-C / SIGTERM."""
     from nst_jax import pyramid
-    from nst_jax.problem import prepare
-    from nst_jax.transfer import solve_problem
+    from nst_jax.transfer import stylize
 
     scales = None if args.scales is None else [int(v) for v in A.floats(args.scales, "scales")]
-    if (scales or args.auto_scales) and (args.checkpoint_every or saved is not None):
-        raise ValueError("--checkpoint-every/--resume work with single-scale runs; drop --scales/--auto-scales")
     mix_iters = None if args.mix_iters is None else [int(v) for v in A.floats(args.mix_iters, "mix-iters")]
     if args.mix_with:
         if len(styles) != 1 or spatial:
@@ -193,6 +190,7 @@ def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, fl
         if not (scales or args.auto_scales):  # one level: mix once (a coarse-to-fine run re-mixes at every level)
             styles = [pyramid.mixed_style(args.content, styles[0], args.mix_with, spec, options, iters=(
                 mix_iters or [500])[0], match_mode=args.match_mode).image]
+    solve = dict(checkpoint=plan.ckpt, checkpoint_settings=settings, resume=saved, stop=flag)
     if scales or args.auto_scales:
         ips = None if args.iters_per_scale is None else [int(v) for v in A.floats(args.iters_per_scale,
                                                                                   "iters-per-scale")]
@@ -201,14 +199,13 @@ def _solve(args, spec, options, styles, spatial, settings, saved, plan: Plan, fl
         elif args.iters != 500:
             print("nst-jax: note: --iters-per-scale sets each level's iterations; --iters is not used",
                   file=sys.stderr)
-        # no checkpoints across levels: a signal ends the run at once (the start-up handler), nothing to save
-        return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
-                                       auto_scales=args.auto_scales, mix_with=args.mix_with or None,
-                                       mix_iters=mix_iters, match_mode=args.match_mode, spec=spec, options=options)
-    problem = prepare(args.content, styles, spec)
+        with flag:  # checkpoints across levels (transfer.solve_levels)
+            return pyramid.stylize_pyramid(args.content, styles, scales=scales, iters_per_scale=ips,
+                                           auto_scales=args.auto_scales, mix_with=args.mix_with or None,
+                                           mix_iters=mix_iters, match_mode=args.match_mode, spec=spec,
+                                           options=options, **solve)
     with flag:
-        return solve_problem(problem, options, checkpoint=plan.ckpt, checkpoint_settings=settings, resume=saved,
-                             stop=flag)
+        return stylize(args.content, styles, spec, options, **solve)
 
 
 def _note_checkpoints(args, options, shape_HW, plan: Plan) -> None:
@@ -244,7 +241,7 @@ def _run(args) -> int:
             I.save_image(plan.step_image(it), img, inputs=[p for _, p in inputs], overwrite=True)
     spec = A.problem_spec(args, spatial)
     options = A.solve_options(args, callback=callback, save_every=args.save_every,
-                              checkpoint_every=args.checkpoint_every)
+                              checkpoint_every=args.checkpoint_every, warm_start=args.warm_start)
     _check_paths(args, plan, inputs, resuming)
     masks = [("content mask", n, p) for n, p in c_masks] + [("style mask", n, p) for n, p in s_masks]
     masks += [("label image", "", p) for p in [args.content_labels, *args.style_labels] if p]
@@ -346,6 +343,9 @@ def add_stylize_parser(subparsers, add_command) -> None:
                          "so the result keeps the content's palette; re-mixed at every level of --scales)")
     sc.add_argument("--mix-iters", default=None,
                     help="iterations of the mix, one per level (default 500, then 200, 80, ... per level)")
+    sc.add_argument("--warm-start", default=SolveOptions().warm_start, choices=WARM_STARTS,
+                    help="auto: solve first at 1/4 and 1/2 of --size (when the size and --iters allow), then --iters "
+                         f"iterations at --size; off: at --size only (default {SolveOptions().warm_start})")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="save OUT.ckpt.npz (image, solver state, loss trace, settings) every N iterations; Ctrl-C "
                         "and SIGTERM always save one")
