@@ -6,7 +6,8 @@ state, trace)`` with the trace so far) and shows:
 * on a terminal (stderr), one status line redrawn in place: ``compiling ...`` until the first iteration is done, then
   ``stylize 37/500 it, loss 1.234e+05, 38 f+g, 1.1 it/s, 7m02s left, memory ~1.2 GiB``;
 * once, after the first timed chunk (compile excluded), an estimate of the whole run on stderr, also when stderr is
-  not a terminal: ``nst-jax: ~0.85 s per iteration: about 7m05s for the 499 iterations left``;
+  not a terminal: ``nst-jax: ~0.85 s per iteration: about 7m05s for the 499 iterations left`` (after the level's or
+  wave's label, ``nst-jax: level 2/3 512x512: ~0.85 s ...``, where the run has several);
 * with ``print_every`` N, one log-friendly line on stdout per N iterations, whatever stdout is::
 
       iter 50/500  loss 1.234e+05  content 12.3  style 345.6  tv 5678  fg 51  seconds 12.3
@@ -112,7 +113,8 @@ class Progress:
         if rate and not self.estimated:
             self.estimated = True
             left = self.total - done
-            print(("\n" if self.tty else "") + f"nst-jax: ~{1 / rate:.3g} s per iteration: about "
+            label = "" if self.desc == "stylize" else f"{self.desc}: "  # a level or a wave says which
+            print(("\n" if self.tty else "") + f"nst-jax: {label}~{1 / rate:.3g} s per iteration: about "
                   f"{format_seconds(left / rate)} for the {left} iterations left", file=self.stream, flush=True)
             self.width = 0
         if self.tty:

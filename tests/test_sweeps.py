@@ -44,7 +44,7 @@ CASES = {
     "ratio": ([1e-4, 1.0], {}, lambda v: {"style_weight": 1.0 / v}, C, ST),
     "content_weight": ([0.5, 3.0], {"style_weight": 1.0}, lambda v: {"content_weight": v}, C, ST),
     "style_weight": ([0.1, 10.0], {}, lambda v: {"style_weight": v}, C, ST),
-    "tv_weight": ([0.0, 5.0], {"style_weight": 1.0}, lambda v: {"tv_weight": v}, C, ST),
+    "tv_weight": ([0.0, 50.0], {"style_weight": 1.0}, lambda v: {"tv_weight": v}, C, ST),
     "layer_weights": ([[1, 0, 0, 0, 0], [0, 0, 1, 1, 1]], {"style_weight": 100.0},
                       lambda v: {"layer_weights": v}, C, ST),
     "style_layers": ([["relu1_1"], ["relu1_1", "relu3_1"]], {"style_weight": 100.0},
@@ -52,7 +52,9 @@ CASES = {
     "style_blend": ([[1.0, 0.0], [0.3, 0.7]], {"style_weight": 10.0}, lambda v: {"style_blend": v}, C, TWO),
     "region_weights": ([[1.0, 0.0], [0.2, 0.8]], {"style_weight": 10.0},
                        lambda v: {"spatial": _spatial(region_weights=v)}, TETONS, TWO),
-    "style_loss_weights": ([[1.0, 0.0], [0.0, 1e3]], {"style_loss": "gram,w2", "style_weight": 10.0},
+    # (w2 weight 3e2, not 1e3: under the suite's XLA -O0 that member's 4th step parted from the single run's by
+    # 0.1 % once the default solver holds elements at the box (two-metric projection); -O2 agrees to 3e-7)
+    "style_loss_weights": ([[1.0, 0.0], [0.0, 3e2]], {"style_loss": "gram,w2", "style_weight": 10.0},
                            lambda v: {"style_loss_weights": v}, C, ST),
     "seed": ([1, 2], {"init": "noise", "style_weight": 10.0}, lambda v: {"seed": v}, C, ST),
     "style": ([S("great_wave"), S("starry_night")], {"style_weight": 10.0}, lambda v: {}, C, None),
