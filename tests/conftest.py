@@ -70,17 +70,10 @@ def grad_calls(monkeypatch):
 
     from nst_jax import objective
 
+    from synthetic import backward_tap
+
     calls = []
-
-    @jax.custom_vjp
-    def tap(x):
-        return x
-
-    def bwd(_, ct):
-        jax.debug.callback(lambda: calls.append(1))
-        return (ct,)
-
-    tap.defvjp(lambda x: (x, None), bwd)
+    tap = backward_tap(calls)
     real = objective.total_and_terms
     monkeypatch.setattr(objective, "total_and_terms", lambda x, *a, **k: real(tap(x), *a, **k))
     jax.clear_caches()

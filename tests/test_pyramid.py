@@ -14,27 +14,13 @@ from nst_jax.config import DEFAULT_STYLE_LAYERS
 from nst_jax import vgg
 
 from nst_jax.problem import prepare
+from synthetic import blobs, stripes
 
 SOLVE = dict(history=5, chunk=4, progress=False)
 
 
-def _blobs(h, w, seed):
-    """A smooth image: a few large Gaussian blobs of random colours (large-scale structure, little texture)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    img = np.full((h, w, 3), 0.5, np.float32)
-    for _ in range(4):
-        cy, cx, r = rng.random(3) * [1, 1, 0.3] + [0, 0, 0.15]
-        img += (rng.random(3) - 0.5)[None, None] * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2)[..., None]
-    return np.clip(img, 0, 1).astype(np.float32)
 
 
-def _stripes(h, w, seed):
-    """A fine texture: high-frequency noisy stripes."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = 0.5 + 0.4 * np.sin(1.7 * xx + 0.9 * yy)[..., None] * np.array([1.0, -0.6, 0.3])
-    return np.clip(base + 0.15 * rng.random((h, w, 3)), 0, 1).astype(np.float32)
 
 
 def _np_gram(f_HWC):
@@ -94,7 +80,7 @@ def test_schedule_bad_inputs(kwargs, match):
 
 @pytest.fixture(scope="module")
 def images():
-    return {"content": _blobs(48, 40, 1), "style": _stripes(40, 40, 2), "content2": _blobs(48, 40, 3)}
+    return {"content": blobs(48, 40, 1), "style": stripes(40, 40, 2), "content2": blobs(48, 40, 3)}
 
 
 def test_two_level_pyramid_continues_from_upsampled_first_level(tiny_params, images, capsys, compiles):
@@ -185,16 +171,16 @@ MIX = dict(size=48, fine_layers="relu2_1", **SOLVE)
 
 
 def test_mix_identical_styles_is_a_fixed_point(tiny_params):
-    a = _blobs(48, 40, 5)
+    a = blobs(48, 40, 5)
     same = P.mix_styles(a, a, iters=4, weights=tiny_params, **MIX)
-    other = P.mix_styles(a, _stripes(48, 40, 6), iters=0, weights=tiny_params, **MIX)
+    other = P.mix_styles(a, stripes(48, 40, 6), iters=0, weights=tiny_params, **MIX)
     assert same.loss_trace[0]["loss"] <= 1e-6 * other.loss_trace[0]["loss"]
     assert np.abs(same.image - a).max() < 1e-3
     assert same.terms["content"] == 0.0 and same.settings["content_weight"] == 0.0
 
 
 def test_mix_styles_takes_fine_texture_and_keeps_coarse_layout(tiny_params):
-    coarse, fine = _two_tone(48, 40), _stripes(48, 40, 8)
+    coarse, fine = _two_tone(48, 40), stripes(48, 40, 8)
     low = ("relu1_1", "relu2_1")
     r = P.mix_styles(coarse, fine, iters=20, weights=tiny_params, **MIX)
     assert r.settings["style_layers"] == list(low) and r.settings["content_layers"] == []
@@ -217,7 +203,7 @@ def test_mix_styles_takes_fine_texture_and_keeps_coarse_layout(tiny_params):
 def test_mix_styles_colour_matching_to_content(tiny_params):
     from nst_jax import color as C
 
-    coarse, fine, content = _blobs(48, 40, 9), _stripes(48, 40, 10), _blobs(48, 40, 11)[..., ::-1].copy()
+    coarse, fine, content = blobs(48, 40, 9), stripes(48, 40, 10), blobs(48, 40, 11)[..., ::-1].copy()
     r = P.mix_styles(coarse, fine, iters=0, match_colors_to=content, weights=tiny_params, **MIX)
     # with 0 iterations the output is the coarse image recoloured to the content's colour mean and covariance
     want = np.clip(np.asarray(C.match_color(coarse, content, "pca")[0]), 0, 1)
@@ -232,7 +218,7 @@ def test_mix_styles_colour_matching_to_content(tiny_params):
 
 
 def test_mix_styles_bad_layer(tiny_params):
-    a = _blobs(32, 32, 0)
+    a = blobs(32, 32, 0)
     with pytest.raises(ValueError, match="unknown fine layer 'relu9_1'"):
         P.mix_styles(a, a, size=32, fine_layers="relu9_1", iters=1, weights=tiny_params, **SOLVE)
     with pytest.raises(ValueError, match="empty"):
@@ -241,7 +227,7 @@ def test_mix_styles_bad_layer(tiny_params):
 
 def test_mixed_targets_take_fine_grams_shallow_and_coarse_grams_deep(tiny_params):
     # 48 x 40 with the default loss structure: the same compiled programs as the pyramid's second level
-    content, coarse, fine = _blobs(48, 40, 12), _blobs(48, 40, 13), _stripes(48, 40, 14)
+    content, coarse, fine = blobs(48, 40, 12), blobs(48, 40, 13), stripes(48, 40, 14)
     r = P.mixed_targets_transfer(content, coarse, fine, split_layer="relu2_1", size=48, iters=0,
                                  weights=tiny_params, **SOLVE)
     assert r.settings["mix"]["fine_layers"] == ["relu1_1", "relu2_1"]

@@ -86,17 +86,10 @@ def test_monotone_solvers_never_raise_the_loss(tiny_params, name):
 
 def _tapped_vg(a, c, calls):
     """:func:`_vg` whose backward pass calls back (one call per batched pass under ``vmap``)."""
+    from synthetic import backward_tap
+
     a, c = jnp.asarray(a, jnp.float32), jnp.asarray(c, jnp.float32)
-
-    @jax.custom_vjp
-    def tap(x):
-        return x
-
-    def bwd(_, ct):
-        jax.debug.callback(lambda: calls.append(1))
-        return (ct,)
-
-    tap.defvjp(lambda x: (x, None), bwd)
+    tap = backward_tap(calls)
 
     def vg(x, shift=0.0):
         f, g = jax.value_and_grad(lambda x: 0.5 * (tap(x) - c - shift) @ a @ (tap(x) - c - shift))(x)

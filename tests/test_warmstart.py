@@ -17,6 +17,7 @@ from nst_jax.config import SettingError, SolveOptions
 from nst_jax.problem import initial_image, prepare
 from nst_jax.image import sample_path as S
 from nst_jax.transfer import LevelsResult, Result, solve_problem, stylize
+from synthetic import blobs, stripes
 
 SOLVE = dict(history=5, chunk=4, progress=False)
 ITERS = 8  # the 64 px schedule below: 16 px x 4, 32 px x 2, 64 px x 8
@@ -29,26 +30,13 @@ def small_levels(monkeypatch):
     monkeypatch.setattr(warmstart, "MIN_COARSE_SHORT", 16)
 
 
-def _blobs(h, w, seed):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    img = np.full((h, w, 3), 0.5, np.float32)
-    for _ in range(4):
-        cy, cx, r = rng.random(3) * [1, 1, 0.3] + [0, 0, 0.15]
-        img += (rng.random(3) - 0.5)[None, None] * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2)[..., None]
-    return np.clip(img, 0, 1).astype(np.float32)
 
 
-def _stripes(h, w, seed):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = 0.5 + 0.4 * np.sin(1.7 * xx + 0.9 * yy)[..., None] * np.array([1.0, -0.6, 0.3])
-    return np.clip(base + 0.15 * rng.random((h, w, 3)), 0, 1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def images():
-    return {"content": _blobs(64, 64, 1), "style": _stripes(64, 64, 2)}
+    return {"content": blobs(64, 64, 1), "style": stripes(64, 64, 2)}
 
 
 def _untimed(trace):
@@ -215,7 +203,7 @@ def test_warm_start_keeps_colour_freeze_and_spatial_control(tiny_params, images,
     top[:32] = 1
     spatial = dict(mode="gram", content_masks={"top": top, "bottom": 1 - top}, style_masks=[None, None],
                    region_to_style={"top": 0, "bottom": 1})
-    styles = [images["style"], _blobs(64, 64, 5)]
+    styles = [images["style"], blobs(64, 64, 5)]
     r = stylize(images["content"], styles, spatial=spatial, **kw)
     for k, side in enumerate((16, 32, 64)):
         p = prepare(images["content"], styles, weights=tiny_params, size=side, spatial=spatial)
