@@ -387,7 +387,6 @@ def _pair_row(args, p: Problem, variants: List[str]) -> Dict[str, object]:
     tr = TP.run_lbfgs(loss, p.x0, args.fg)
     best = int(np.argmin(tr.losses))
     row = {"target": float(tr.losses[best]), "torch_fg": best + 1, "torch_s": float(tr.wall[best]), "runs": {}}
-    print(f"  target (PyTorch's best loss) {row['target']:.6g}", flush=True)
     cap = args.max_fg or 3 * args.fg
     for v in variants:
         r = run_variant(p, v, cap, row["target"])
@@ -427,6 +426,7 @@ def many_pairs(args, say) -> List[tuple]:
         p = Problem(size, args.weights, content, style)
         load0 = os.getloadavg()[0]
         row = _pair_row(args, p, variants)
+        print(f"  {content} + {style}: target (PyTorch's best loss) {row['target']:.6g}", flush=True)
         cells = []
         for v in variants:
             r = row["runs"][v]
