@@ -128,13 +128,36 @@ def _solver(loss_cfg: LossConfig, solver_cfg: SolverConfig, batched: bool = Fals
     return solvers.make_solver(solver_cfg, vg, f, box, solvers.MEMBER_AXIS if batched else None)
 
 
-def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tuple = ()):
+def _one_at_a_time(fn, axes):
+    """``fn`` over the arguments' member axes (0 or None per argument) one member after another (``lax.map``)."""
+    def mapped(*args):
+        picked = [i for i, a in enumerate(axes) if a is not None]
+
+        def one(member_args):
+            full = list(args)
+            for i, a in zip(picked, member_args):
+                full[i] = a
+            return fn(*full)
+
+        return jax.lax.map(one, [args[i] for i in picked])
+
+    return mapped
+
+
+def _batched(fn, members: Optional[Members], shared_before: int = 0, extra: Tuple = (), sequential: bool = False):
     """``fn(member_args..., params, targets, weights, *extra)`` vmapped over the member axes (identity if None);
-    with ``members.sharded``, each device's members in a ``shard_map`` over the mesh of all devices."""
+    with ``members.sharded``, each device's members in a ``shard_map`` over the mesh of all devices.
+
+    ``sequential``: members one after another (``lax.map``) instead of ``vmap``, for one-off forward evaluations:
+    the peak memory of one member, and it avoids an XLA:CPU deadlock (jaxlib 0.10.2: a vmapped forward loss with both
+    the Gram and the W2 terms never finished at 64 px; the same program member by member does)."""
     if members is None:
         return fn
     axes = (0,) * shared_before + (None, members.targets, members.weights) + (None,) * len(extra)
-    batched = jax.vmap(fn, in_axes=axes, axis_name=solvers.MEMBER_AXIS)
+    if sequential:
+        batched = _one_at_a_time(fn, axes)
+    else:
+        batched = jax.vmap(fn, in_axes=axes, axis_name=solvers.MEMBER_AXIS)
     if not members.sharded:
         return batched
     from jax.sharding import Mesh, PartitionSpec as P
@@ -209,11 +232,11 @@ def run_chunk(state, bad, params, targets, weights, n, loss_cfg: LossConfig, sol
 
 @functools.partial(jax.jit, static_argnames=("loss_cfg", "members"))
 def final_terms(x, params, targets, weights, loss_cfg: LossConfig, members: Optional[Members] = None):
-    """:func:`nst_jax.objective.loss_terms` of the final image(s)."""
+    """:func:`nst_jax.objective.loss_terms` of the final image(s), one member after another (a one-off forward)."""
     def terms(x, params, targets, weights):
         return objective.loss_terms(params, x, targets, weights, loss_cfg)
 
-    return _batched(terms, members, 1)(x, params, targets, weights)
+    return _batched(terms, members, 1, sequential=True)(x, params, targets, weights)
 
 
 # --------------------------------------------------------------------------------------------------- the runner
@@ -413,7 +436,7 @@ class Solve:
             return objective.loss_terms(params, x, targets, weights, lc)
 
         mb = self.members
-        fn = jax.jit(_batched(one, mb, 1))
+        fn = jax.jit(_batched(one, mb, 1, sequential=True))
         terms = {k: distributed.fetch(v) for k, v in fn(state, params, targets, weights).items()}
 
         def name(k=None):

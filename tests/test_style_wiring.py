@@ -5,6 +5,10 @@ closed form, the resolution rule, and the first conv's padding; tiny network, <=
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -394,3 +398,33 @@ def test_cli_flags_reach_the_run_and_bad_values_are_one_line_errors(tmp_path, ca
                      *bad, *tiny]) == 2, bad
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0], (bad, err)
+
+
+# A vmapped forward loss with both the Gram and the W2 terms never finished on XLA:CPU (jaxlib 0.10.2; the same at
+# any image; not with the tiny network), so a sweep with W2 members hung after its last chunk, in runner.final_terms.
+# Run in a subprocess: a regression fails on the timeout instead of hanging the suite.
+_FINAL_TERMS = textwrap.dedent("""
+    import json
+    import jax, numpy as np
+    from nst_jax import image, objective, problem, runner
+    p = problem.prepare(image.sample_path("blue_marble"), image.sample_path("great_wave"), weights="vgg16-hed",
+                        size=64, style_loss="gram,w2", style_weight=10.0)
+    two = lambda a: np.stack([np.asarray(a), np.asarray(a)])
+    got = runner.final_terms(two(p.content_in), p.params, p.targets, jax.tree_util.tree_map(two, p.weights), p.cfg,
+                             runner.Members())
+    one = objective.loss_terms(p.params, p.content_in, p.targets, p.weights, p.cfg)
+    print(json.dumps({k: [np.asarray(got[k]).tolist(), float(one[k])] for k in got}))
+""")
+
+
+def test_final_terms_of_a_sweep_with_gram_and_w2_members_finish_with_real_weights(hed_params):
+    try:
+        out = subprocess.run([sys.executable, "-c", _FINAL_TERMS], capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("runner.final_terms of two members with gram and w2 terms hung (the XLA:CPU deadlock is back)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    terms = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(terms) == {"content", "style", "tv", "total"}
+    for name, (members, single) in terms.items():  # each member equals the unbatched evaluation
+        np.testing.assert_allclose(members, [single, single], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert terms["style"][1] > 0
