@@ -417,7 +417,7 @@ def many_pairs(args, say) -> List[tuple]:
     """Per pair: PyTorch's 100-f+g loss (clipped image) as the target; f+g and seconds each side needs to reach it,
     the same race priced at per-f+g costs timed in turns in one process (:mod:`level_costs`; the default solver's
     variants only), and each variant's f+g to the target over the default's (load-independent)."""
-    rows, ratios, costs, fgs = [], {}, [], {}
+    rows, ratios, costs, fgs, full = [], {}, [], {}, {}
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     say("| pair | px | load | PyTorch f+g / s to its best | "
         + " | ".join(f"{v}: f+g per level / s / ratio / priced ratio" for v in variants) + " | compile (s) |")
@@ -431,6 +431,7 @@ def many_pairs(args, say) -> List[tuple]:
         for v in variants:
             r = row["runs"][v]
             fgs.setdefault(v, []).append(r["fg"])
+            full.setdefault(v, []).append(r["fgs"][-1] if r.get("fgs") else r["fg"])
             if not np.isfinite(r["s"]):
                 cells.append(f"not reached in {r['n_fg']} f+g (best {r['best_loss'] / row['target']:.2f}x the "
                              "target)")
@@ -465,7 +466,12 @@ def many_pairs(args, say) -> List[tuple]:
     if "default" in fgs:  # f+g to the target against the default solver's (load-independent)
         base = np.asarray(fgs["default"], float)
         for v, f in fgs.items():
-            if v != "default":
+            if v in STYLIZE_VARIANTS and v != "default":  # coarse levels cost less: the priced ratio compares them
+                r = np.asarray(full[v], float) / np.asarray(full["default"], float)
+                say(f"- {v}: full-size f+g to the target / the default's: median {np.nanmedian(r):.2f}x, worst "
+                    f"{np.max(np.where(np.isfinite(r), r, np.inf)):.2f}x over {len(r)} pairs (the coarse levels' f+g "
+                    "apart; see the priced ratio)")
+            elif v != "default":
                 r = np.asarray(f, float) / base
                 say(f"- {v}: f+g to the target / the default's: median {np.nanmedian(r):.2f}x, worst "
                     f"{np.max(np.where(np.isfinite(r), r, np.inf)):.2f}x over {len(r)} pairs "

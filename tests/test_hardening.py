@@ -736,7 +736,12 @@ def test_hand_edited_checkpoints_are_refused_in_one_line(folder, tmp_path, capsy
                                                                          "size": "big"}}))},
              "iters as list": {"settings": np.array(json.dumps({"args": {"content": str(folder / "content.jpg"),
                                                                           "output": str(tmp_path / "h.png"),
-                                                                          "iters": [3]}}))}}
+                                                                          "iters": [3]}}))},
+             # a run of several levels: at level L, exactly the L levels before it are finished
+             "level below its finished levels": {"level": np.array(1), "levels": np.array('[{"n_fg": 3}, {}]')},
+             "level as float": {"level": np.array(1.0), "levels": np.array("[{}]")},
+             "levels not a list": {"level": np.array(1), "levels": np.array('{"n_fg": 3}')},
+             "level records not objects": {"level": np.array(2), "levels": np.array("[1, 2]")}}
     for what, change in edits.items():
         data = dict(good, **change)
         if what != "missing leaf" and "state/00000" not in data:
