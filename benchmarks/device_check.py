@@ -12,9 +12,9 @@ Rows (each section runs on its own; a failure is recorded and the next section r
 * ms per f+g (jitted value and gradient of the gatys loss) at 256, 512 and 1024 px with VGG19-shaped random weights,
   float32 and bfloat16, with GFLOP per f+g and the fraction of the device's dense peak (the FLOP model of
   ``run_all.forward_flops``: 3x3 convs and Gram matrices, f+g = 2x forward);
-* the per-backend defaults of ``nst_jax/backend.py`` measured: network ops lax vs lean, loop while vs host, sweep
-  members vmap vs unroll, precision highest vs tensorfloat32 (speed and the loss difference after the same
-  iterations on the benchmark pair);
+* the per-backend defaults of ``nst_jax/backend.py`` measured: network ops lax vs lean, convolutions lax vs Winograd,
+  loop while vs host, sweep members vmap vs unroll, precision highest vs tensorfloat32 (speed and the loss difference
+  after the same iterations on the benchmark pair);
 * PyTorch on the same device (``torch_peer``), when torch can use it; else "not run";
 * f+g and time for nst-jax to reach PyTorch's 100-f+g L-BFGS loss on the benchmark pair (needs the ``vgg16-hed``
   weights: the cache, or ``--hed FILE``; else skipped with a note);
@@ -175,6 +175,7 @@ def backend_defaults(params, size: int, iters: int, k: int) -> List[Row]:
     """Each per-backend default measured both ways (nst_jax/backend.py)."""
     rows = []
     pairs = [("ops", "loss_kw", "ops", ("lax", "lean"), None),
+             ("conv", "loss_kw", "conv", ("lax", "winograd"), None),
              ("loop", "solver_kw", "loop", ("while", "host"), None),
              ("members", "solver_kw", "members", ("vmap", "unroll"), k),
              ("precision", "loss_kw", "precision", ("highest", "tensorfloat32"), None)]

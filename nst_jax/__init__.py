@@ -20,8 +20,8 @@ The public API, all importable from ``nst_jax``:
 * spatial control: :func:`propagate_guides`, :func:`load_guides`;
 * images: :func:`load_image`, :func:`save_image`, :func:`sample_path`, :func:`atomic_write`;
 * modules (one concept each; see the README's "How it is built"): ``config``, ``objective``, ``losses``,
-  ``style_losses``, ``gradnorm``, ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``backend``,
-  ``weights``, ``lbfgs``, ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``grid``,
+  ``style_losses``, ``gradnorm``, ``guided``, ``guidance``, ``masks``, ``color``, ``vgg``, ``lean_ops``, ``winograd``,
+  ``backend``, ``weights``, ``lbfgs``, ``solvers``, ``batching``, ``runner``, ``progress``, ``problem``, ``transfer``, ``grid``,
   ``sweeps``, ``warmstart``, ``distributed``, ``pyramid``, ``checkpoint``, ``interrupts``, ``memory``, ``image``, ``files``,
   ``figures``.
 
@@ -37,7 +37,7 @@ __version__ = "0.1.0"
 _MODULES = ("backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "gradnorm",
             "grid", "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory",
             "objective", "problem", "progress", "pyramid", "runner", "solvers", "style_losses", "sweeps", "transfer",
-            "vgg", "warmstart", "weights")
+            "vgg", "warmstart", "weights", "winograd")
 
 #: Public name -> the module defining it (imported on first use, as the submodules).
 _API = {
@@ -76,7 +76,7 @@ __all__ = [
     "backend", "batching", "checkpoint", "color", "config", "distributed", "figures", "files", "gradnorm", "grid",
     "guidance", "guided", "image", "interrupts", "lbfgs", "lean_ops", "losses", "masks", "memory", "objective",
     "problem", "progress", "pyramid", "runner", "solvers", "style_losses", "sweeps", "transfer", "vgg", "warmstart",
-    "weights",
+    "weights", "winograd",
 ]
 
 

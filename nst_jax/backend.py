@@ -7,6 +7,8 @@ setting    cpu         gpu       tpu       what it chooses
 =========  ==========  ========  ========  =======================================================================
 ops        lean        lax       lax       network op path (``LossConfig.ops``): memory-lean custom derivatives
                                            (:mod:`nst_jax.lean_ops`) or the plain ``lax`` ops
+conv       winograd    lax       lax       3x3 convolution form (``LossConfig.conv``): Winograd F(4x4, 3x3) where
+                                           :func:`nst_jax.winograd.worthwhile` measured it cheaper, or XLA's own
 loop       host        while     while     how a chunk of iterations runs (``SolverConfig.loop``)
 members    unroll      vmap      vmap      how a sweep evaluates its K losses (``SolverConfig.members``)
 precision  highest     highest   highest   float32 matmul/convolution precision of the network
@@ -23,7 +25,7 @@ two orders of magnitude slower on a shared 2-core machine (``benchmarks/RESULTS.
 bfloat16 activations are a setting of their own (``LossConfig.compute_dtype``, ``--bf16``), off everywhere by
 default. The CPU column was chosen by measurement on a 2-core CPU (``benchmarks/RESULTS.md``); the accelerator
 columns are the plain forms, unmeasured until an accelerator is lent: ``benchmarks/device_check.py`` measures each
-of them (lean vs lax ops, host vs while loop, vmap vs unroll, TF32 vs highest: speed and loss difference).
+of them (lean vs lax ops, Winograd vs lax convolutions, host vs while loop, vmap vs unroll, TF32 vs highest: speed and loss difference).
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ BLAS_THREADS_ENV = "OPENBLAS_NUM_THREADS"
 os.environ.setdefault(BLAS_THREADS_ENV, "1")
 
 DEFAULTS: Dict[str, Dict[str, str]] = {
-    "cpu": {"ops": "lean", "loop": "host", "members": "unroll", "precision": "highest"},
-    "gpu": {"ops": "lax", "loop": "while", "members": "vmap", "precision": "highest"},
-    "tpu": {"ops": "lax", "loop": "while", "members": "vmap", "precision": "highest"},
+    "cpu": {"ops": "lean", "conv": "winograd", "loop": "host", "members": "unroll", "precision": "highest"},
+    "gpu": {"ops": "lax", "conv": "lax", "loop": "while", "members": "vmap", "precision": "highest"},
+    "tpu": {"ops": "lax", "conv": "lax", "loop": "while", "members": "vmap", "precision": "highest"},
 }
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "LUM_MATCH_MODES",
     "INITS",
     "NETWORK_OPS",
+    "NETWORK_CONVS",
     "PRECISIONS",
     "STYLE_LOSSES",
     "style_loss_kinds",
@@ -83,6 +84,8 @@ MATCH_MODES = ("chol", "pca", "sym")
 LUM_MATCH_MODES = ("meanstd", "mean", "none")
 INITS = ("content", "noise", "style")
 NETWORK_OPS = ("auto", "lax", "lean")
+#: Convolution forms of the network (:mod:`nst_jax.winograd`; "auto" per backend, :mod:`nst_jax.backend`).
+NETWORK_CONVS = ("auto", "lax", "winograd")
 PRECISIONS = ("auto", "highest", "high", "default", "tensorfloat32", "bfloat16")
 LOOPS = ("auto", "while", "host")
 MEMBERS = ("auto", "vmap", "unroll")
@@ -223,6 +226,9 @@ class LossConfig:
       compute_dtype: None (float32) or "bfloat16" activations (losses and optimiser state stay float32).
       ops: network op path, "lax" (plain ``lax`` ops, the reference), "lean" (memory-lean custom derivatives,
         :mod:`nst_jax.lean_ops`) or "auto" (per backend, :mod:`nst_jax.backend`).
+      conv: the 3x3 convolutions' form, "lax" (``lax.conv_general_dilated``, the reference), "winograd" (Winograd
+        F(4x4, 3x3) on the layers where :func:`nst_jax.winograd.worthwhile` measured it cheaper, ``lax`` elsewhere)
+        or "auto" (per backend). Equal values to about 1e-6 of their scale.
       precision: float32 matmul/convolution precision of the network: a ``jax.default_matmul_precision`` name
         ("highest", "high", "default", "tensorfloat32", "bfloat16") or "auto" (per backend).
       pool_rounding: odd sizes at the pools, "floor" (Keras' VGG) or "ceil" (Caffe's, the official codes').
@@ -247,6 +253,7 @@ class LossConfig:
     remat: Any = False
     compute_dtype: Optional[str] = None
     ops: str = "auto"
+    conv: str = "auto"
     precision: str = "auto"
     pool_rounding: str = "floor"
     padding: str = "zero"
@@ -268,6 +275,7 @@ class LossConfig:
         _choice("spatial", self.spatial, (None,) + SPATIAL_MODES)
         _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         _choice("ops", self.ops, NETWORK_OPS)
+        _choice("conv", self.conv, NETWORK_CONVS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("pool_rounding", self.pool_rounding, POOL_ROUNDINGS)
         _choice("padding", self.padding, PADDINGS)
@@ -575,7 +583,7 @@ class ProblemSpec:
         resized to the working size by nearest neighbour.
       color: a :class:`ColorConfig` (or its mode as a string).
       spatial: a :class:`SpatialConfig` (or a dict of its fields), or None.
-      remat, compute_dtype, ops, precision: as :class:`LossConfig`.
+      remat, compute_dtype, ops, conv, precision: as :class:`LossConfig`.
       style_loss: the style loss kinds, e.g. "gram" (default), "w2", "gram,w2" (see :class:`LossConfig`).
       style_loss_weights: one weight per kind (None: each kind's default, :data:`nst_jax.objective.STYLE_LOSS_WEIGHTS`,
         calibrated so that each kind alone at the preset's style weight stylises).
@@ -603,6 +611,7 @@ class ProblemSpec:
     remat: Any = False
     compute_dtype: Optional[str] = None
     ops: str = "auto"
+    conv: str = "auto"
     precision: str = "auto"
     sums_weight: Optional[float] = None
     pool_rounding: str = "auto"
@@ -653,7 +662,7 @@ class ProblemSpec:
             _choice("layer_weights", self.layer_weights, LAYER_WEIGHTINGS)
         elif self.layer_weights is not None:
             _set(self, "layer_weights", _reals("layer_weights", self.layer_weights, "layer weights"))
-        self.loss_config()  # validates pooling, layers, remat, compute dtype, ops, padding
+        self.loss_config()  # validates pooling, layers, remat, compute dtype, ops, conv, padding
 
     def loss_config(self, weights_pool_rounding: str = "floor") -> LossConfig:
         """The static loss structure this problem compiles to; ``weights_pool_rounding``: the weights' own convention
@@ -664,7 +673,7 @@ class ProblemSpec:
             style_layers=DEFAULT_STYLE_LAYERS if self.style_layers is None else self.style_layers,
             pooling=self.pooling, gram_norm=pre["gram_norm"], channels=self.color.channels,
             spatial=None if self.spatial is None else self.spatial.mode, remat=self.remat,
-            compute_dtype=self.compute_dtype, ops=self.ops, precision=self.precision,
+            compute_dtype=self.compute_dtype, ops=self.ops, conv=self.conv, precision=self.precision,
             pool_rounding=weights_pool_rounding if self.pool_rounding == "auto" else self.pool_rounding,
             padding=self.padding, input_scale=pre["input_scale"], tv_form=pre["tv_form"],
             style_losses=self.style_loss, sliced_projections=self.sliced_projections, hist_bins=self.hist_bins,

@@ -208,7 +208,7 @@ STRUCTURAL: Dict[str, str] = {
     "lr": "the step size is a static solver setting", "precondition": "preconditioning is part of the solver",
     "iters": "all members run the same iterations", "init": "all members start alike (vary the noise by 'seed')",
     "remat": "rematerialisation is part of the program", "compute_dtype": "the compute dtype is part of the program",
-    "ops": "the network op path is part of the program", "precision": "the matmul precision is part of the program",
+    "ops": "the network op path is part of the program", "conv": "the convolution form is part of the program", "precision": "the matmul precision is part of the program",
     "loop": "the loop mode is part of the runner", "members": "the member evaluation mode is part of the program",
     "chunk": "the chunk length is part of the runner",
     "style_loss": "the style loss kinds are part of the program (compute several and sweep style-loss-weights)",

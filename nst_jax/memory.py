@@ -15,6 +15,9 @@ The estimate adds the buffers live at the peak of one compiled solver iteration:
           + K x residuals                           what the backward pass keeps from the forward pass: 1 bit per ReLU
                                                     output and 1 byte per max-pool output (with remat: the float block
                                                     inputs instead)
+          + K x WINOGRAD_WORKSPACE x 36/16 x        with ``conv="winograd"``: the transformed input and output tiles
+                max_l (in_l + out_l)                of the largest layer that takes the Winograd form (float32), and
+                                                    as much again for the transforms' intermediates
 
 (K: members of a vmapped sweep; activations in the compute dtype, bf16: 2 bytes.) The residuals are those of the
 memory-lean network ops (:mod:`nst_jax.lean_ops`: a bit-packed ReLU mask, a 1-byte max-pool code) and of the Gram's
@@ -32,7 +35,7 @@ import math
 import os
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
-from nst_jax import vgg
+from nst_jax import backend, vgg, winograd
 from nst_jax.config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, SOLVERS
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "IMAGE_COPIES",
     "GRAM_COPIES",
     "RUNTIME_OVERHEAD",
+    "WINOGRAD_WORKSPACE",
+    "winograd_elements",
     "measure_peak_bytes",
     "estimate_peak_bytes",
     "activation_elements",
@@ -62,6 +67,9 @@ PEAK_LAYERS = 2
 IMAGE_COPIES = 12
 GRAM_COPIES = 2
 RUNTIME_OVERHEAD = 3 * 2 ** 20  # executable buffers, thread pools and small host allocations of one solve
+#: Tile buffers of one Winograd layer live at once, in units of its transformed input plus output (calibrated high:
+#: XLA's temporaries for vgg16 grew by 0.8-0.9x this term at 128 and 256 px and by 0.4x at 512 px, RESULTS.md).
+WINOGRAD_WORKSPACE = 3
 _DEFAULT_LAYERS = DEFAULT_STYLE_LAYERS + DEFAULT_CONTENT_LAYERS
 
 
@@ -140,6 +148,25 @@ def _convs_up_to(spec, name: str) -> int:
     return sum(n.startswith("conv") for n in names[: names.index(name) + 1])
 
 
+def winograd_elements(spec, shape_HW, layers: Sequence[str]) -> int:
+    """``36/16 x (in + out)`` elements of the largest conv, up to the deepest of ``layers``, that
+    :func:`nst_jax.winograd.worthwhile` puts in the Winograd form (0 if none): its transformed tiles."""
+    names = vgg.layer_names(spec)
+    deepest = max(names.index(n) for n in layers)
+    chans = vgg.layer_channels(spec)
+    h, w, c_in, best = int(shape_HW[0]), int(shape_HW[1]), 3, 0
+    for name in names[:deepest + 1]:
+        if name.startswith("pool"):
+            h, w = vgg.pooled_size(h), vgg.pooled_size(w)
+        elif name.startswith("conv"):
+            c_out = chans[name]
+            if winograd.worthwhile(h, w, c_in, c_out):
+                th, tw = -(-h // winograd.TILE), -(-w // winograd.TILE)
+                best = max(best, 36 * th * tw * (c_in + c_out))
+            c_in = c_out
+    return best
+
+
 def estimate_peak_bytes(
     shape_HW,
     *,
@@ -153,6 +180,7 @@ def estimate_peak_bytes(
     compute_dtype: Optional[str] = None,
     solver: str = "lbfgs",
     channels: int = 3,
+    conv: str = "lax",
 ) -> int:
     """Estimated peak bytes of one solve of an [H, W, ``channels``] image (see the module docstring).
 
@@ -164,6 +192,7 @@ def estimate_peak_bytes(
       history: L-BFGS memory m (ignored for adam).
       batch: K members of a vmapped sweep (everything but the params scales with K).
       remat / compute_dtype: as ``LossConfig`` (bf16 halves the activations; the optimiser stays float32).
+      conv: ``"lax"`` or ``"winograd"`` (resolved, as ``LossConfig.conv``): the latter adds its tile workspace.
 
     Example:
       >>> full = estimate_peak_bytes((512, 512))                    # VGG19, L-BFGS history 100
@@ -192,6 +221,8 @@ def estimate_peak_bytes(
     c = _layer_stats(spec, (h, w), layers)
     residuals = c.pool * act_bytes if remat else c.relu // 8 + c.pool
     acts = (PEAK_LAYERS * c.widest + c.taps) * act_bytes + residuals
+    if conv == "winograd" and compute_dtype != "bfloat16":
+        acts += 4 * WINOGRAD_WORKSPACE * winograd_elements(spec, (h, w), layers)
 
     shapes = feature_shapes(spec, (h, w), layers)
     content_el = sum(math.prod(shapes[name]) for name in content_layers)
@@ -367,7 +398,7 @@ def estimate_run(levels, *, arch="vgg19", layers: Optional[Sequence[str]] = None
                  content_layers: Sequence[str] = ("relu4_2",), style_shapes=(), decode=(), n_masks: int = 0,
                  history: int = 100, batch: int = 1, remat=False, compute_dtype: Optional[str] = None,
                  solver: str = "lbfgs", channels: int = 3, checkpoint: bool = True,
-                 baseline: int = RUNTIME_BASELINE) -> Dict[str, int]:
+                 baseline: int = RUNTIME_BASELINE, conv: str = "lax") -> Dict[str, int]:
     """Peak bytes of a whole run, by phase: ``{"decode", "targets", "solve", "checkpoint", "baseline", "peak"}``.
 
     Args:
@@ -396,7 +427,8 @@ def estimate_run(levels, *, arch="vgg19", layers: Optional[Sequence[str]] = None
     for hw, styles in zip(levels, per_level):
         solve = max(solve, estimate_peak_bytes(hw, arch=arch, layers=layers, content_layers=content_layers,
                                                n_styles=n_styles, history=history, batch=batch, remat=remat,
-                                               compute_dtype=compute_dtype, solver=solver, channels=channels))
+                                               compute_dtype=compute_dtype, solver=solver, channels=channels,
+                                               conv=conv))
         passes = [hw] + [tuple(s) for s in styles]
         masks = 2 * 4 * n_masks * hw[0] * hw[1]
         targets = max(targets, max(forward_bytes(p, arch=arch, layers=layers, compute_dtype=compute_dtype)
@@ -536,7 +568,8 @@ def _peak_rss_growth(fn, interval_s: float) -> int:
 def estimate_for_config(shape_HW, cfg, *, arch="vgg19", n_styles: int = 1, history: int = 100, batch: int = 1,
                         solver: str = "lbfgs") -> int:
     """:func:`estimate_peak_bytes` for a :class:`nst_jax.config.LossConfig` (its layers, remat, compute dtype,
-    channels)."""
+    channels, convolution form)."""
     return estimate_peak_bytes(shape_HW, arch=arch, layers=cfg.all_layers, content_layers=cfg.content_layers,
                                n_styles=n_styles, history=history, batch=batch, remat=cfg.remat,
-                               compute_dtype=cfg.compute_dtype, solver=solver, channels=cfg.channels)
+                               compute_dtype=cfg.compute_dtype, solver=solver, channels=cfg.channels,
+                               conv=backend.resolve("conv", cfg.conv))

@@ -179,12 +179,13 @@ class Targets:
 
 def network_features(params, image_HWC: jax.Array, layers: Sequence[str], cfg: LossConfig) -> Dict[str, jax.Array]:
     """``vgg.features`` as the loss sees it: a 1-channel (luminance) image is replicated to RGB, and the loss
-    structure's pooling, remat, compute dtype, network ops and matmul precision apply."""
+    structure's pooling, remat, compute dtype, network ops, convolution form and matmul precision apply."""
     rgb = jnp.repeat(image_HWC, 3, axis=-1) if image_HWC.shape[-1] == 1 else image_HWC
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
     with jax.default_matmul_precision(backend.resolve("precision", cfg.precision)):
         return vgg.features(params, rgb, layers, pooling=cfg.pooling, remat=cfg.remat, dtype=dtype,
-                            ops=backend.resolve("ops", cfg.ops), pool_rounding=cfg.pool_rounding,
+                            ops=backend.resolve("ops", cfg.ops), conv=backend.resolve("conv", cfg.conv),
+                            pool_rounding=cfg.pool_rounding,
                             padding=cfg.padding, input_scale=cfg.input_scale)
 
 

@@ -270,6 +270,7 @@ class Solve:
     def __init__(self, loss_cfg: LossConfig, solver_cfg: SolverConfig = SolverConfig(), *,
                  members: Optional[Members] = None, batched: bool = False):
         self.loss_cfg = dataclasses.replace(loss_cfg, ops=backend.resolve("ops", loss_cfg.ops),
+                                            conv=backend.resolve("conv", loss_cfg.conv),
                                             precision=backend.resolve("precision", loss_cfg.precision))
         self.solver_cfg = dataclasses.replace(solver_cfg, loop=backend.resolve("loop", solver_cfg.loop),
                                               members=backend.resolve("members", solver_cfg.members))

@@ -17,7 +17,9 @@ before ``conv1_1`` only (:data:`PADDINGS`). Pooling windows are 2x2, stride 2; o
 ``pool_rounding`` (:data:`POOL_ROUNDINGS`): ``"floor"`` drops the last row/column (Keras' VGG, TF "VALID"),
 ``"ceil"`` keeps it in a window of its own (Caffe and loadcaffe, which the official codes ran: max over the in-image
 elements, average divided by their count). The plain ``lax`` ops are the reference; ``ops="lean"`` swaps in the
-memory-lean custom derivatives of :mod:`nst_jax.lean_ops` (same values and derivatives). Images enter as RGB floats
+memory-lean custom derivatives of :mod:`nst_jax.lean_ops` (same values and derivatives), and ``conv="winograd"``
+computes the float32 3x3 convolutions of the layers where it is cheaper by :mod:`nst_jax.winograd` (the same values
+to about 1e-6 of their scale). Images enter as RGB floats
 in [0, 1] of shape [H, W, 3] and are turned into the Caffe input (BGR, x255 -- x256 for jcjohnson/neural-style,
 ``input_scale`` --, minus the ImageNet mean) by :func:`preprocess`. Batches go through ``jax.vmap``.
 """
@@ -32,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import backend, lean_ops
+from nst_jax import backend, lean_ops, winograd
 
 __all__ = [
     "ARCHITECTURES",
@@ -271,12 +273,15 @@ def _pad_image(x_HWC: jax.Array, mode: str) -> jax.Array:
     return jnp.pad(x_HWC, ((1, 1), (1, 1), (0, 0)), mode="reflect" if mode == "reflect" else "edge")
 
 
-def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array, ops: str, pad: str = "zero") -> jax.Array:
+def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array, ops: str, pad: str = "zero",
+          conv: str = "lax") -> jax.Array:
     kernel = kernel.astype(x_HWC.dtype)
     conv_pad = "SAME"
     if pad != "zero":
         x_HWC, conv_pad = _pad_image(x_HWC, pad), "VALID"
-    if ops == "lean":
+    if conv == "winograd" and x_HWC.dtype == jnp.float32 and winograd.worthwhile(*x_HWC.shape, kernel.shape[-1]):
+        y = winograd.conv3x3(x_HWC, kernel, conv_pad)
+    elif ops == "lean":
         y = lean_ops.conv3x3(x_HWC, kernel, conv_pad)
     else:
         y = lean_ops.conv_nhwc(x_HWC, kernel, padding=conv_pad)
@@ -319,12 +324,14 @@ def _blocks(seq: Sequence[Tuple[str, str]]) -> List[List[Tuple[str, str]]]:
     return [b for b in blocks if b]
 
 
-def _run_block(x, block_params, *, block, wanted, pooling: str, ops: str, pool_rounding: str, padding: str):
+def _run_block(x, block_params, *, block, wanted, pooling: str, ops: str, conv: str, pool_rounding: str,
+               padding: str):
     """One block's layers: (its output, {requested layer: its map})."""
     taps = {}
     for name, kind in block:
         if kind == "conv":
-            x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"], ops, conv_padding(padding, name))
+            x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"], ops, conv_padding(padding, name),
+                      conv)
         elif kind == "relu":
             x = _relu(x, ops)
         else:
@@ -347,6 +354,7 @@ def features(
     remat: bool | str = False,
     dtype=None,
     ops: str = "auto",
+    conv: str = "auto",
     pool_rounding: str = "floor",
     padding: str = "zero",
     input_scale: float = 255.0,
@@ -363,6 +371,9 @@ def features(
       dtype: compute dtype of the activations (e.g. ``jnp.bfloat16``); returned features are cast back to float32.
       ops: ``"lax"`` (plain ``lax`` ops, the reference), ``"lean"`` (:mod:`nst_jax.lean_ops`: same values and
         derivatives, less memory in reverse mode) or ``"auto"`` (per backend, :mod:`nst_jax.backend`).
+      conv: ``"lax"`` (``lax.conv_general_dilated``, the reference), ``"winograd"`` (:mod:`nst_jax.winograd` on the
+        float32 layers where :func:`nst_jax.winograd.worthwhile` holds, ``lax`` elsewhere: the transforms lose too
+        much precision in bfloat16) or ``"auto"`` (per backend).
       pool_rounding: odd sizes at the pools, ``"floor"`` (Keras) or ``"ceil"`` (Caffe), see the module docstring.
       padding: the convs' padding, one of :data:`PADDINGS` (default zeros).
       input_scale: the x255 (Caffe) or x256 (neural-style) of :func:`preprocess`.
@@ -391,6 +402,9 @@ def features(
     ops = backend.resolve("ops", ops)
     if ops not in ("lax", "lean"):
         raise ValueError(f"ops must be 'auto', 'lax' or 'lean', got {ops!r}")
+    conv = backend.resolve("conv", conv)
+    if conv not in ("lax", "winograd"):
+        raise ValueError(f"conv must be 'auto', 'lax' or 'winograd', got {conv!r}")
     pooled_size(2, pool_rounding)  # validates
     conv_padding(padding, "conv1_1")  # validates
 
@@ -401,7 +415,8 @@ def features(
     out: Features = {}
     for block in _blocks(seq[: last + 1]):
         run_block = functools.partial(_run_block, block=tuple(block), wanted=frozenset(wanted), pooling=pooling,
-                                      ops=ops, pool_rounding=pool_rounding, padding=padding)
+                                      ops=ops, conv=conv, pool_rounding=pool_rounding,
+                                      padding=padding)
         if remat:
             policy = getattr(jax.checkpoint_policies, remat) if isinstance(remat, str) else None
             run_block = jax.checkpoint(run_block, policy=policy)

@@ -178,8 +178,9 @@ def test_device_check_tiny_runs_every_section(tmp_path):
             "memory"} <= sections, sections
     assert not [n for n in data["notes"] if "FAILED" in n or "not run (budget" in n], data["notes"]
     defaults = [row for row in data["rows"] if row[0].startswith("default:")]
-    assert len(defaults) == 4 and all(float(row[2]) > 0 for row in defaults)
-    assert all("rel. diff 0.00e+00" in row[4] for row in defaults if "precision" not in row[0])  # CPU: same numbers
+    assert len(defaults) == 5 and all(float(row[2]) > 0 for row in defaults)
+    # CPU: same numbers (the tiny network's layers are too narrow for the Winograd form, so conv changes nothing)
+    assert all("rel. diff 0.00e+00" in row[4] for row in defaults if "precision" not in row[0])
 
 
 def test_many_pair_list_and_time_to_target_read_from_the_last_level():

@@ -50,10 +50,10 @@ def test_layer_stats_match_the_network_shapes(tiny_params):
     assert c.total == sum(size.values())
 
 
-def _temp_bytes_of_value_and_grad(arch: str, side: int) -> int:
+def _temp_bytes_of_value_and_grad(arch: str, side: int, conv: str = "lax") -> int:
     """XLA's temporaries for the default loss's value and gradient at [side, side, 3] (compiled from shapes only)."""
     f32, sds = jnp.float32, jax.ShapeDtypeStruct
-    cfg = LossConfig()
+    cfg = LossConfig(conv=conv)
     p_abs = {k: {kk: sds(v, f32) for kk, v in s.items()} for k, s in vgg.expected_shapes(arch).items()}
     x_abs = sds((side, side, 3), f32)
     t_abs = jax.eval_shape(lambda p, x: objective.compute_targets(p, x, [x], cfg), p_abs, x_abs)
@@ -66,10 +66,23 @@ def test_backward_pass_keeps_no_float_activation_of_the_network():
     """Per extra pixel, XLA's temporaries for vgg16's value and gradient grow by at most 4 float32 maps of the widest
     layer (64 channels): its input and output in the forward pass, relu1_1's map for the Gram gradient and slack.
     Keeping the float ReLU/pool inputs for the backward pass (what plain jax.nn.relu, reduce_window max pooling and
-    the einsum Gram lead XLA to) costs ~2200 bytes per pixel here; the lean path ~870."""
+    the einsum Gram lead XLA to) costs ~2200 bytes per pixel here; the lean path ~870. (With XLA's convolutions:
+    the Winograd form's tile workspace is bounded by the next test.)"""
     t128, t256 = (_temp_bytes_of_value_and_grad("vgg16", n) for n in (128, 256))
     per_pixel = (t256 - t128) / (256 ** 2 - 128 ** 2)
     assert 0 < per_pixel <= 4 * 64 * 4, per_pixel
+
+
+def test_winograd_workspace_stays_within_the_estimate_term():
+    """The Winograd form adds tile buffers, not residuals: XLA's extra temporaries for vgg16's value and gradient
+    stay within the estimate's workspace term (measured 0.8-0.9x of it at 128 and 256 px)."""
+    layers = LossConfig().all_layers
+    for side in (128, 256):
+        extra = _temp_bytes_of_value_and_grad("vgg16", side, "winograd") - _temp_bytes_of_value_and_grad("vgg16", side)
+        term = 4 * M.WINOGRAD_WORKSPACE * M.winograd_elements("vgg16", (side, side), layers)
+        assert 0 < extra <= term, (side, extra, term)
+        with_term = M.estimate_peak_bytes((side, side), arch="vgg16", layers=layers, conv="winograd")
+        assert with_term - M.estimate_peak_bytes((side, side), arch="vgg16", layers=layers) == term
 
 
 def test_estimate_terms_scale_as_documented():

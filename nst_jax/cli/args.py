@@ -175,6 +175,9 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("execution (per-backend defaults: nst_jax/backend.py; 'auto' picks them)")
     e.add_argument("--ops", default="auto", choices=("auto", "lax", "lean"),
                    help="network op path: plain lax ops or memory-lean custom derivatives")
+    e.add_argument("--conv", default="auto", choices=("auto", "lax", "winograd"),
+                   help="3x3 convolutions: XLA's own, or Winograd F(4x4,3x3) on the layers where it was measured "
+                        "cheaper (equal to about 1e-6)")
     e.add_argument("--loop", default="auto", choices=("auto", "while", "host"),
                    help="a chunk of iterations as one compiled while loop, or steps dispatched from Python")
     e.add_argument("--members", default="auto", choices=("auto", "vmap", "unroll"),
@@ -277,7 +280,7 @@ def problem_spec(args, spatial: Optional[SpatialConfig]) -> ProblemSpec:
         match_mode=args.match_mode, lum_match=args.lum_match, remat=args.remat,
         compute_dtype="bfloat16" if args.bf16 else None, sums_weight=args.sums_weight,
         pool_rounding=args.pool_rounding, padding=args.padding, freeze_mask=args.freeze_mask, ops=args.ops,
-        precision=args.precision, style_loss=args.style_loss,
+        conv=args.conv, precision=args.precision, style_loss=args.style_loss,
         style_loss_weights=None if args.style_loss_weights is None else floats(args.style_loss_weights,
                                                                                "style-loss-weights"),
         sliced_projections=args.sliced_projections, sliced_seed=args.sliced_seed, hist_bins=args.hist_bins,
