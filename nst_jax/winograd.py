@@ -54,14 +54,17 @@ Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 
 
 def worthwhile(height: int, width: int, channels_in: int, channels_out: int) -> bool:
-    """True where the Winograd form was measured cheaper than XLA:CPU's convolution (value and input gradient).
+    """True where the Winograd form was measured clearly cheaper than XLA:CPU's convolution (value and input
+    gradient): at least 64 input and output channels, one side of them at least 128, and 24x24 to 128x128 outputs.
 
-    On a 2-core AMD EPYC (``benchmarks/RESULTS.md``, 2026-12-01) it won on every VGG layer with at least 64
-    input and output channels and at least 32x32 outputs, except 64 -> 64 (the first block: its transforms cost as
-    much as the products they save); at 16x16 the kernel transform outweighs the saving.
+    On a 2-core AMD EPYC (``benchmarks/RESULTS.md``, 2026-12-01) such layers took 0.4-0.95x XLA's time alone, and
+    the whole VGG16 value and gradient 0.66-0.9x. Outside: 64 -> 64 (the first block) was slower (the transforms cost
+    as much as the products they save), 512 -> 512 on 16x16 maps too (the kernel's transform); 256x256 maps gained
+    0-20% for a tile workspace of several hundred MiB, so the rule stops at 128x128, which also bounds that workspace
+    whatever the image size.
     """
     return (min(channels_in, channels_out) >= 64 and max(channels_in, channels_out) >= 128
-            and height * width >= 32 * 32)
+            and 24 * 24 <= height * width <= 128 * 128)
 
 
 def _mix(matrix: np.ndarray, parts: Sequence[jax.Array], axis: int) -> jax.Array:

@@ -102,12 +102,15 @@ def test_bad_padding_is_refused():
 
 
 def test_worthwhile_holds_on_the_measured_layer_shapes_only():
-    """The rule of benchmarks/RESULTS.md: large channel counts on at least 32x32 outputs; not the first block's
-    64 -> 64 or 3 -> 64 layers, not 16x16 maps."""
+    """The rule of benchmarks/RESULTS.md: large channel counts on 24x24 to 128x128 outputs; not the first block's
+    64 -> 64 or 3 -> 64 layers, not 16x16 or 256x256 maps."""
     assert winograd.worthwhile(64, 64, 256, 256) and winograd.worthwhile(32, 32, 512, 512)
     assert winograd.worthwhile(128, 128, 64, 128) and winograd.worthwhile(32, 41, 256, 512)
     assert not winograd.worthwhile(256, 256, 64, 64) and not winograd.worthwhile(256, 256, 3, 64)
-    assert not winograd.worthwhile(16, 16, 512, 512) and not winograd.worthwhile(31, 32, 512, 512)
+    assert not winograd.worthwhile(16, 16, 512, 512) and not winograd.worthwhile(20, 20, 512, 512)
+    assert winograd.worthwhile(32, 25, 512, 512) and winograd.worthwhile(24, 24, 256, 512)
+    assert winograd.worthwhile(128, 128, 128, 128) and not winograd.worthwhile(128, 129, 128, 128)
+    assert not winograd.worthwhile(256, 256, 128, 128)
 
 
 # A small network whose second block meets the rule at 64 px input (64 -> 128 channels at 32x32).
