@@ -68,8 +68,9 @@ IMAGE_COPIES = 12
 GRAM_COPIES = 2
 RUNTIME_OVERHEAD = 3 * 2 ** 20  # executable buffers, thread pools and small host allocations of one solve
 #: Tile buffers of one Winograd layer live at once, in units of its transformed input plus output (calibrated high:
-#: XLA's temporaries for vgg16 grew by 0.8-0.9x this term at 128 and 256 px and by 0.4x at 512 px, RESULTS.md).
-WINOGRAD_WORKSPACE = 3
+#: XLA's extra temporaries for vgg16 / vgg19 were 0.66-0.72x / 0.85-0.96x this term at 128 and 256 px, less at 512
+#: and 1024 px, benchmarks/RESULTS.md).
+WINOGRAD_WORKSPACE = 4
 _DEFAULT_LAYERS = DEFAULT_STYLE_LAYERS + DEFAULT_CONTENT_LAYERS
 
 
