@@ -25,7 +25,8 @@ two orders of magnitude slower on a shared 2-core machine (``benchmarks/RESULTS.
 bfloat16 activations are a setting of their own (``LossConfig.compute_dtype``, ``--bf16``), off everywhere by
 default. The CPU column was chosen by measurement on a 2-core CPU (``benchmarks/RESULTS.md``); the accelerator
 columns are the plain forms, unmeasured until an accelerator is lent: ``benchmarks/device_check.py`` measures each
-of them (lean vs lax ops, Winograd vs lax convolutions, host vs while loop, vmap vs unroll, TF32 vs highest: speed and loss difference).
+of them (lean vs lax ops, Winograd vs lax convolutions, host vs while loop, vmap vs unroll, TF32 vs highest: speed
+and loss difference).
 """
 
 from __future__ import annotations

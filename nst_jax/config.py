@@ -228,7 +228,7 @@ class LossConfig:
         :mod:`nst_jax.lean_ops`) or "auto" (per backend, :mod:`nst_jax.backend`).
       conv: the 3x3 convolutions' form, "lax" (``lax.conv_general_dilated``, the reference), "winograd" (Winograd
         F(4x4, 3x3) on the layers where :func:`nst_jax.winograd.worthwhile` measured it cheaper, ``lax`` elsewhere)
-        or "auto" (per backend). Equal values to about 1e-6 of their scale.
+        or "auto" (per backend). Equal values to a few 1e-6 of their scale.
       precision: float32 matmul/convolution precision of the network: a ``jax.default_matmul_precision`` name
         ("highest", "high", "default", "tensorfloat32", "bfloat16") or "auto" (per backend).
       pool_rounding: odd sizes at the pools, "floor" (Keras' VGG) or "ceil" (Caffe's, the official codes').

@@ -177,7 +177,7 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="network op path: plain lax ops or memory-lean custom derivatives")
     e.add_argument("--conv", default="auto", choices=("auto", "lax", "winograd"),
                    help="3x3 convolutions: XLA's own, or Winograd F(4x4,3x3) on the layers where it was measured "
-                        "cheaper (equal to about 1e-6)")
+                        "cheaper (equal to a few 1e-6)")
     e.add_argument("--loop", default="auto", choices=("auto", "while", "host"),
                    help="a chunk of iterations as one compiled while loop, or steps dispatched from Python")
     e.add_argument("--members", default="auto", choices=("auto", "vmap", "unroll"),
