@@ -4,7 +4,9 @@
 
 * ``raise_first=True`` (start-up, nothing to save yet): raise :class:`Interrupted`, a ``KeyboardInterrupt`` that
   carries the signal number, so the command unwinds (``finally`` blocks run, temp files are removed) and exits with
-  status ``128 + signal`` (130 for Ctrl-C, 143 for SIGTERM) without a traceback;
+  status ``128 + signal`` (130 for Ctrl-C, 143 for SIGTERM) without a traceback. Inside an import of JAX, where an
+  exception unwinding through its half-initialised C++ runtime crashed the interpreter on exit (SIGSEGV or SIGABRT
+  under load), it prints the line, calls ``cleanup`` and ends the process at once instead;
 * otherwise (a solve): only set the flag (``flag()`` is then True); the solver polls it, saves a checkpoint and the
   current image, and stops.
 
@@ -46,6 +48,19 @@ class Interrupted(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+def _importing_jax(frame) -> bool:
+    """True while ``frame`` (where a signal handler was called) runs inside an import of JAX's own modules
+    (``jax``, ``jaxlib``): the import machinery and a file of those packages on its stack."""
+    importing = in_jax = False
+    while frame is not None:
+        name = frame.f_code.co_filename
+        importing = importing or name.startswith("<frozen importlib")
+        parts = name.replace("\\", "/").split("/")
+        in_jax = in_jax or "jax" in parts[:-1] or "jaxlib" in parts[:-1]
+        frame = frame.f_back
+    return importing and in_jax
+
+
 class InterruptFlag:
     """Context manager handling SIGINT and SIGTERM while active (see the module docstring); outside the main thread
     it does nothing (signal handlers can only be installed there). Call the instance to read the flag; ``signum`` is
@@ -81,6 +96,11 @@ class InterruptFlag:
             return
         self.set, self.signum = True, int(signum)
         if self.raise_first:
+            if _importing_jax(frame):
+                # an exception unwinding through JAX's half-run import leaves its C++ runtime half-initialised,
+                # and the interpreter then crashes on its way out (SIGSEGV / SIGABRT): end here instead
+                print("nst-jax: interrupted", file=sys.stderr, flush=True)
+                self._quit(signum, quiet=True)
             raise Interrupted(signum)
         if self.message:
             print(self.message, file=sys.stderr, flush=True)
@@ -122,18 +142,26 @@ class InterruptFlag:
     def __enter__(self) -> "InterruptFlag":
         if threading.current_thread() is not threading.main_thread():
             return self
+        try:
+            return self._install()
+        except BaseException:  # a signal raised while installing (raise_first): leave nothing installed
+            self.__exit__(None, None, None)
+            raise
+
+    def _install(self) -> "InterruptFlag":
         for s in SIGNALS:
             self._previous[s] = signal.signal(s, self._handler)
         self._old_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
-        read_fd, write_fd = os.pipe()
+        self._pipe = os.pipe()
+        read_fd, write_fd = self._pipe
         os.set_blocking(write_fd, False)
         try:
             self._old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         except (ValueError, OSError):  # e.g. an embedding that forbids it: the Python-level handler still works
+            self._pipe = None
             os.close(read_fd)
             os.close(write_fd)
             return self
-        self._pipe = (read_fd, write_fd)
         self._thread = threading.Thread(target=self._watch, args=(read_fd,), daemon=True, name="nst-jax-signals")
         self._thread.start()
         return self
@@ -143,7 +171,8 @@ class InterruptFlag:
             signal.set_wakeup_fd(self._old_fd if self._old_fd is not None else -1)
             read_fd, write_fd = self._pipe
             os.close(write_fd)
-            self._thread.join(timeout=1.0)
+            if self._thread is not None:
+                self._thread.join(timeout=1.0)
             os.close(read_fd)
             self._pipe, self._thread = None, None
         for s, previous in self._previous.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -167,6 +168,65 @@ def test_ctrl_c_during_start_up_prints_no_traceback(inputs, tmp_path, delay):
     if proc.returncode == 130:
         assert err.strip().splitlines()[-1].startswith("nst-jax: interrupted")
     assert not list(tmp_path.glob(".*"))
+
+
+_SIGNAL_IN_JAX_IMPORT = """
+import os, pathlib, signal, sys
+sys.path.insert(0, sys.argv[1])  # a stand-in package named jax whose import receives the signal
+from nst_jax.interrupts import InterruptFlag
+marker = pathlib.Path(sys.argv[2])
+with InterruptFlag(raise_first=True, cleanup=lambda: marker.write_text("cleaned")):
+    import jax  # noqa: F401
+print("not reached")
+"""
+
+
+def test_a_signal_during_the_import_of_jax_ends_the_process_without_unwinding_it(tmp_path):
+    """The class behind rare SIGSEGV / SIGABRT exits of a Ctrl-C at start-up: an exception unwinding through JAX's
+    half-run import leaves its C++ runtime half-initialised. A signal that arrives inside an import of a package named
+    jax ends the process at once: status 130, one line, the cleanup called, no traceback, nothing after it run."""
+    fake = tmp_path / "pkgs" / "jax"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    marker = tmp_path / "cleanup.txt"
+    r = subprocess.run([sys.executable, "-c", _SIGNAL_IN_JAX_IMPORT, str(tmp_path / "pkgs"), str(marker)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "nst-jax: interrupted" and "not reached" not in r.stdout
+    assert marker.read_text() == "cleaned"
+
+
+def test_a_signal_elsewhere_at_start_up_still_unwinds(tmp_path):
+    """Outside JAX's import (here: inside a package of another name) the first signal raises as before, so
+    ``finally`` blocks run; the check looks at package directories, so ``nst_jax`` is not taken for ``jax``."""
+    other = tmp_path / "pkgs" / "nst_jaxish"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    code = _SIGNAL_IN_JAX_IMPORT.replace("import jax  # noqa: F401", "import nst_jaxish  # noqa: F401")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pkgs"), str(tmp_path / "m.txt")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Interrupted: SIGINT" in r.stderr and not (tmp_path / "m.txt").exists()
+
+
+def test_a_signal_while_the_handlers_are_installed_ends_with_one_line(monkeypatch, capsys):
+    """Ctrl-C in the window where ``InterruptFlag.__enter__`` is still setting up (seen as a traceback under load):
+    ``main`` returns 130 with one line, and the handlers, wakeup fd and unraisable hook are restored."""
+    import threading
+
+    real_start = threading.Thread.start
+
+    def start_then_signal(self):
+        real_start(self)
+        if self.name == "nst-jax-signals":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs at the next bytecode boundary
+
+    before = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    monkeypatch.setattr(threading.Thread, "start", start_then_signal)
+    assert cli.main(["stylize", "a.jpg", "b.jpg", "-o", "c.png"]) == 130
+    assert capsys.readouterr().err.strip() == "nst-jax: interrupted"
+    assert (signal.getsignal(signal.SIGINT), sys.unraisablehook) == before
+    assert signal.set_wakeup_fd(-1) == -1
 
 
 def test_checkpoints_identify_inputs_by_content_and_absolute_path(inputs, reference, tmp_path, monkeypatch, capsys):

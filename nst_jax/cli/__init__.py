@@ -141,6 +141,14 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 internal error, 2 usage or input error, 3 NaN stop, 130 / 143
     interrupted by SIGINT / SIGTERM)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # a signal while the handlers were being installed or removed
+        print("nst-jax: interrupted", file=sys.stderr)
+        return exit_status(getattr(e, "signum", 2))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in words
     with InterruptFlag(raise_first=True) as interrupted, warnings.catch_warnings():
