@@ -49,14 +49,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _importing_jax(frame) -> bool:
-    """True while ``frame`` (where a signal handler was called) runs inside an import of JAX's own modules
-    (``jax``, ``jaxlib``): the import machinery and a file of those packages on its stack."""
+    """True while ``frame`` (where a signal handler was called) runs inside an import of JAX's own modules: the
+    import machinery and code of a module named ``jax``, ``jaxlib`` or below them on its stack."""
     importing = in_jax = False
     while frame is not None:
-        name = frame.f_code.co_filename
-        importing = importing or name.startswith("<frozen importlib")
-        parts = name.replace("\\", "/").split("/")
-        in_jax = in_jax or "jax" in parts[:-1] or "jaxlib" in parts[:-1]
+        importing = importing or frame.f_code.co_filename.startswith("<frozen importlib")
+        module = str(frame.f_globals.get("__name__", ""))
+        in_jax = in_jax or module.split(".")[0] in ("jax", "jaxlib")
         frame = frame.f_back
     return importing and in_jax
 

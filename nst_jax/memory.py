@@ -181,7 +181,7 @@ def estimate_peak_bytes(
     compute_dtype: Optional[str] = None,
     solver: str = "lbfgs",
     channels: int = 3,
-    conv: str = "lax",
+    conv: str = "auto",
 ) -> int:
     """Estimated peak bytes of one solve of an [H, W, ``channels``] image (see the module docstring).
 
@@ -193,15 +193,18 @@ def estimate_peak_bytes(
       history: L-BFGS memory m (ignored for adam).
       batch: K members of a vmapped sweep (everything but the params scales with K).
       remat / compute_dtype: as ``LossConfig`` (bf16 halves the activations; the optimiser stays float32).
-      conv: ``"lax"`` or ``"winograd"`` (resolved, as ``LossConfig.conv``): the latter adds its tile workspace.
+      conv: as ``LossConfig.conv`` (``"auto"``: this backend's default): ``"winograd"`` adds its tile workspace.
 
     Example:
-      >>> full = estimate_peak_bytes((512, 512))                    # VGG19, L-BFGS history 100
+      >>> full = estimate_peak_bytes((512, 512), conv="lax")        # VGG19, L-BFGS history 100
       >>> format_bytes(full)
       '1.0 GiB'
-      >>> [round(estimate_peak_bytes((512, 512), **kw) / full, 2)   # history 20, remat, bf16, a sweep of 2
+      >>> [round(estimate_peak_bytes((512, 512), conv="lax", **kw) / full, 2)  # history 20, remat, bf16, 2 members
       ...  for kw in ({"history": 20}, {"remat": True}, {"compute_dtype": "bfloat16"}, {"batch": 2})]
       [0.54, 1.01, 0.85, 1.87]
+      >>> format_bytes(estimate_peak_bytes((512, 512), conv="winograd") - full)  # its tile workspace
+      '288.0 MiB'
+
     """
     spec = vgg.get_spec(arch)
     if solver not in SOLVERS:
@@ -222,7 +225,7 @@ def estimate_peak_bytes(
     c = _layer_stats(spec, (h, w), layers)
     residuals = c.pool * act_bytes if remat else c.relu // 8 + c.pool
     acts = (PEAK_LAYERS * c.widest + c.taps) * act_bytes + residuals
-    if conv == "winograd" and compute_dtype != "bfloat16":
+    if backend.resolve("conv", conv) == "winograd" and compute_dtype != "bfloat16":
         acts += 4 * WINOGRAD_WORKSPACE * winograd_elements(spec, (h, w), layers)
 
     shapes = feature_shapes(spec, (h, w), layers)
@@ -399,7 +402,7 @@ def estimate_run(levels, *, arch="vgg19", layers: Optional[Sequence[str]] = None
                  content_layers: Sequence[str] = ("relu4_2",), style_shapes=(), decode=(), n_masks: int = 0,
                  history: int = 100, batch: int = 1, remat=False, compute_dtype: Optional[str] = None,
                  solver: str = "lbfgs", channels: int = 3, checkpoint: bool = True,
-                 baseline: int = RUNTIME_BASELINE, conv: str = "lax") -> Dict[str, int]:
+                 baseline: int = RUNTIME_BASELINE, conv: str = "auto") -> Dict[str, int]:
     """Peak bytes of a whole run, by phase: ``{"decode", "targets", "solve", "checkpoint", "baseline", "peak"}``.
 
     Args:
@@ -573,4 +576,4 @@ def estimate_for_config(shape_HW, cfg, *, arch="vgg19", n_styles: int = 1, histo
     return estimate_peak_bytes(shape_HW, arch=arch, layers=cfg.all_layers, content_layers=cfg.content_layers,
                                n_styles=n_styles, history=history, batch=batch, remat=cfg.remat,
                                compute_dtype=cfg.compute_dtype, solver=solver, channels=cfg.channels,
-                               conv=backend.resolve("conv", cfg.conv))
+                               conv=cfg.conv)

@@ -11,12 +11,12 @@ direct float64 convolution by a few 1e-6 of the values' scale (tested: below 5e-
 The custom JVP applies the input tangent with the forward pass's transformed kernel, so reverse mode (autodiff's
 transpose of that tangent map) runs the transposed algorithm, ``B [U^T (A dy A^T)] B^T`` with the tiles
 overlap-added, without transforming the kernel again. The overlapping tiles are cut with reshapes and slices, whose
-transposes are pads and additions; strided slices and gathers, whose transposes are interior pads and scatters,
-measured up to twice as slow in reverse mode. :func:`worthwhile` says for which layer shapes the form is cheaper
-than XLA:CPU's own convolution (``benchmarks/RESULTS.md``); :mod:`nst_jax.vgg` uses it there when
-``LossConfig.conv`` is ``"winograd"`` (:mod:`nst_jax.backend`: the CPU default). ``lax.conv_general_dilated``
-stays the reference: the tests prove both equal in value, both Jacobians, under ``vmap``, for odd sizes and both
-paddings.
+transposes are pads and additions; gathers, whose transposes are scatters, made a layer's value and input gradient
+up to twice as slow (strided slices, whose transposes are interior pads, were slow in a first test too).
+:func:`worthwhile` says for which layer shapes the form is cheaper than XLA:CPU's own convolution
+(``benchmarks/RESULTS.md``); :mod:`nst_jax.vgg` uses it there when ``LossConfig.conv`` is ``"winograd"``
+(:mod:`nst_jax.backend`: the CPU default). ``lax.conv_general_dilated`` stays the reference: the tests prove both
+equal in value, both Jacobians, under ``vmap``, for odd sizes and both paddings.
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ def worthwhile(height: int, width: int, channels_in: int, channels_out: int) -> 
     """True where the Winograd form was measured clearly cheaper than XLA:CPU's convolution (value and input
     gradient): at least 64 input and output channels, one side of them at least 128, and 24x24 to 128x128 outputs.
 
-    On a 2-core AMD EPYC (``benchmarks/RESULTS.md``, 2026-12-01) such layers took 0.4-0.95x XLA's time alone, and
-    the whole VGG16 value and gradient 0.66-0.9x. Outside: 64 -> 64 (the first block) was slower (the transforms cost
-    as much as the products they save), 512 -> 512 on 16x16 maps too (the kernel's transform); 256x256 maps gained
-    0-20% for a tile workspace of several hundred MiB, so the rule stops at 128x128, which also bounds that workspace
-    whatever the image size.
+    On a 2-core AMD EPYC (``benchmarks/RESULTS.md``, 2026-12-01) such layers took 0.43-1.10x XLA's time alone
+    (isolated layers vary from run to run), and the whole VGG16 value and gradient with them 0.66-0.69x; the bounds
+    were set by whole-program timings. Outside: 64 -> 64 (the first block) was 1.4-1.6x slower, 512 -> 512 on 16x16
+    maps 1.65x (its kernel transform alone took 13 ms); 256x256 maps gained 0-6% (64 -> 128) while their tile buffers
+    grow with the image (vgg16 at 512 px: 183 MiB of extra temporaries with them, 136 MiB without), so the rule stops
+    at 128x128, which also bounds that workspace whatever the image size.
     """
     return (min(channels_in, channels_out) >= 64 and max(channels_in, channels_out) >= 128
             and 24 * 24 <= height * width <= 128 * 128)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nst_jax import backend
 from nst_jax import memory as M
 from nst_jax import objective
 from nst_jax.config import LossConfig
@@ -83,11 +84,13 @@ def test_winograd_workspace_stays_within_the_estimate_term():
             term = 4 * M.WINOGRAD_WORKSPACE * M.winograd_elements(arch, (side, side), layers)
             assert 0 < extra <= term, (arch, side, extra, term)
             with_term = M.estimate_peak_bytes((side, side), arch=arch, layers=layers, conv="winograd")
-            assert with_term - M.estimate_peak_bytes((side, side), arch=arch, layers=layers) == term
+            assert with_term - M.estimate_peak_bytes((side, side), arch=arch, layers=layers, conv="lax") == term
+            default = M.estimate_peak_bytes((side, side), arch=arch, layers=layers)  # "auto": this backend's form
+            assert default == (with_term if backend.resolve("conv", "auto") == "winograd" else with_term - term)
 
 
 def test_estimate_terms_scale_as_documented():
-    base = dict(arch="vgg19", layers=LAYERS)
+    base = dict(arch="vgg19", layers=LAYERS, conv="lax")  # the Winograd term: the test above
     e = lambda **kw: M.estimate_peak_bytes((200, 300), **{**base, **kw})  # noqa: E731
     # one more L-BFGS pair costs exactly s and y: 2 x H W C float32
     assert e(history=11) - e(history=10) == 2 * 200 * 300 * 3 * 4

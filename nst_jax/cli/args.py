@@ -8,8 +8,8 @@ import sys
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
-from nst_jax.config import (LAYER_WEIGHTINGS, PADDINGS, POOL_ROUNDINGS, ProblemSpec, SolveOptions, SolverConfig,
-                            SpatialConfig, split_kwargs)
+from nst_jax.config import (LAYER_WEIGHTINGS, NETWORK_CONVS, PADDINGS, POOL_ROUNDINGS, ProblemSpec, SolveOptions,
+                            SolverConfig, SpatialConfig, split_kwargs)
 from nst_jax import solvers
 
 SOLVER_HELP = ("lbfgs (default; projected, preconditioned L-BFGS, one f+g per iteration), jaxopt-lbfgs (jaxopt.LBFGS) "
@@ -175,7 +175,7 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("execution (per-backend defaults: nst_jax/backend.py; 'auto' picks them)")
     e.add_argument("--ops", default="auto", choices=("auto", "lax", "lean"),
                    help="network op path: plain lax ops or memory-lean custom derivatives")
-    e.add_argument("--conv", default="auto", choices=("auto", "lax", "winograd"),
+    e.add_argument("--conv", default="auto", choices=NETWORK_CONVS,
                    help="3x3 convolutions: XLA's own, or Winograd F(4x4,3x3) on the layers where it was measured "
                         "cheaper (equal to a few 1e-6)")
     e.add_argument("--loop", default="auto", choices=("auto", "while", "host"),

@@ -121,20 +121,13 @@ def estimate(args, spec: ProblemSpec, options: SolveOptions, levels: Sequence[Tu
                           style_shapes=per_level, decode=decode, n_masks=n_masks, history=options.solver.history,
                           batch=batch, remat=spec.remat, compute_dtype=spec.compute_dtype, solver=options.solver.name,
                           channels=spec.color.channels, checkpoint=checkpoint,
-                          baseline=M.RUNTIME_BASELINE if host else 0, conv=_resolved_conv(spec.conv))
+                          baseline=M.RUNTIME_BASELINE if host else 0, conv=spec.conv)
 
 
 def _backend() -> str:
     import jax
 
     return jax.default_backend()
-
-
-def _resolved_conv(conv: str) -> str:
-    """``--conv`` as the run will resolve it (:mod:`nst_jax.backend`), for the memory estimate."""
-    from nst_jax import backend
-
-    return backend.resolve("conv", conv)
 
 
 def check_memory(args, est: Dict[str, int], shape_HW, progress: bool = True) -> None:
