@@ -4,7 +4,9 @@ The estimate adds the buffers live at the peak of one compiled solver iteration:
 
     peak ~= RUNTIME_OVERHEAD                        executables, thread pools, small host allocations (constant)
           + params                                  all conv kernels + biases (float32), plus a transformed copy of
-                                                    the kernels up to the deepest used layer (input gradients)
+                                                    the kernels up to the deepest used layer (input gradients), and
+                                                    with ``conv="winograd"`` the Winograd kernels (36/9 x each kernel
+                                                    in that form) a solve prepares once
           + targets                                 content features (H_l W_l C_l) + GRAM_COPIES x the Grams (S C_l^2)
           + K x solver state                        L-BFGS: 2 m H W C (history s, y); adam: 2 H W C
           + K x IMAGE_COPIES H W C                  x, grad, direction, two-loop vectors, new iterate (float32)
@@ -45,6 +47,7 @@ __all__ = [
     "RUNTIME_OVERHEAD",
     "WINOGRAD_WORKSPACE",
     "winograd_elements",
+    "winograd_kernel_elements",
     "measure_peak_bytes",
     "estimate_peak_bytes",
     "activation_elements",
@@ -149,23 +152,35 @@ def _convs_up_to(spec, name: str) -> int:
     return sum(n.startswith("conv") for n in names[: names.index(name) + 1])
 
 
-def winograd_elements(spec, shape_HW, layers: Sequence[str]) -> int:
-    """``36/16 x (in + out)`` elements of the largest conv, up to the deepest of ``layers``, that
-    :func:`nst_jax.winograd.worthwhile` puts in the Winograd form (0 if none): its transformed tiles."""
+def _winograd_layers(spec, shape_HW, layers: Sequence[str]):
+    """``(h, w, c_in, c_out)`` of each conv, up to the deepest of ``layers``, that a solve runs in Winograd form
+    (:func:`nst_jax.winograd.worthwhile` with the kernels it prepares, :func:`nst_jax.vgg.prepare_params`)."""
     names = vgg.layer_names(spec)
     deepest = max(names.index(n) for n in layers)
     chans = vgg.layer_channels(spec)
-    h, w, c_in, best = int(shape_HW[0]), int(shape_HW[1]), 3, 0
+    h, w, c_in, out = int(shape_HW[0]), int(shape_HW[1]), 3, []
     for name in names[:deepest + 1]:
         if name.startswith("pool"):
             h, w = vgg.pooled_size(h), vgg.pooled_size(w)
         elif name.startswith("conv"):
             c_out = chans[name]
-            if winograd.worthwhile(h, w, c_in, c_out):
-                th, tw = -(-h // winograd.TILE), -(-w // winograd.TILE)
-                best = max(best, 36 * th * tw * (c_in + c_out))
+            if winograd.worthwhile(h, w, c_in, c_out, transformed=True):
+                out.append((h, w, c_in, c_out))
             c_in = c_out
-    return best
+    return out
+
+
+def winograd_elements(spec, shape_HW, layers: Sequence[str]) -> int:
+    """``36/16 x (in + out)`` elements of the largest conv, up to the deepest of ``layers``, that a solve puts in
+    the Winograd form (0 if none): its transformed tiles."""
+    return max((36 * -(-h // winograd.TILE) * -(-w // winograd.TILE) * (c_in + c_out)
+                for h, w, c_in, c_out in _winograd_layers(spec, shape_HW, layers)), default=0)
+
+
+def winograd_kernel_elements(spec, shape_HW, layers: Sequence[str]) -> int:
+    """Elements of the Winograd kernels (36 x c_in x c_out each) a solve prepares for the layers of
+    :func:`winograd_elements`."""
+    return sum(36 * c_in * c_out for _, _, c_in, c_out in _winograd_layers(spec, shape_HW, layers))
 
 
 def estimate_peak_bytes(
@@ -193,7 +208,8 @@ def estimate_peak_bytes(
       history: L-BFGS memory m (ignored for adam).
       batch: K members of a vmapped sweep (everything but the params scales with K).
       remat / compute_dtype: as ``LossConfig`` (bf16 halves the activations; the optimiser stays float32).
-      conv: as ``LossConfig.conv`` (``"auto"``: this backend's default): ``"winograd"`` adds its tile workspace.
+      conv: as ``LossConfig.conv`` (``"auto"``: this backend's default): ``"winograd"`` adds its tile workspace
+        and the transformed kernels a solve prepares.
 
     Example:
       >>> full = estimate_peak_bytes((512, 512), conv="lax")        # VGG19, L-BFGS history 100
@@ -202,8 +218,8 @@ def estimate_peak_bytes(
       >>> [round(estimate_peak_bytes((512, 512), conv="lax", **kw) / full, 2)  # history 20, remat, bf16, 2 members
       ...  for kw in ({"history": 20}, {"remat": True}, {"compute_dtype": "bfloat16"}, {"batch": 2})]
       [0.54, 1.01, 0.85, 1.87]
-      >>> format_bytes(estimate_peak_bytes((512, 512), conv="winograd") - full)  # its tile workspace
-      '288.0 MiB'
+      >>> format_bytes(estimate_peak_bytes((512, 512), conv="winograd") - full)  # tile workspace, prepared kernels
+      '481.5 MiB'
 
     """
     spec = vgg.get_spec(arch)
@@ -225,8 +241,10 @@ def estimate_peak_bytes(
     c = _layer_stats(spec, (h, w), layers)
     residuals = c.pool * act_bytes if remat else c.relu // 8 + c.pool
     acts = (PEAK_LAYERS * c.widest + c.taps) * act_bytes + residuals
+    winograd_kernels = 0
     if backend.resolve("conv", conv) == "winograd" and compute_dtype != "bfloat16":
         acts += 4 * WINOGRAD_WORKSPACE * winograd_elements(spec, (h, w), layers)
+        winograd_kernels = 4 * winograd_kernel_elements(spec, (h, w), layers)
 
     shapes = feature_shapes(spec, (h, w), layers)
     content_el = sum(math.prod(shapes[name]) for name in content_layers)
@@ -241,7 +259,7 @@ def estimate_peak_bytes(
     images = 4 * IMAGE_COPIES * n_img
     # all params stay resident; the backward pass holds a transformed copy of the used kernels (input gradients)
     used = _param_elements(spec, upto=max(_convs_up_to(spec, n) for n in layers))
-    params = 4 * _param_elements(spec) + act_bytes * used
+    params = 4 * _param_elements(spec) + act_bytes * used + winograd_kernels
     return int(RUNTIME_OVERHEAD + params + targets + batch * (state + images + acts))
 
 
@@ -484,7 +502,7 @@ def measure_peak_bytes(
     cfg, weights, init_c, iterate = _compiled_solve(spec, (h, w), history, remat, compute_dtype, iters)
 
     def inputs():
-        params = vgg.init_params(jax.random.PRNGKey(0), spec)
+        params = _prepared(vgg.init_params(jax.random.PRNGKey(0), spec), (h, w), cfg)
         x = jax.random.uniform(jax.random.PRNGKey(1), (h, w, 3))
         return params, x, objective.compute_targets(params, x, [x], cfg)
 
@@ -519,6 +537,7 @@ def _compiled_solve(spec, shape_HW, history, remat, compute_dtype, iters):
     cfg, scfg = run.loss_cfg, run.solver_cfg
     sds = jax.ShapeDtypeStruct
     p_abs = {k: {kk: sds(v, jnp.float32) for kk, v in s.items()} for k, s in vgg.expected_shapes(spec).items()}
+    p_abs = jax.eval_shape(lambda p: _prepared(p, shape_HW, cfg), p_abs)  # as Solve runs them
     x_abs = sds(tuple(shape_HW) + (3,), jnp.float32)
     targets_abs = jax.eval_shape(lambda p, x: objective.compute_targets(p, x, [x], cfg), p_abs, x_abs)
     weights = objective.make_weights(cfg, spec)  # tiny; only the channel counts are read
@@ -543,6 +562,11 @@ def _compiled_solve(spec, shape_HW, history, remat, compute_dtype, iters):
                 state, bad, *_ = step_c(state, bad, params, targets, weights)
             return state
     return cfg, weights, init_c, iterate
+
+
+def _prepared(params, shape_HW, cfg):
+    return vgg.prepare_params(params, shape_HW, cfg.all_layers, conv=cfg.conv, pool_rounding=cfg.pool_rounding,
+                              padding=cfg.padding, dtype=cfg.compute_dtype)
 
 
 def _peak_rss_growth(fn, interval_s: float) -> int:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import backend, batching, distributed, objective, solvers
+from nst_jax import backend, batching, distributed, objective, solvers, vgg
 from nst_jax.config import LossConfig, SolverConfig
 
 __all__ = ["Members", "SolveOutput", "Solve", "init_state", "step", "run_chunk", "final_terms", "CompileClock"]
@@ -264,7 +264,9 @@ class _Trace:
 class Solve:
     """A compiled solve for one (loss structure, solver) pair; ``members`` (a :class:`Members`) makes it a sweep.
 
-    ``"auto"`` settings are resolved here (:mod:`nst_jax.backend`), so equal settings share compiled programs.
+    ``"auto"`` settings are resolved here (:mod:`nst_jax.backend`), so equal settings share compiled programs. Each
+    call runs on :func:`nst_jax.vgg.prepare_params` of the params it gets (Winograd kernels transformed once per
+    solve, not per f+g).
     """
 
     def __init__(self, loss_cfg: LossConfig, solver_cfg: SolverConfig = SolverConfig(), *,
@@ -384,6 +386,8 @@ class Solve:
         t_start = time.perf_counter()
         with CompileClock() as clock:
             solve_seconds = lambda: time.perf_counter() - t_start - clock.seconds  # noqa: E731
+            params = vgg.prepare_params(params, x0.shape[-3:-1], lc.all_layers, conv=lc.conv,
+                                        pool_rounding=lc.pool_rounding, padding=lc.padding, dtype=lc.compute_dtype)
             if resume is None:
                 state = init_state(x0, params, targets, weights, lc, sc, mb)
                 trace = _Trace(self._read("value", state)[..., None], self._read("nfev", state)[..., None],

@@ -19,7 +19,7 @@ before ``conv1_1`` only (:data:`PADDINGS`). Pooling windows are 2x2, stride 2; o
 elements, average divided by their count). The plain ``lax`` ops are the reference; ``ops="lean"`` swaps in the
 memory-lean custom derivatives of :mod:`nst_jax.lean_ops` (same values and derivatives), and ``conv="winograd"``
 computes the float32 3x3 convolutions of the layers where it is cheaper by :mod:`nst_jax.winograd` (the same values
-to a few 1e-6 of their scale). Images enter as RGB floats
+to a few 1e-6 of their scale; :func:`prepare_params` transforms their kernels once per solve). Images enter as RGB floats
 in [0, 1] of shape [H, W, 3] and are turned into the Caffe input (BGR, x255 -- x256 for jcjohnson/neural-style,
 ``input_scale`` --, minus the ImageNet mean) by :func:`preprocess`. Batches go through ``jax.vmap``.
 """
@@ -57,6 +57,8 @@ __all__ = [
     "deprocess",
     "features",
     "Features",
+    "prepare_params",
+    "WINOGRAD_KERNEL",
 ]
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -65,6 +67,9 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 PADDINGS = ("zero", "reflect", "replicate", "reflect-first", "replicate-first")
 #: Rounding of odd sizes by the 2x2/stride-2 pools: "floor" (Keras, TF VALID) or "ceil" (Caffe, loadcaffe).
 POOL_ROUNDINGS = ("floor", "ceil")
+
+#: Key of a conv layer's Winograd-transformed kernel ([36, C_in, C_out]) in params made by :func:`prepare_params`.
+WINOGRAD_KERNEL = "kernel_winograd"
 
 _CONV_RE = re.compile(r"^conv(\d)_(\d)$")
 
@@ -268,19 +273,58 @@ def layer_sizes(spec: str | VGGSpec, shape_HW, pool_rounding: str = "floor") -> 
     return out
 
 
+def prepare_params(params: Mapping[str, Mapping[str, jax.Array]], shape_HW, layers: Iterable[str] | None = None, *,
+                   conv: str = "auto", pool_rounding: str = "floor", padding: str = "zero",
+                   dtype=None) -> Dict[str, Dict[str, jax.Array]]:
+    """``params`` with each conv layer that :func:`features` runs in Winograd form on an [H, W] image (up to the
+    deepest of ``layers``; all when None) given its transformed kernel (``params[name][WINOGRAD_KERNEL]``,
+    :func:`nst_jax.winograd.kernel_transform`), so a solve transforms its kernels once instead of in every value and
+    gradient. The features equal those of ``params``; nothing is added where ``conv`` resolves to ``"lax"`` or
+    ``dtype`` is a reduced one (those runs use no Winograd form). ``params`` itself is not changed.
+
+    Example:
+      >>> p = prepare_params(init_params(0, "vgg16"), (128, 128), ["relu4_1"], conv="winograd")
+      >>> sorted(k for k in p if WINOGRAD_KERNEL in p[k]), p["conv3_1"][WINOGRAD_KERNEL].shape
+      (['conv2_1', 'conv2_2', 'conv3_1', 'conv3_2', 'conv3_3', 'conv4_1'], (36, 128, 256))
+    """
+    out = {name: dict(layer) for name, layer in params.items()}
+    if backend.resolve("conv", conv) != "winograd" or (dtype is not None and jnp.dtype(dtype) != jnp.float32):
+        return out
+    spec = spec_from_params(params)
+    sizes = layer_sizes(spec, shape_HW, pool_rounding)
+    if layers is not None:
+        order = {name: j for j, (name, _) in enumerate(layer_sequence(spec))}
+        last = max((order[name] for name in layers if name in order), default=-1)
+        sizes = {name: hw for name, hw in sizes.items() if order[name] <= last}
+    for name, (h, w) in sizes.items():
+        if name not in params:
+            continue
+        edge = 0 if conv_padding(padding, name) == "zero" else 2
+        kernel = params[name]["kernel"]
+        if winograd.worthwhile(h + edge, w + edge, *np.shape(kernel)[2:], transformed=True):
+            out[name][WINOGRAD_KERNEL] = _kernel_transform(jnp.asarray(kernel, jnp.float32))
+    return out
+
+
+_kernel_transform = jax.jit(winograd.kernel_transform)
+
+
 def _pad_image(x_HWC: jax.Array, mode: str) -> jax.Array:
     """One pixel of mirror ("reflect": ``jnp.pad`` mode "reflect", edge not repeated) or edge-copy padding."""
     return jnp.pad(x_HWC, ((1, 1), (1, 1), (0, 0)), mode="reflect" if mode == "reflect" else "edge")
 
 
-def _conv(x_HWC: jax.Array, kernel: jax.Array, bias: jax.Array, ops: str, pad: str = "zero",
+def _conv(x_HWC: jax.Array, layer: Mapping[str, jax.Array], ops: str, pad: str = "zero",
           conv: str = "lax") -> jax.Array:
-    kernel = kernel.astype(x_HWC.dtype)
+    kernel, bias = layer["kernel"].astype(x_HWC.dtype), layer["bias"]
     conv_pad = "SAME"
     if pad != "zero":
         x_HWC, conv_pad = _pad_image(x_HWC, pad), "VALID"
-    if conv == "winograd" and x_HWC.dtype == jnp.float32 and winograd.worthwhile(*x_HWC.shape, kernel.shape[-1]):
-        y = winograd.conv3x3(x_HWC, kernel, conv_pad)
+    prepared = WINOGRAD_KERNEL in layer
+    if conv == "winograd" and x_HWC.dtype == jnp.float32 and winograd.worthwhile(*x_HWC.shape, kernel.shape[-1],
+                                                                                 transformed=prepared):
+        y = (winograd.conv3x3_transformed(x_HWC, layer[WINOGRAD_KERNEL], conv_pad) if prepared
+             else winograd.conv3x3(x_HWC, kernel, conv_pad))
     elif ops == "lean":
         y = lean_ops.conv3x3(x_HWC, kernel, conv_pad)
     else:
@@ -330,8 +374,7 @@ def _run_block(x, block_params, *, block, wanted, pooling: str, ops: str, conv: 
     taps = {}
     for name, kind in block:
         if kind == "conv":
-            x = _conv(x, block_params[name]["kernel"], block_params[name]["bias"], ops, conv_padding(padding, name),
-                      conv)
+            x = _conv(x, block_params[name], ops, conv_padding(padding, name), conv)
         elif kind == "relu":
             x = _relu(x, ops)
         else:

@@ -13,7 +13,12 @@ transpose of that tangent map) runs the transposed algorithm, ``B [U^T (A dy A^T
 overlap-added, without transforming the kernel again. The overlapping tiles are cut with reshapes and slices, whose
 transposes are pads and additions; gathers, whose transposes are scatters, made a layer's value and input gradient
 up to twice as slow (strided slices, whose transposes are interior pads, were slow in a first test too).
-:func:`worthwhile` says for which layer shapes the form is cheaper than XLA:CPU's own convolution
+
+A solve transforms its kernels once, before its iterations (``nst_jax.vgg.prepare_params``, which
+:class:`nst_jax.runner.Solve` applies), and its layers call :func:`conv3x3_transformed`: inside a value and
+gradient XLA:CPU fused the kernel transform into the products and recomputed it, which cost the 512-channel layers
+as much as their products. The prepared kernels are traced arguments like the weights, so new weights of the same
+shapes never recompile. :func:`worthwhile` says for which layer shapes the form is cheaper than XLA:CPU's own convolution
 (``benchmarks/RESULTS.md``); :mod:`nst_jax.vgg` uses it there when ``LossConfig.conv`` is ``"winograd"``
 (:mod:`nst_jax.backend`: the CPU default). ``lax.conv_general_dilated`` stays the reference: the tests prove both
 equal in value, both Jacobians, under ``vmap``, for odd sizes and both paddings.
@@ -28,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["conv3x3", "kernel_transform", "worthwhile", "TILE"]
+__all__ = ["conv3x3", "conv3x3_transformed", "kernel_transform", "worthwhile", "TILE"]
 
 #: Output block side of F(4x4, 3x3); the input tile side is TILE + 2.
 TILE = 4
@@ -54,19 +59,23 @@ _AT = np.array([[1, 1, 1, 1, 1, 0],
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 
 
-def worthwhile(height: int, width: int, channels_in: int, channels_out: int) -> bool:
+def worthwhile(height: int, width: int, channels_in: int, channels_out: int, transformed: bool = False) -> bool:
     """True where the Winograd form was measured clearly cheaper than XLA:CPU's convolution (value and input
-    gradient): at least 64 input and output channels, one side of them at least 128, and 24x24 to 128x128 outputs.
+    gradient, whole-program timings in ``benchmarks/RESULTS.md``): at least 64 input and output channels, one side
+    of them at least 128, and outputs of 24x24 (12x12 when the kernel comes ``transformed``, as in a solve, see
+    :func:`conv3x3_transformed`) to 128x128.
 
-    On a 2-core AMD EPYC (``benchmarks/RESULTS.md``, 2026-12-01) such layers took 0.43-1.10x XLA's time alone
-    (isolated layers vary from run to run), and the whole VGG16 value and gradient with them 0.66-0.69x; the bounds
-    were set by whole-program timings. Outside: 64 -> 64 (the first block) was 1.4-1.6x slower, 512 -> 512 on 16x16
-    maps 1.65x (its kernel transform alone took 13 ms); 256x256 maps gained 0-6% (64 -> 128) while their tile buffers
-    grow with the image (vgg16 at 512 px: 183 MiB of extra temporaries with them, 136 MiB without), so the rule stops
-    at 128x128, which also bounds that workspace whatever the image size.
+    Why the bounds: 64 -> 64 layers have too few channels to repay the tile transforms; on small maps a kernel
+    transformed in every value and gradient costs more than the products save; above 128x128 the gain is small
+    while the tile buffers grow with the image (the bound also caps that workspace).
+
+    Example:
+      >>> worthwhile(16, 16, 512, 512), worthwhile(16, 16, 512, 512, transformed=True), worthwhile(64, 64, 64, 64)
+      (False, True, False)
     """
+    low = 12 * 12 if transformed else 24 * 24
     return (min(channels_in, channels_out) >= 64 and max(channels_in, channels_out) >= 128
-            and 24 * 24 <= height * width <= 128 * 128)
+            and low <= height * width <= 128 * 128)
 
 
 def _mix(matrix: np.ndarray, parts: Sequence[jax.Array], axis: int) -> jax.Array:
@@ -161,3 +170,18 @@ def _conv3x3_jvp(padding, primals, tangents):
 
 
 conv3x3.defjvp(_conv3x3_jvp, symbolic_zeros=True)
+
+
+def conv3x3_transformed(x_HWC: jax.Array, u: jax.Array, padding: str = "SAME") -> jax.Array:
+    """:func:`conv3x3` with the kernel already transformed (``u = kernel_transform(kernel)``, [36, I, O]).
+
+    A solve transforms its kernels once (``nst_jax.vgg.prepare_params``) instead of in every value and gradient:
+    inside the program XLA:CPU fused the transform into the products' operands and recomputed it, which doubled the
+    time of the 512-channel layers. Plain autodiff suffices here (the map is linear in both arguments).
+
+    Example:
+      >>> x, k = jnp.ones((5, 6, 2)), jnp.ones((3, 3, 2, 3))
+      >>> bool(jnp.allclose(conv3x3_transformed(x, kernel_transform(k)), conv3x3(x, k)))
+      True
+    """
+    return _forward(x_HWC, u, _pads(padding))

@@ -1,6 +1,8 @@
 """Winograd F(4x4, 3x3) convolution against a float64 NumPy convolution and ``lax.conv_general_dilated``: values,
 both Jacobians, vmap, odd sizes, both paddings; its transforms against the 1-D closed form; the network path."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,6 +113,11 @@ def test_worthwhile_holds_on_the_measured_layer_shapes_only():
     assert winograd.worthwhile(32, 25, 512, 512) and winograd.worthwhile(24, 24, 256, 512)
     assert winograd.worthwhile(128, 128, 128, 128) and not winograd.worthwhile(128, 129, 128, 128)
     assert not winograd.worthwhile(256, 256, 128, 128)
+    # kernels transformed once per solve (vgg.prepare_params): maps down to 12x12 qualify
+    assert winograd.worthwhile(16, 16, 512, 512, transformed=True) and winograd.worthwhile(12, 12, 256, 512, True)
+    assert winograd.worthwhile(12, 16, 512, 512, transformed=True) and not winograd.worthwhile(11, 12, 512, 512, True)
+    assert not winograd.worthwhile(8, 8, 512, 512, transformed=True) and not winograd.worthwhile(64, 64, 64, 64, True)
+    assert not winograd.worthwhile(129, 128, 128, 128, transformed=True)
 
 
 # A small network whose second block meets the rule at 64 px input (64 -> 128 channels at 32x32).
@@ -164,3 +171,76 @@ def test_setting_is_validated_and_resolved_per_backend():
         LossConfig(conv="fft")
     with pytest.raises(ValueError, match="conv must be"):
         vgg.features(vgg.init_params(0, "tiny19"), jnp.zeros((32, 32, 3)), ["relu1_1"], conv="fft")
+
+
+# At 64 px input: conv2_1 on 32x32 maps (either rule), conv3_1 on 16x16 (prepared kernels only), conv4_1 on 8x8 (neither).
+_DEEP = vgg.VGGSpec("deep-test", (1, 1, 1, 1, 1), (64, 128, 128, 128, 8))
+
+
+def _count_calls(monkeypatch):
+    calls = {"conv3x3": [], "conv3x3_transformed": []}
+    for name in calls:
+        real = getattr(winograd, name)
+
+        def counting(x, k, padding="SAME", real=real, name=name):
+            calls[name].append(x.shape[:2])
+            return real(x, k, padding)
+
+        monkeypatch.setattr(winograd, name, counting)
+    return calls
+
+
+def test_prepared_params_give_the_same_features_and_gradient(monkeypatch):
+    """``vgg.prepare_params`` adds the transformed kernel of exactly the layers that take the Winograd form with
+    it (up to the deepest requested layer), leaves its input alone, and the features and image gradient equal both
+    the unprepared Winograd path and XLA's."""
+    params = vgg.init_params(1, _DEEP)
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    prepared = vgg.prepare_params(params, (64, 64), layers, conv="winograd")
+    assert sorted(k for k, v in prepared.items() if vgg.WINOGRAD_KERNEL in v) == ["conv2_1", "conv3_1"]
+    assert all(set(v) == {"kernel", "bias"} for v in params.values())  # the input is not changed
+    np.testing.assert_allclose(prepared["conv3_1"][vgg.WINOGRAD_KERNEL],
+                               winograd.kernel_transform(params["conv3_1"]["kernel"]), rtol=0, atol=0)
+    only2 = vgg.prepare_params(params, (64, 64), ["relu2_1"], conv="winograd")
+    assert [k for k, v in only2.items() if vgg.WINOGRAD_KERNEL in v] == ["conv2_1"]
+    for kw in ({"conv": "lax"}, {"conv": "winograd", "dtype": jnp.bfloat16}):
+        assert not any(vgg.WINOGRAD_KERNEL in v for v in vgg.prepare_params(params, (64, 64), **kw).values())
+
+    calls = _count_calls(monkeypatch)
+    image = jax.random.uniform(jax.random.PRNGKey(5), (64, 64, 3))
+
+    def loss(img, p, conv):
+        f = vgg.features(p, img, layers, conv=conv)
+        return sum(jnp.sum((v.reshape(-1, v.shape[-1]).T @ v.reshape(-1, v.shape[-1])) ** 2) for v in f.values())
+
+    fp = vgg.features(prepared, image, layers, conv="winograd")
+    assert calls == {"conv3x3": [], "conv3x3_transformed": [(32, 32), (16, 16)]}
+    fu = vgg.features(params, image, layers, conv="winograd")
+    assert calls["conv3x3"] == [(32, 32)]  # unprepared: 16x16 maps stay with XLA
+    fl = vgg.features(params, image, layers, conv="lax")
+    for name in layers:
+        assert _rel(fp[name], fl[name]) < 1e-5 and _rel(fp[name], fu[name]) < 1e-5, name
+    gp = jax.grad(loss)(image, prepared, "winograd")
+    assert _rel(gp, jax.grad(loss)(image, params, "lax")) < 1e-4
+    assert _rel(gp, jax.grad(loss)(image, params, "winograd")) < 1e-4
+
+
+def test_a_solve_transforms_its_kernels_once(monkeypatch):
+    """``runner.Solve`` runs on prepared params: no kernel transform inside its compiled steps (the unprepared
+    conv3x3 is never traced), and its result equals a solve with XLA's convolutions."""
+    from nst_jax import objective, runner
+    from nst_jax.config import SolverConfig
+
+    params = vgg.init_params(1, _DEEP)
+    cfg = LossConfig(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"), conv="winograd")
+    content = jax.random.uniform(jax.random.PRNGKey(6), (64, 64, 3))
+    style = jax.random.uniform(jax.random.PRNGKey(7), (64, 64, 3))
+    targets = objective.compute_targets(params, content, [style], cfg)
+    weights = objective.make_weights(cfg, params)
+    calls = _count_calls(monkeypatch)
+    out = runner.Solve(cfg, SolverConfig(history=5, chunk=3))(params, targets, weights, content, 6)
+    assert calls["conv3x3"] == [] and set(calls["conv3x3_transformed"]) == {(32, 32), (16, 16)}
+    ref = runner.Solve(dataclasses.replace(cfg, conv="lax"), SolverConfig(history=5, chunk=3))(
+        params, targets, weights, content, 6)
+    assert out.values[-1] < out.values[0]
+    np.testing.assert_allclose(out.values, ref.values, rtol=1e-4)
