@@ -19,8 +19,8 @@ before ``conv1_1`` only (:data:`PADDINGS`). Pooling windows are 2x2, stride 2; o
 elements, average divided by their count). The plain ``lax`` ops are the reference; ``ops="lean"`` swaps in the
 memory-lean custom derivatives of :mod:`nst_jax.lean_ops` (same values and derivatives), and ``conv="winograd"``
 computes the float32 3x3 convolutions of the layers where it is cheaper by :mod:`nst_jax.winograd` (the same values
-to a few 1e-6 of their scale; :func:`prepare_params` transforms their kernels once per solve). Images enter as RGB floats
-in [0, 1] of shape [H, W, 3] and are turned into the Caffe input (BGR, x255 -- x256 for jcjohnson/neural-style,
+to a few 1e-6 of their scale; :func:`prepare_params` transforms their kernels once per solve). Images enter as RGB
+floats in [0, 1] of shape [H, W, 3] and are turned into the Caffe input (BGR, x255 -- x256 for jcjohnson/neural-style,
 ``input_scale`` --, minus the ImageNet mean) by :func:`preprocess`. Batches go through ``jax.vmap``.
 """
 

@@ -18,8 +18,8 @@ A solve transforms its kernels once, before its iterations (``nst_jax.vgg.prepar
 :class:`nst_jax.runner.Solve` applies), and its layers call :func:`conv3x3_transformed`: inside a value and
 gradient XLA:CPU fused the kernel transform into the products and recomputed it, which cost the 512-channel layers
 as much as their products. The prepared kernels are traced arguments like the weights, so new weights of the same
-shapes never recompile. :func:`worthwhile` says for which layer shapes the form is cheaper than XLA:CPU's own convolution
-(``benchmarks/RESULTS.md``); :mod:`nst_jax.vgg` uses it there when ``LossConfig.conv`` is ``"winograd"``
+shapes never recompile. :func:`worthwhile` says for which layer shapes the form is cheaper than XLA:CPU's own
+convolution (``benchmarks/RESULTS.md``); :mod:`nst_jax.vgg` uses it there when ``LossConfig.conv`` is ``"winograd"``
 (:mod:`nst_jax.backend`: the CPU default). ``lax.conv_general_dilated`` stays the reference: the tests prove both
 equal in value, both Jacobians, under ``vmap``, for odd sizes and both paddings.
 """

@@ -208,3 +208,39 @@ def test_many_pair_list_and_time_to_target_read_from_the_last_level():
     assert B.time_to_target_from_trace(flat, 2.0) == (9, 0.9, 1) and LC.fg_per_level(flat, 1) == [9]
     costs = {(16, 16): {"cost": 0.1}, (32, 32): {"cost": 0.8}}
     assert LC.priced([6, 11], [(16, 16), (32, 32)], costs) == pytest.approx(6 * 0.1 + 11 * 0.8)
+
+
+def test_conv_forms_tiny_times_three_forms_of_one_loss(tmp_path):
+    """benchmarks/conv_forms.py --tiny: one row, the three forms timed with their temporaries, the prepared
+    Winograd loss equal to XLA's to rounding (and not bit-equal: the Winograd form really ran)."""
+    import conv_forms
+
+    out = tmp_path / "forms.md"
+    assert conv_forms.main(["--tiny", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| blue_marble")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "48x48" and len(cells) == 2 + len(conv_forms.FORMS) + 1
+    for cell in cells[2:-1]:
+        ms, mib = re.fullmatch(r"(\d+) ms, ([\d.]+) MiB", cell).groups()
+        assert float(mib) > 0
+    assert 0 < float(cells[-1]) < 1e-5
+
+
+def test_same_iters_parses_settings_and_compares_final_losses(tmp_path):
+    """benchmarks/same_iters.py: key=value settings; on tiny19 (no layer takes the Winograd form) conv=lax and the
+    default compute the same iterates, so both final losses are equal."""
+    import same_iters
+
+    assert same_iters.parse_setting("conv=lax:style_weight=1e4:history=20") == {
+        "conv": "lax", "style_weight": 1e4, "history": 20}
+    assert same_iters.parse_setting("") == {}
+    with pytest.raises(ValueError, match="key=value"):
+        same_iters.parse_setting("conv")
+    out = tmp_path / "same.md"
+    assert same_iters.main(["--tiny", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| blue_marble")]
+    assert len(rows) == 2
+    for line in rows:
+        _, a, b, rel = [c.strip() for c in line.strip("|").split("|")]
+        assert a == b and rel == "+0.0%", line

@@ -21,7 +21,8 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(nst_jax.__path__, "nst_ja
                  if not m.name.endswith("__main__"))
 # module -> minimum number of doctest examples (">>>" lines) expected to run
 MIN_EXAMPLES = {"nst_jax.transfer": 12, "nst_jax.losses": 12, "nst_jax.guided": 17, "nst_jax.color": 26,
-                "nst_jax.image": 8, "nst_jax.guidance": 5, "nst_jax.masks": 4, "nst_jax.figures": 10, "nst_jax.vgg": 11,
+                "nst_jax.image": 8, "nst_jax.guidance": 5, "nst_jax.masks": 4, "nst_jax.figures": 10, "nst_jax.vgg": 18,
+                "nst_jax.winograd": 6,
                 "nst_jax.lean_ops": 8, "nst_jax.lbfgs": 8, "nst_jax.config": 5, "nst_jax.objective": 4,
                 "nst_jax.problem": 9, "nst_jax.sweeps": 13, "nst_jax.grid": 3, "nst_jax.backend": 1, "nst_jax.files": 3,
                 "nst_jax.cli.outputs": 2, "nst_jax.style_losses": 45, "nst_jax.weights": 2,

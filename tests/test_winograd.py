@@ -173,7 +173,8 @@ def test_setting_is_validated_and_resolved_per_backend():
         vgg.features(vgg.init_params(0, "tiny19"), jnp.zeros((32, 32, 3)), ["relu1_1"], conv="fft")
 
 
-# At 64 px input: conv2_1 on 32x32 maps (either rule), conv3_1 on 16x16 (prepared kernels only), conv4_1 on 8x8 (neither).
+# At 64 px input: conv2_1 on 32x32 maps (either rule), conv3_1 on 16x16 (prepared kernels only), conv4_1 on 8x8
+# (neither).
 _DEEP = vgg.VGGSpec("deep-test", (1, 1, 1, 1, 1), (64, 128, 128, 128, 8))
 
 
