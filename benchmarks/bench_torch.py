@@ -91,6 +91,43 @@ def environment() -> Dict[str, str]:
     return env
 
 
+def report_header(title: str) -> List[str]:
+    """A markdown report's first lines: ``# title`` and the machine and versions (:func:`environment`)."""
+    return [f"# {title}", ""] + [f"- {k}: {v}" for k, v in environment().items()]
+
+
+def print_report(lines: List[str], out: Optional[str] = None) -> None:
+    """Print a report and, with ``out``, also write it to that file."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
+def parse_setting(text: str) -> Dict[str, object]:
+    """``"conv=lax:warm_start=off"`` -> ``{"conv": "lax", "warm_start": "off"}`` (ints and floats converted; an
+    empty string is the defaults).
+
+    Example:
+      >>> parse_setting("conv=lax:style_weight=1e4:history=20")
+      {'conv': 'lax', 'style_weight': 10000.0, 'history': 20}
+    """
+    out: Dict[str, object] = {}
+    for item in filter(None, text.split(":")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a setting is key=value, got {item!r}")
+        for kind in (int, float):
+            try:
+                out[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- problem
 
 class Problem:
@@ -310,18 +347,12 @@ def variant_settings(variant: str) -> Dict[str, object]:
     optional fields, ``name:field=value:...`` (e.g. ``jaxopt-lbfgs:first_step=0.05:max_linesearch=10``)."""
     if variant == "default":
         return {}
-    name, *items = variant.split(":")
+    name, _, items = variant.partition(":")
     if name not in SOLVERS:
         raise ValueError(f"unknown variant {variant!r}: 'default' or one of {', '.join(SOLVERS)} with :field=value")
-    kw: Dict[str, object] = {"name": name}
-    for item in items:
-        k, _, v = item.partition("=")
-        if k == "bounds":
-            kw[k] = v
-        elif k == "precondition":
-            kw[k] = v.lower() in ("1", "true", "yes")
-        else:
-            kw[k] = float(v) if any(ch in v for ch in ".e") else int(v)
+    kw: Dict[str, object] = {"name": name, **parse_setting(items)}
+    if "precondition" in kw:
+        kw["precondition"] = str(kw["precondition"]).lower() in ("1", "true", "yes")
     return kw
 
 

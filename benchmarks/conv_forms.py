@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_torch import environment  # noqa: E402
+from bench_torch import print_report, report_header  # noqa: E402
 
 FORMS = ("lax", "winograd, kernel transformed per f+g", "winograd, prepared kernels")
 PAIRS = (("tetons_snake_river", "starry_night"), ("blue_marble", "great_wave"))
@@ -79,8 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.tiny:
         weights = vgg.init_params(0, vgg.VGGSpec("conv-forms-tiny", *TINY_WIDE))
         sizes, args.reps = [48], 2
-    lines = ["# Value and gradient per convolution form (timed in turns; XLA temporaries)", ""]
-    lines += [f"- {k}: {v}" for k, v in environment().items()]
+    lines = report_header("Value and gradient per convolution form (timed in turns; XLA temporaries)")
     lines += [f"- weights: {args.weights if not args.tiny else 'random, ' + str(TINY_WIDE)}; medians of {args.reps}",
               "", "| pair | size | " + " | ".join(FORMS) + " | loss rel. diff (prepared vs lax) |",
               "|---|---|" + "---|" * len(FORMS) + "---|"]
@@ -94,10 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          + " | ".join(f"{ms:.0f} ms, {mib:.1f} MiB" for ms, mib, _ in res.values())
                          + f" | {rel:.1e} |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_report(lines, args.out)
     return 0
 
 

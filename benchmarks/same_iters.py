@@ -17,31 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_torch import PAINTINGS, PHOTOS, environment  # noqa: E402
-
-
-def parse_setting(text: str) -> Dict[str, object]:
-    """``"conv=lax:warm_start=off"`` -> ``{"conv": "lax", "warm_start": "off"}`` (ints and floats converted; an
-    empty string is the defaults).
-
-    Example:
-      >>> parse_setting("conv=lax:style_weight=1e4:history=20")
-      {'conv': 'lax', 'style_weight': 10000.0, 'history': 20}
-    """
-    out: Dict[str, object] = {}
-    for item in filter(None, text.split(":")):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"a setting is key=value, got {item!r}")
-        for kind in (int, float):
-            try:
-                out[key] = kind(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
+from bench_torch import PAINTINGS, PHOTOS, parse_setting, print_report, report_header  # noqa: E402
 
 
 def final_losses(pairs, size: int, iters: int, weights: str, a: Dict[str, object], b: Dict[str, object]
@@ -87,8 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.tiny:
         args.weights, args.size, args.iters, pairs = "tiny19", 32, 3, pairs[:2]
     rows = final_losses(pairs, args.size, args.iters, args.weights, a, b)
-    lines = [f"# Final loss at the same iterations: A = `{args.a or 'defaults'}`, B = `{args.b or 'defaults'}`", ""]
-    lines += [f"- {k}: {v}" for k, v in environment().items()]
+    lines = report_header(f"Final loss at the same iterations: A = `{args.a or 'defaults'}`, B = "
+                          f"`{args.b or 'defaults'}`")
     lines += [f"- {args.size} px, {args.iters} iterations, {args.weights}", "",
               "| pair | A: loss (f+g) | B: loss (f+g) | B / A - 1 |", "|---|---|---|---|"]
     lines += [f"| {r['pair']} | {r['a']:.4g} ({r['a_fg']}) | {r['b']:.4g} ({r['b_fg']}) | {100 * r['rel']:+.1f}% |"
@@ -96,10 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lower = sum(r["rel"] < 0 for r in rows)
     worst = max(r["rel"] for r in rows)
     lines += ["", f"- B lower on {lower} of {len(rows)} pairs; largest increase {100 * worst:+.1f}%"]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_report(lines, args.out)
     return 0
 
 

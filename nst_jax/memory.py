@@ -152,35 +152,17 @@ def _convs_up_to(spec, name: str) -> int:
     return sum(n.startswith("conv") for n in names[: names.index(name) + 1])
 
 
-def _winograd_layers(spec, shape_HW, layers: Sequence[str]):
-    """``(h, w, c_in, c_out)`` of each conv, up to the deepest of ``layers``, that a solve runs in Winograd form
-    (:func:`nst_jax.winograd.worthwhile` with the kernels it prepares, :func:`nst_jax.vgg.prepare_params`)."""
-    names = vgg.layer_names(spec)
-    deepest = max(names.index(n) for n in layers)
-    chans = vgg.layer_channels(spec)
-    h, w, c_in, out = int(shape_HW[0]), int(shape_HW[1]), 3, []
-    for name in names[:deepest + 1]:
-        if name.startswith("pool"):
-            h, w = vgg.pooled_size(h), vgg.pooled_size(w)
-        elif name.startswith("conv"):
-            c_out = chans[name]
-            if winograd.worthwhile(h, w, c_in, c_out, transformed=True):
-                out.append((h, w, c_in, c_out))
-            c_in = c_out
-    return out
-
-
 def winograd_elements(spec, shape_HW, layers: Sequence[str]) -> int:
     """``36/16 x (in + out)`` elements of the largest conv, up to the deepest of ``layers``, that a solve puts in
-    the Winograd form (0 if none): its transformed tiles."""
+    the Winograd form (:func:`nst_jax.vgg.winograd_layers`; 0 if none): its transformed tiles."""
     return max((36 * -(-h // winograd.TILE) * -(-w // winograd.TILE) * (c_in + c_out)
-                for h, w, c_in, c_out in _winograd_layers(spec, shape_HW, layers)), default=0)
+                for h, w, c_in, c_out in vgg.winograd_layers(spec, shape_HW, layers).values()), default=0)
 
 
 def winograd_kernel_elements(spec, shape_HW, layers: Sequence[str]) -> int:
     """Elements of the Winograd kernels (36 x c_in x c_out each) a solve prepares for the layers of
     :func:`winograd_elements`."""
-    return sum(36 * c_in * c_out for _, _, c_in, c_out in _winograd_layers(spec, shape_HW, layers))
+    return sum(36 * c_in * c_out for _, _, c_in, c_out in vgg.winograd_layers(spec, shape_HW, layers).values())
 
 
 def estimate_peak_bytes(

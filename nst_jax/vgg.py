@@ -58,6 +58,7 @@ __all__ = [
     "features",
     "Features",
     "prepare_params",
+    "winograd_layers",
     "WINOGRAD_KERNEL",
 ]
 
@@ -290,19 +291,34 @@ def prepare_params(params: Mapping[str, Mapping[str, jax.Array]], shape_HW, laye
     out = {name: dict(layer) for name, layer in params.items()}
     if backend.resolve("conv", conv) != "winograd" or (dtype is not None and jnp.dtype(dtype) != jnp.float32):
         return out
-    spec = spec_from_params(params)
-    sizes = layer_sizes(spec, shape_HW, pool_rounding)
-    if layers is not None:
-        order = {name: j for j, (name, _) in enumerate(layer_sequence(spec))}
-        last = max((order[name] for name in layers if name in order), default=-1)
-        sizes = {name: hw for name, hw in sizes.items() if order[name] <= last}
-    for name, (h, w) in sizes.items():
-        if name not in params:
-            continue
-        edge = 0 if conv_padding(padding, name) == "zero" else 2
-        kernel = params[name]["kernel"]
-        if winograd.worthwhile(h + edge, w + edge, *np.shape(kernel)[2:], transformed=True):
-            out[name][WINOGRAD_KERNEL] = _kernel_transform(jnp.asarray(kernel, jnp.float32))
+    for name in winograd_layers(spec_from_params(params), shape_HW, layers, pool_rounding=pool_rounding,
+                                padding=padding):
+        out[name][WINOGRAD_KERNEL] = _kernel_transform(jnp.asarray(params[name]["kernel"], jnp.float32))
+    return out
+
+
+def winograd_layers(spec: str | VGGSpec, shape_HW, layers: Iterable[str] | None = None, *,
+                    pool_rounding: str = "floor", padding: str = "zero") -> Dict[str, Tuple[int, int, int, int]]:
+    """``{conv_name: (H_l, W_l, C_in, C_out)}`` of the convs, up to the deepest of ``layers`` (all when None), that
+    run in Winograd form on an [H, W] image with prepared kernels (:func:`nst_jax.winograd.worthwhile`, transformed):
+    the layers :func:`prepare_params` transforms and the memory estimate counts. ``H_l, W_l``: the conv's input as
+    it sees it (with the one-pixel border of a non-zero ``padding``).
+
+    Example:
+      >>> winograd_layers("vgg16", (128, 128), ["relu3_1"])
+      {'conv2_1': (64, 64, 64, 128), 'conv2_2': (64, 64, 128, 128), 'conv3_1': (32, 32, 128, 256)}
+    """
+    spec = get_spec(spec)
+    order = {name: j for j, (name, _) in enumerate(layer_sequence(spec))}
+    last = len(order) if layers is None else max((order[n] for n in layers if n in order), default=-1)
+    shapes = expected_shapes(spec)
+    out = {}
+    for name, (h, w) in layer_sizes(spec, shape_HW, pool_rounding).items():
+        if name in shapes and order[name] <= last:
+            edge = 0 if conv_padding(padding, name) == "zero" else 2
+            c_in, c_out = shapes[name]["kernel"][2:]
+            if winograd.worthwhile(h + edge, w + edge, c_in, c_out, transformed=True):
+                out[name] = (h + edge, w + edge, c_in, c_out)
     return out
 
 

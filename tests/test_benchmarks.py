@@ -222,8 +222,7 @@ def test_conv_forms_tiny_times_three_forms_of_one_loss(tmp_path):
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1] == "48x48" and len(cells) == 2 + len(conv_forms.FORMS) + 1
     for cell in cells[2:-1]:
-        ms, mib = re.fullmatch(r"(\d+) ms, ([\d.]+) MiB", cell).groups()
-        assert float(mib) > 0
+        assert float(re.fullmatch(r"\d+ ms, ([\d.]+) MiB", cell).group(1)) > 0
     assert 0 < float(cells[-1]) < 1e-5
 
 
@@ -232,11 +231,21 @@ def test_same_iters_parses_settings_and_compares_final_losses(tmp_path):
     default compute the same iterates, so both final losses are equal."""
     import same_iters
 
+    import bench_torch
+
     assert same_iters.parse_setting("conv=lax:style_weight=1e4:history=20") == {
         "conv": "lax", "style_weight": 1e4, "history": 20}
     assert same_iters.parse_setting("") == {}
     with pytest.raises(ValueError, match="key=value"):
         same_iters.parse_setting("conv")
+    # bench_torch's solver variants parse their fields the same way
+    assert bench_torch.variant_settings("jaxopt-lbfgs:first_step=0.05:max_linesearch=10:bounds=clamp:precondition=no"
+                                        ) == {"name": "jaxopt-lbfgs", "first_step": 0.05, "max_linesearch": 10,
+                                              "bounds": "clamp", "precondition": False}
+    assert bench_torch.variant_settings("lbfgs:precondition=1") == {"name": "lbfgs", "precondition": True}
+    assert bench_torch.variant_settings("default") == {}
+    with pytest.raises(ValueError, match="unknown variant"):
+        bench_torch.variant_settings("bfgs:lr=1")
     out = tmp_path / "same.md"
     assert same_iters.main(["--tiny", "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| blue_marble")]
